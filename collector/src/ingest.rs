@@ -1,0 +1,179 @@
+//! The path every export takes, whichever receiver it came through:
+//! admit → decode + validate + convert (on the blocking pool) → WAL fsync → memtable → answer.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use meshscope_proto::collector::metrics::v1::ExportMetricsServiceRequest;
+use meshscope_proto::collector::trace::v1::ExportTraceServiceRequest;
+use meshscope_storage::convert::{metrics_to_batch, spans_to_batch};
+use meshscope_storage::wal::RecordKind;
+use meshscope_storage::{RecordBatch, StorageError, Store};
+use prost::Message;
+
+use crate::admission::Admission;
+use crate::error::IngestError;
+use crate::validate::{Rejections, validate_metrics, validate_traces};
+
+/// Which OTLP signal an export carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// `ExportTraceServiceRequest`.
+    Traces,
+    /// `ExportMetricsServiceRequest`.
+    Metrics,
+}
+
+/// How the request body is encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    /// Binary protobuf.
+    Protobuf,
+    /// OTLP/JSON.
+    Json,
+}
+
+/// Counters of what ingest did, for the collector's own metrics.
+#[derive(Debug, Default)]
+pub struct IngestStats {
+    /// Spans acknowledged.
+    pub spans_accepted: AtomicU64,
+    /// Spans rejected by validation (reported as partial success).
+    pub spans_rejected: AtomicU64,
+    /// Metric data points acknowledged.
+    pub points_accepted: AtomicU64,
+    /// Metric data points rejected by validation.
+    pub points_rejected: AtomicU64,
+    /// Exports refused as a whole, by any error.
+    pub requests_refused: AtomicU64,
+}
+
+/// Shared state of both receivers.
+pub struct Ingest {
+    store: Arc<Store>,
+    admission: Admission,
+    /// Largest accepted body, after decompression.
+    pub max_request_bytes: usize,
+    /// What has been accepted and refused so far.
+    pub stats: IngestStats,
+}
+
+/// A decoded, validated export ready for the store.
+struct Prepared {
+    payload: Vec<u8>,
+    batch: RecordBatch,
+    rows: usize,
+    rejections: Rejections,
+}
+
+impl Ingest {
+    /// Ingest into `store` under a memory budget of `memory_limit` bytes.
+    pub fn new(store: Arc<Store>, memory_limit: usize, max_request_bytes: usize) -> Ingest {
+        Ingest {
+            admission: Admission::new(memory_limit, store.clone()),
+            store,
+            max_request_bytes,
+            stats: IngestStats::default(),
+        }
+    }
+
+    /// Bytes reserved by requests being processed now.
+    pub fn in_flight_bytes(&self) -> usize {
+        self.admission.in_flight_bytes()
+    }
+
+    /// The collector's own metrics in Prometheus text format.
+    pub fn render_metrics(&self) -> String {
+        let stats = &self.stats;
+        let counters = [
+            ("meshscope_spans_accepted_total", "Spans acknowledged.", &stats.spans_accepted),
+            ("meshscope_spans_rejected_total", "Spans rejected by validation.", &stats.spans_rejected),
+            ("meshscope_points_accepted_total", "Metric points acknowledged.", &stats.points_accepted),
+            ("meshscope_points_rejected_total", "Metric points rejected by validation.", &stats.points_rejected),
+            ("meshscope_requests_refused_total", "Exports refused as a whole.", &stats.requests_refused),
+        ];
+        let mut out = String::new();
+        for (name, help, value) in counters {
+            out += &format!("# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n", value.load(Ordering::Relaxed));
+        }
+        let gauges = [
+            ("meshscope_memtable_bytes", "Arrow bytes waiting in the memtable.", self.store.memtable_bytes()),
+            ("meshscope_in_flight_bytes", "Bytes reserved by exports being processed.", self.in_flight_bytes()),
+        ];
+        for (name, help, value) in gauges {
+            out += &format!("# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n");
+        }
+        out
+    }
+
+    /// Stores one export; answers with what validation rejected (the OTLP partial success).
+    pub async fn export(&self, signal: Signal, encoding: Encoding, body: Bytes) -> Result<Rejections, IngestError> {
+        let result = self.try_export(signal, encoding, body).await;
+        if result.is_err() {
+            self.stats.requests_refused.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    async fn try_export(&self, signal: Signal, encoding: Encoding, body: Bytes) -> Result<Rejections, IngestError> {
+        if body.len() > self.max_request_bytes {
+            return Err(IngestError::TooLarge { limit: self.max_request_bytes });
+        }
+        let _permit = self.admission.admit(body.len())?;
+        let prepared = tokio::task::spawn_blocking(move || prepare(signal, encoding, body))
+            .await
+            .map_err(|error| IngestError::Unavailable(format!("decoder task failed: {error}")))??;
+        let (accepted, rejected) = match signal {
+            Signal::Traces => (&self.stats.spans_accepted, &self.stats.spans_rejected),
+            Signal::Metrics => (&self.stats.points_accepted, &self.stats.points_rejected),
+        };
+        rejected.fetch_add(prepared.rejections.count.max(0) as u64, Ordering::Relaxed);
+        if prepared.rows > 0 {
+            let kind = match signal {
+                Signal::Traces => RecordKind::Traces,
+                Signal::Metrics => RecordKind::Metrics,
+            };
+            self.store.append(kind, prepared.payload, prepared.batch).await.map_err(unavailable)?;
+            accepted.fetch_add(prepared.rows as u64, Ordering::Relaxed);
+        }
+        Ok(prepared.rejections)
+    }
+}
+
+fn unavailable(error: StorageError) -> IngestError {
+    tracing::error!(%error, "export refused: storage failed");
+    IngestError::Unavailable(error.to_string())
+}
+
+fn decode<T: Message + Default + serde::de::DeserializeOwned>(encoding: Encoding, body: &[u8]) -> Result<T, IngestError> {
+    match encoding {
+        Encoding::Protobuf => T::decode(body)
+            .map_err(|error| IngestError::Undecodable { encoding: "protobuf", reason: error.to_string() }),
+        Encoding::Json => serde_json::from_slice(body)
+            .map_err(|error| IngestError::Undecodable { encoding: "JSON", reason: error.to_string() }),
+    }
+}
+
+/// Decodes, validates and converts; re-encodes to protobuf for the WAL only when the stored request
+/// differs from the received bytes (JSON input, or spans removed by validation).
+fn prepare(signal: Signal, encoding: Encoding, body: Bytes) -> Result<Prepared, IngestError> {
+    let unchanged = |rejections: &Rejections| encoding == Encoding::Protobuf && rejections.count == 0;
+    let converted = match signal {
+        Signal::Traces => {
+            let mut request: ExportTraceServiceRequest = decode(encoding, &body)?;
+            let rejections = validate_traces(&mut request);
+            let payload = if unchanged(&rejections) { body.to_vec() } else { request.encode_to_vec() };
+            (payload, spans_to_batch(&request), rejections)
+        }
+        Signal::Metrics => {
+            let mut request: ExportMetricsServiceRequest = decode(encoding, &body)?;
+            let rejections = validate_metrics(&mut request);
+            let payload = if unchanged(&rejections) { body.to_vec() } else { request.encode_to_vec() };
+            (payload, metrics_to_batch(&request), rejections)
+        }
+    };
+    let (payload, batch, rejections) = converted;
+    let batch = batch.map_err(|error| IngestError::Undecodable { encoding: "OTLP", reason: error.to_string() })?;
+    Ok(Prepared { rows: batch.num_rows(), payload, batch, rejections })
+}

@@ -1,0 +1,16 @@
+//! OTLP wire types for every Meshscope crate.
+//!
+//! Re-exports the generated OTLP messages and tonic services from `opentelemetry-proto` (prost types with
+//! the OTLP/JSON serde mapping: hex ids, int64 as strings, camelCase names), so storage, collector and the
+//! proxy share one definition and one version.
+//!
+//! ```text
+//! opentelemetry-proto (prost + tonic + serde) ──► meshscope-proto ──► storage, collector, proxy
+//! ```
+
+pub use opentelemetry_proto::tonic::collector;
+pub use opentelemetry_proto::tonic::common::v1 as common;
+pub use opentelemetry_proto::tonic::metrics::v1 as metrics;
+pub use opentelemetry_proto::tonic::resource::v1 as resource;
+pub use opentelemetry_proto::tonic::trace::v1 as trace;
+pub use prost;

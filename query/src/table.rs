@@ -1,0 +1,186 @@
+//! `StoreTable`: a DataFusion table over one stored table, memtable ∪ Parquet.
+//!
+//! Pruning: filters on the table's time column (`start_time` for spans, `time` for metric points) are
+//! turned into a time range that drops whole memtable batches and whole files (through the manifest)
+//! before anything is opened. All filters are then passed to DataFusion's Parquet scan, which prunes row
+//! groups by statistics and by the `trace_id` bloom filter. Every filter is reported `Inexact`, so the
+//! engine re-checks rows; nothing here has to be exact to be correct.
+
+use std::any::Any;
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::catalog::Session;
+use datafusion::common::{Result, ScalarValue};
+use datafusion::datasource::TableProvider;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown, TableType};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::union::UnionExec;
+use meshscope_storage::{Store, Table, TimeRange};
+
+/// URL under which the store's object store is registered with DataFusion.
+pub const STORE_URL: &str = "meshscope://store/";
+
+/// A stored table as a DataFusion `TableProvider`.
+pub struct StoreTable {
+    store: Arc<Store>,
+    table: Table,
+}
+
+impl fmt::Debug for StoreTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoreTable").field("table", &self.table).finish()
+    }
+}
+
+impl StoreTable {
+    /// The provider for `table` of `store`.
+    pub fn new(store: Arc<Store>, table: Table) -> StoreTable {
+        StoreTable { store, table }
+    }
+}
+
+#[async_trait]
+impl TableProvider for StoreTable {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn schema(&self) -> SchemaRef {
+        self.table.schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> Result<Vec<TableProviderFilterPushDown>> {
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let range = time_range(self.table.time_column(), filters);
+        let snapshot = self.store.snapshot(self.table, range);
+        let schema = self.table.schema();
+        let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
+        if !snapshot.files.is_empty() {
+            let urls = snapshot
+                .files
+                .iter()
+                .map(|file| ListingTableUrl::parse(format!("{STORE_URL}{}", file.path)))
+                .collect::<Result<Vec<_>>>()?;
+            let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+            let config =
+                ListingTableConfig::new_with_multi_paths(urls).with_listing_options(options).with_schema(schema.clone());
+            let files = ListingTable::try_new(config)?;
+            inputs.push(files.scan(state, projection, filters, limit).await?);
+        }
+        if !snapshot.batches.is_empty() || inputs.is_empty() {
+            inputs.push(MemorySourceConfig::try_new_exec(&[snapshot.batches], schema, projection.cloned())?);
+        }
+        UnionExec::try_new(inputs)
+    }
+}
+
+/// The time range implied by the conjunction of `filters` on `column` (everything when none applies).
+fn time_range(column: &str, filters: &[Expr]) -> TimeRange {
+    let mut range = TimeRange::ALL;
+    for filter in filters {
+        narrow(column, filter, &mut range);
+    }
+    range
+}
+
+fn narrow(column: &str, expr: &Expr, range: &mut TimeRange) {
+    match expr {
+        Expr::BinaryExpr(BinaryExpr { left, op: Operator::And, right }) => {
+            narrow(column, left, range);
+            narrow(column, right, range);
+        }
+        Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
+            let (op, value) = match (left.as_ref(), right.as_ref()) {
+                (Expr::Column(c), Expr::Literal(value, _)) if c.name == column => (*op, value),
+                (Expr::Literal(value, _), Expr::Column(c)) if c.name == column => match op.swap() {
+                    Some(op) => (op, value),
+                    None => return,
+                },
+                _ => return,
+            };
+            let Some(nanos) = timestamp_nanos(value) else { return };
+            match op {
+                Operator::Gt | Operator::GtEq => range.start = range.start.max(nanos),
+                Operator::Lt | Operator::LtEq => range.end = range.end.min(nanos),
+                Operator::Eq => {
+                    range.start = range.start.max(nanos);
+                    range.end = range.end.min(nanos);
+                }
+                _ => {}
+            }
+        }
+        Expr::Between(between) if !between.negated => {
+            if let (Expr::Column(c), Expr::Literal(low, _), Expr::Literal(high, _)) =
+                (between.expr.as_ref(), between.low.as_ref(), between.high.as_ref())
+            {
+                if c.name == column {
+                    if let Some(low) = timestamp_nanos(low) {
+                        range.start = range.start.max(low);
+                    }
+                    if let Some(high) = timestamp_nanos(high) {
+                        range.end = range.end.min(high);
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+fn timestamp_nanos(value: &ScalarValue) -> Option<i64> {
+    match value {
+        ScalarValue::TimestampNanosecond(Some(v), _) => Some(*v),
+        ScalarValue::TimestampMicrosecond(Some(v), _) => v.checked_mul(1_000),
+        ScalarValue::TimestampMillisecond(Some(v), _) => v.checked_mul(1_000_000),
+        ScalarValue::TimestampSecond(Some(v), _) => v.checked_mul(1_000_000_000),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::prelude::{col, lit};
+
+    use super::*;
+
+    fn ts(nanos: i64) -> Expr {
+        lit(ScalarValue::TimestampNanosecond(Some(nanos), Some("UTC".into())))
+    }
+
+    #[test]
+    fn time_filters_narrow_the_range() {
+        let filters = [col("start_time").gt_eq(ts(100)), ts(200).gt(col("start_time")), col("name").eq(lit("x"))];
+        assert_eq!(time_range("start_time", &filters), TimeRange { start: 100, end: 200 });
+    }
+
+    #[test]
+    fn other_columns_and_operators_leave_the_range_open() {
+        let filters = [col("end_time").gt(ts(5)), col("start_time").not_eq(ts(7))];
+        assert_eq!(time_range("start_time", &filters), TimeRange::ALL);
+    }
+
+    #[test]
+    fn between_and_conjunctions_are_understood() {
+        let filters = [col("time").between(ts(10), ts(20)).and(col("time").lt(ts(15)))];
+        assert_eq!(time_range("time", &filters), TimeRange { start: 10, end: 15 });
+    }
+}

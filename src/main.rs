@@ -1,0 +1,47 @@
+//! The `meshscope` command: wiring of the library crates into runnable roles.
+//!
+//! ```text
+//! meshscope collector   OTLP receivers + store + query API
+//! meshscope sql         one SQL query against a collector or a data dir
+//! ```
+
+mod collector_cmd;
+mod signals;
+mod sql_cmd;
+mod units;
+
+use clap::{Parser, Subcommand};
+
+/// Meshscope: a service mesh that watches itself, and its trace backend.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Log filter, e.g. "info" or "meshscope_storage=debug".
+    #[arg(long, global = true, env = "MESHSCOPE_LOG", default_value = "info")]
+    log: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the collector: OTLP in (gRPC :4317, HTTP :4318), durable storage, the query API (:8686).
+    Collector(collector_cmd::CollectorArgs),
+    /// Run one SQL query and print the result.
+    Sql(sql_cmd::SqlArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log)?)
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async {
+        match cli.command {
+            Command::Collector(args) => collector_cmd::run(args.settings()?).await,
+            Command::Sql(args) => sql_cmd::run(args).await,
+        }
+    })
+}
