@@ -17,7 +17,19 @@ stamp="$venv/.meshscope-requirements.sha256"
 
 if [[ ! -x "$venv/bin/python" ]]; then
     echo "test.sh: creating Python virtualenv in $venv" >&2
-    python3 -m venv "$venv"
+    if ! python3 -m venv "$venv"; then
+        # Debian splits ensurepip out of python3 into python3-venv.
+        rm -rf "$venv"
+        if command -v apt-get >/dev/null && [[ "$(id -u)" == 0 ]]; then
+            echo "test.sh: python3 -m venv failed; installing Debian's python3-venv" >&2
+            apt-get update -qq
+            apt-get install -y -qq python3-venv
+            python3 -m venv "$venv"
+        else
+            echo "test.sh: python3 -m venv failed: install python3-venv (Debian) and rerun" >&2
+            exit 1
+        fi
+    fi
 fi
 
 wanted="$(sha256sum "$requirements" | cut -d' ' -f1)"
@@ -29,4 +41,12 @@ fi
 
 export MESHSCOPE_TEST_PYTHON="$venv/bin/python"
 
-exec cargo nextest run --workspace --no-fail-fast "$@"
+# --no-fail-fast is refused together with --no-run (a build-only invocation).
+nextest_args=(--workspace --no-fail-fast)
+for arg in "$@"; do
+    if [[ "$arg" == "--no-run" ]]; then
+        nextest_args=(--workspace)
+    fi
+done
+
+exec cargo nextest run "${nextest_args[@]}" "$@"

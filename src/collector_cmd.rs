@@ -19,7 +19,7 @@ use crate::units::{parse_bytes, parse_duration};
 /// Flags of `meshscope collector`. Each also reads the environment variable named beside it, and the
 /// config file key of the same name with underscores (`--memory-limit` ↔ `memory_limit`).
 #[derive(Debug, Args)]
-pub struct CollectorArgs {
+pub(crate) struct CollectorArgs {
     /// TOML config file; unknown keys are errors. Flags and environment variables override it.
     #[arg(long, env = "MESHSCOPE_CONFIG")]
     config: Option<PathBuf>,
@@ -79,19 +79,19 @@ struct FileConfig {
 
 /// Fully resolved settings.
 #[derive(Debug, Clone)]
-pub struct CollectorSettings {
+pub(crate) struct CollectorSettings {
     /// Store location and flush/retention policy.
-    pub store: StoreOptions,
+    pub(crate) store: StoreOptions,
     /// Receiver addresses.
-    pub receivers: ReceiverConfig,
+    pub(crate) receivers: ReceiverConfig,
     /// API address.
-    pub api_listen: SocketAddr,
+    pub(crate) api_listen: SocketAddr,
     /// Memory budget of ingest.
-    pub memory_limit: usize,
+    pub(crate) memory_limit: usize,
     /// Largest export body.
-    pub max_request_bytes: usize,
+    pub(crate) max_request_bytes: usize,
     /// Per-query limits.
-    pub query: QueryLimits,
+    pub(crate) query: QueryLimits,
 }
 
 /// Collects every bad setting, so the user fixes them in one go.
@@ -137,7 +137,7 @@ fn read_file(path: Option<&Path>) -> anyhow::Result<(FileConfig, String, String)
 
 impl CollectorArgs {
     /// Resolves defaults → file → environment → flags; reports every bad value at once.
-    pub fn settings(self) -> anyhow::Result<CollectorSettings> {
+    pub(crate) fn settings(self) -> anyhow::Result<CollectorSettings> {
         let (file, source, file_name) = read_file(self.config.as_deref())?;
         let mut problems = Problems { file: file_name, source, found: Vec::new() };
         let memory_limit = problems.value("memory_limit", self.memory_limit, file.memory_limit, 1 << 30, parse_bytes);
@@ -186,7 +186,7 @@ impl CollectorArgs {
 
 /// Runs the collector until SIGTERM or Ctrl-C: then stops accepting, lets in-flight exports finish,
 /// flushes the memtable, fsyncs and returns.
-pub async fn run(settings: CollectorSettings) -> anyhow::Result<()> {
+pub(crate) async fn run(settings: CollectorSettings) -> anyhow::Result<()> {
     let data_dir = settings.store.data_dir.clone();
     let store = Store::open(settings.store).await.with_context(|| format!("opening store in {}", data_dir.display()))?;
     let ingest = Arc::new(Ingest::new(store.clone(), settings.memory_limit, settings.max_request_bytes));

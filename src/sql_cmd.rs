@@ -10,7 +10,7 @@ use meshscope_storage::Store;
 
 /// How to print the result.
 #[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum Format {
+pub(crate) enum Format {
     /// A boxed text table.
     Table,
     /// CSV with a header line.
@@ -21,7 +21,7 @@ pub enum Format {
 
 /// Flags of `meshscope sql`.
 #[derive(Debug, Args)]
-pub struct SqlArgs {
+pub(crate) struct SqlArgs {
     /// The statement, e.g. "SELECT service_name, count(*) FROM spans GROUP BY 1".
     query: String,
     /// API of a running collector.
@@ -36,7 +36,7 @@ pub struct SqlArgs {
 }
 
 /// Runs the query and prints the result.
-pub async fn run(args: SqlArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(args: SqlArgs) -> anyhow::Result<()> {
     let result = match &args.data_dir {
         Some(dir) => {
             let store = Store::open_read_only(dir).await?;

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 /// `1GiB`, `512MiB`, `16MB`, `64k`, or bytes.
-pub fn parse_bytes(text: &str) -> Result<usize, String> {
+pub(crate) fn parse_bytes(text: &str) -> Result<usize, String> {
     let text = text.trim();
     let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
@@ -22,7 +22,7 @@ pub fn parse_bytes(text: &str) -> Result<usize, String> {
 }
 
 /// `500ms`, `10s`, `5m`, `12h`, `7d`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (number, unit) = text.split_at(split);

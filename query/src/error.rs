@@ -36,3 +36,9 @@ impl From<meshscope_storage::StorageError> for QueryError {
         QueryError::Internal(error.to_string())
     }
 }
+
+impl From<meshscope_storage::convert::ConvertError> for QueryError {
+    fn from(error: meshscope_storage::convert::ConvertError) -> Self {
+        QueryError::Internal(format!("stored span does not convert back: {error}"))
+    }
+}

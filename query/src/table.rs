@@ -6,7 +6,6 @@
 //! groups by statistics and by the `trace_id` bloom filter. Every filter is reported `Inexact`, so the
 //! engine re-checks rows; nothing here has to be exact to be correct.
 
-use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
 
@@ -47,10 +46,6 @@ impl StoreTable {
 
 #[async_trait]
 impl TableProvider for StoreTable {
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-
     fn schema(&self) -> SchemaRef {
         self.table.schema()
     }

@@ -5,7 +5,7 @@
 //! sees either the old or the new file set, and a crash between writing a Parquet file and publishing it
 //! leaves an orphan that the next start deletes, never a duplicate.
 
-use object_store::ObjectStore;
+use object_store::{ObjectStore, ObjectStoreExt};
 use object_store::path::Path;
 use serde::{Deserialize, Serialize};
 

@@ -46,7 +46,7 @@ fn writer_properties(table: Table, rows: usize) -> WriterProperties {
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()))
         .set_dictionary_enabled(true)
         .set_statistics_enabled(EnabledStatistics::Page)
-        .set_max_row_group_size(ROW_GROUP_ROWS);
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS));
     if table == Table::Spans {
         let trace_id = ColumnPath::from("trace_id");
         builder = builder
@@ -54,7 +54,7 @@ fn writer_properties(table: Table, rows: usize) -> WriterProperties {
             .set_column_dictionary_enabled(ColumnPath::from("span_id"), false)
             .set_column_bloom_filter_enabled(trace_id.clone(), true)
             .set_column_bloom_filter_fpp(trace_id.clone(), 0.01)
-            .set_column_bloom_filter_ndv(trace_id, rows.min(ROW_GROUP_ROWS) as u64);
+            .set_column_bloom_filter_max_ndv(trace_id, rows.min(ROW_GROUP_ROWS) as u64);
     }
     builder.build()
 }

@@ -152,7 +152,7 @@ pub static METRIC_POINTS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
 });
 
 /// The two tables Meshscope stores.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Table {
     /// One row per span.

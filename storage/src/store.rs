@@ -15,7 +15,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use futures::TryStreamExt;
 use meshscope_proto::collector::metrics::v1::ExportMetricsServiceRequest;
 use meshscope_proto::collector::trace::v1::ExportTraceServiceRequest;
-use object_store::ObjectStore;
+use object_store::{ObjectStore, ObjectStoreExt};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use prost::Message;

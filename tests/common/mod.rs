@@ -203,7 +203,10 @@ impl Collector {
 
     /// The process id of the running collector.
     pub fn pid(&self) -> u32 {
-        self.process.as_ref().expect("collector is not running").id()
+        self.process
+            .as_ref()
+            .expect("collector is not running")
+            .id()
     }
 
     /// `http://127.0.0.1:<api port>`.
@@ -240,6 +243,8 @@ impl Collector {
             let log_path = self.log_path(self.generation);
             let log = std::fs::File::create(&log_path).expect("create collector log");
             let mut command = Command::new(MESHSCOPE);
+            // Only the flags below configure the collector, whatever the developer's environment holds.
+            command.env_clear();
             command
                 .arg("collector")
                 .arg("--data-dir")
@@ -248,11 +253,14 @@ impl Collector {
                 .args(["--otlp-http-listen", &http.to_string()])
                 .args(["--api-listen", &api.to_string()])
                 .args(&self.extra_args)
+                .envs(std::env::vars().filter(|(k, _)| !k.starts_with("MESHSCOPE_")))
                 .env("RUST_BACKTRACE", "1")
                 .stdin(Stdio::null())
                 .stdout(log.try_clone().expect("clone log handle"))
                 .stderr(log);
-            let child = command.spawn().unwrap_or_else(|e| panic!("spawn {MESHSCOPE}: {e}"));
+            let child = command
+                .spawn()
+                .unwrap_or_else(|e| panic!("spawn {MESHSCOPE}: {e}"));
             self.process = Some(child);
             match self.wait_healthy().await {
                 Ok(()) => return,
@@ -722,10 +730,11 @@ pub fn export_outcome(response: &RawResponse, signal: Signal, json: bool) -> Exp
         );
         match signal {
             Signal::Traces => {
-                let decoded = meshscope_proto::collector::trace::v1::ExportTraceServiceResponse::decode(
-                    response.body.as_slice(),
-                )
-                .expect("answer decodes as ExportTraceServiceResponse");
+                let decoded =
+                    meshscope_proto::collector::trace::v1::ExportTraceServiceResponse::decode(
+                        response.body.as_slice(),
+                    )
+                    .expect("answer decodes as ExportTraceServiceResponse");
                 let partial = decoded.partial_success.unwrap_or_default();
                 ExportOutcome {
                     rejected: partial.rejected_spans,
@@ -751,7 +760,9 @@ pub fn export_outcome(response: &RawResponse, signal: Signal, json: bool) -> Exp
 /// A JSON number, or a string holding an integer, as i64.
 pub fn as_i64(value: &Value) -> Option<i64> {
     match value {
-        Value::Number(n) => n.as_i64().or_else(|| n.as_u64().and_then(|u| i64::try_from(u).ok())),
+        Value::Number(n) => n
+            .as_i64()
+            .or_else(|| n.as_u64().and_then(|u| i64::try_from(u).ok())),
         Value::String(s) => s.parse().ok(),
         _ => None,
     }
@@ -878,7 +889,9 @@ pub fn sort_attributes(attributes: &mut [KeyValue]) {
 fn sort_any_value(value: &mut AnyValue) {
     match value.value.as_mut() {
         Some(any_value::Value::KvlistValue(list)) => sort_attributes(&mut list.values),
-        Some(any_value::Value::ArrayValue(array)) => array.values.iter_mut().for_each(sort_any_value),
+        Some(any_value::Value::ArrayValue(array)) => {
+            array.values.iter_mut().for_each(sort_any_value)
+        }
         _ => {}
     }
 }
@@ -939,7 +952,10 @@ pub fn assert_trace_matches(view: &TraceView, expected: &[SpanRecord]) {
         });
         let name = &want.span.name;
         assert_eq!(got.span, want.span, "span {name:?}: span fields differ");
-        assert_eq!(got.resource, want.resource, "span {name:?}: resource differs");
+        assert_eq!(
+            got.resource, want.resource,
+            "span {name:?}: resource differs"
+        );
         assert_eq!(
             got.resource_schema_url, want.resource_schema_url,
             "span {name:?}: resource schema url differs"
@@ -955,9 +971,13 @@ pub fn assert_trace_matches(view: &TraceView, expected: &[SpanRecord]) {
 
 /// Asserts that the spans of a trace come in tree order: a depth-first pre-order where every span follows
 /// its parent, siblings (and roots) by non-decreasing start time, and `depth` is the parent's plus one.
-/// A span whose parent is not in the trace counts as a root; its depth is not checked.
+/// A span whose parent is not in the trace is shown as a root: depth 0.
 pub fn assert_tree_order(view: &TraceView) {
-    let ids: HashSet<&[u8]> = view.spans.iter().map(|s| s.span.span_id.as_slice()).collect();
+    let ids: HashSet<&[u8]> = view
+        .spans
+        .iter()
+        .map(|s| s.span.span_id.as_slice())
+        .collect();
     let names: HashMap<&[u8], &str> = view
         .spans
         .iter()
@@ -997,10 +1017,10 @@ pub fn assert_tree_order(view: &TraceView) {
                 names[parent]
             );
         }
-        if span.parent_span_id.is_empty() {
+        if parent.is_empty() {
             assert_eq!(
                 entry.depth, 0,
-                "trace {}: root span {:?} must have depth 0",
+                "trace {}: span {:?} has no parent in the trace, so it is a root of depth 0",
                 view.trace_id, span.name
             );
         }
@@ -1124,6 +1144,16 @@ pub fn kv_str(key: &str, value: &str) -> KeyValue {
 /// An int attribute.
 pub fn kv_int(key: &str, value: i64) -> KeyValue {
     kv(key, int_value(value))
+}
+
+/// The value of a string attribute, if `attributes` has one under `key`.
+pub fn string_attr(attributes: &[KeyValue], key: &str) -> Option<String> {
+    attributes.iter().find(|kv| kv.key == key).and_then(|kv| {
+        match kv.value.as_ref()?.value.as_ref()? {
+            any_value::Value::StringValue(s) => Some(s.clone()),
+            _ => None,
+        }
+    })
 }
 
 /// An `AnyValue` of `depth` nested arrays around a string (depth 1 = the bare string).

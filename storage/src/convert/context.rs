@@ -42,7 +42,7 @@ pub(crate) fn append_optional(builder: &mut StringBuilder, value: &str) {
 }
 
 /// Appends `value` `n` times, or `n` nulls when it is empty.
-fn append_optional_n(builder: &mut StringBuilder, value: &str, n: usize) {
+pub(crate) fn append_optional_n(builder: &mut StringBuilder, value: &str, n: usize) {
     if value.is_empty() {
         builder.append_nulls(n);
     } else {
@@ -157,12 +157,18 @@ impl ContextBuilders {
     }
 
     /// Appends `n` rows of `resource` and `scope`.
-    pub(crate) fn append_n(&mut self, resource: &EncodedResource<'_>, scope: &EncodedScope<'_>, n: usize) {
+    pub(crate) fn append_n(
+        &mut self,
+        resource: &EncodedResource<'_>,
+        scope: &EncodedScope<'_>,
+        n: usize,
+    ) {
         match resource.service_name {
             Some(name) => self.service_name.append_value_n(name, n),
             None => self.service_name.append_nulls(n),
         }
-        self.resource_attributes.append_value_n(&resource.attributes, n);
+        self.resource_attributes
+            .append_value_n(&resource.attributes, n);
         self.resource_dropped_attributes_count
             .append_value_n(resource.dropped_attributes_count, n);
         append_optional_n(&mut self.resource_schema_url, resource.schema_url, n);
@@ -178,12 +184,18 @@ impl ContextBuilders {
     pub(crate) fn finish(mut self) -> [(&'static str, ArrayRef); 9] {
         [
             ("service_name", Arc::new(self.service_name.finish())),
-            ("resource_attributes", Arc::new(self.resource_attributes.finish())),
+            (
+                "resource_attributes",
+                Arc::new(self.resource_attributes.finish()),
+            ),
             (
                 "resource_dropped_attributes_count",
                 Arc::new(self.resource_dropped_attributes_count.finish()),
             ),
-            ("resource_schema_url", Arc::new(self.resource_schema_url.finish())),
+            (
+                "resource_schema_url",
+                Arc::new(self.resource_schema_url.finish()),
+            ),
             ("scope_name", Arc::new(self.scope_name.finish())),
             ("scope_version", Arc::new(self.scope_version.finish())),
             ("scope_attributes", Arc::new(self.scope_attributes.finish())),
@@ -206,10 +218,12 @@ pub(crate) fn assemble(
         .fields()
         .iter()
         .map(|field| {
-            by_name.remove(field.name().as_str()).ok_or_else(|| ConvertError::ColumnType {
-                column: field.name().clone(),
-                message: "no column was built for this field".to_owned(),
-            })
+            by_name
+                .remove(field.name().as_str())
+                .ok_or_else(|| ConvertError::ColumnType {
+                    column: field.name().clone(),
+                    message: "no column was built for this field".to_owned(),
+                })
         })
         .collect::<Result<Vec<_>, _>>()?;
     if let Some(extra) = by_name.into_keys().next() {
@@ -257,11 +271,11 @@ pub(crate) fn optional_str(array: &StringArray, row: usize) -> Option<&str> {
 }
 
 /// The value of a non-null column, or an error naming the column and row when it is null.
-pub(crate) fn required<A: Array, T>(
-    array: &A,
+pub(crate) fn required<'a, A: Array, T>(
+    array: &'a A,
     column: &'static str,
     row: usize,
-    value: impl FnOnce(&A, usize) -> T,
+    value: impl FnOnce(&'a A, usize) -> T,
 ) -> Result<T, ConvertError> {
     if array.is_null(row) {
         return Err(ConvertError::InvalidValue {

@@ -198,7 +198,10 @@ impl Serialize for ExemplarJson<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let e = self.0;
         let mut map = serializer.serialize_map(None)?;
-        map.serialize_entry("filteredAttributes", &KeyValuesJson::all(&e.filtered_attributes))?;
+        map.serialize_entry(
+            "filteredAttributes",
+            &KeyValuesJson::all(&e.filtered_attributes),
+        )?;
         map.serialize_entry("timeUnixNano", &AsString(e.time_unix_nano))?;
         map.serialize_entry("spanId", &Hex(&e.span_id))?;
         map.serialize_entry("traceId", &Hex(&e.trace_id))?;
@@ -699,7 +702,10 @@ mod tests {
 
     fn finite_attributes() -> Vec<KeyValue> {
         vec![
-            kv("s", Value::StringValue("quote \" backslash \\ tab \t é 😀 \u{1}".to_owned())),
+            kv(
+                "s",
+                Value::StringValue("quote \" backslash \\ tab \t é 😀 \u{1}".to_owned()),
+            ),
             kv("b", Value::BoolValue(true)),
             kv("i", Value::IntValue(i64::MIN)),
             kv("d", Value::DoubleValue(0.1)),
@@ -746,7 +752,10 @@ mod tests {
             attributes: attrs.clone(),
             dropped_attributes_count: 2,
         }];
-        assert_eq!(encode(&EventsJson(&events)), serde_json::to_string(&events).unwrap());
+        assert_eq!(
+            encode(&EventsJson(&events)),
+            serde_json::to_string(&events).unwrap()
+        );
 
         let links = vec![Link {
             trace_id: (0..16).collect(),
@@ -756,7 +765,10 @@ mod tests {
             dropped_attributes_count: 1,
             flags: 0x301,
         }];
-        assert_eq!(encode(&LinksJson(&links)), serde_json::to_string(&links).unwrap());
+        assert_eq!(
+            encode(&LinksJson(&links)),
+            serde_json::to_string(&links).unwrap()
+        );
 
         let exemplars = vec![
             Exemplar {
@@ -801,7 +813,10 @@ mod tests {
             attributes: attrs.clone(),
             dropped_attributes_count: 2,
         }];
-        assert_eq!(decode_events(&encode(&EventsJson(&events))).unwrap(), events);
+        assert_eq!(
+            decode_events(&encode(&EventsJson(&events))).unwrap(),
+            events
+        );
 
         let links = vec![Link {
             trace_id: (0..16).collect(),

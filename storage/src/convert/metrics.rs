@@ -3,18 +3,19 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    ArrayRef, BooleanBuilder, Float64Builder, Int32Builder, Int64Builder, ListBuilder, RecordBatch,
-    StringBuilder, TimestampNanosecondBuilder, UInt32Builder, UInt64Builder,
+    ArrayRef, ArrowPrimitiveType, BooleanBuilder, Float64Builder, Int32Builder, Int64Builder,
+    ListBuilder, PrimitiveBuilder, RecordBatch, StringBuilder, TimestampNanosecondBuilder,
+    UInt32Builder, UInt64Builder,
 };
 use meshscope_proto::collector::metrics::v1::ExportMetricsServiceRequest;
 use meshscope_proto::common::KeyValue;
 use meshscope_proto::metrics::exponential_histogram_data_point::Buckets;
 use meshscope_proto::metrics::summary_data_point::ValueAtQuantile;
-use meshscope_proto::metrics::{Exemplar, Metric, metric, number_data_point};
+use meshscope_proto::metrics::{Exemplar, Metric, NumberDataPoint, metric, number_data_point};
 
 use super::ConvertError;
 use super::context::{
-    self, ContextBuilders, EncodedResource, EncodedScope, append_optional, string_builder,
+    self, ContextBuilders, EncodedResource, EncodedScope, append_optional_n, string_builder,
     timestamp_builder,
 };
 use super::json::{self, ExemplarsJson, KeyValuesJson};
@@ -30,7 +31,9 @@ use crate::schema::METRIC_POINTS_SCHEMA;
 /// `count`, `sum`, `quantiles` and `quantile_values`. Other value columns are null. `aggregation_temporality`
 /// is `delta`, `cumulative`, null when unspecified or not applicable, or the decimal number of an unknown
 /// value; `is_monotonic` is set for sums only; a zero start time is stored as null.
-pub fn metrics_to_batch(request: &ExportMetricsServiceRequest) -> Result<RecordBatch, ConvertError> {
+pub fn metrics_to_batch(
+    request: &ExportMetricsServiceRequest,
+) -> Result<RecordBatch, ConvertError> {
     let rows = request
         .resource_metrics
         .iter()
@@ -40,7 +43,8 @@ pub fn metrics_to_batch(request: &ExportMetricsServiceRequest) -> Result<RecordB
         .sum();
     let mut builders = MetricBuilders::with_capacity(rows);
     for rm in &request.resource_metrics {
-        let resource = EncodedResource::new(rm.resource.as_ref(), &rm.schema_url, &mut builders.json)?;
+        let resource =
+            EncodedResource::new(rm.resource.as_ref(), &rm.schema_url, &mut builders.json)?;
         for sm in &rm.scope_metrics {
             let scope_rows: usize = sm.metrics.iter().map(point_count).sum();
             if scope_rows == 0 {
@@ -197,7 +201,11 @@ impl MetricBuilders {
                 }
             }
             metric::Data::Sum(s) => {
-                self.append_info(&info("sum", s.aggregation_temporality, Some(s.is_monotonic)))?;
+                self.append_info(&info(
+                    "sum",
+                    s.aggregation_temporality,
+                    Some(s.is_monotonic),
+                ))?;
                 for p in &s.data_points {
                     self.append_number(p)?;
                 }
@@ -301,7 +309,7 @@ impl MetricBuilders {
         Ok(())
     }
 
-    fn append_number(&mut self, p: &meshscope_proto::metrics::NumberDataPoint) -> Result<(), ConvertError> {
+    fn append_number(&mut self, p: &NumberDataPoint) -> Result<(), ConvertError> {
         let common = PointCommon {
             attributes: &p.attributes,
             start_time_unix_nano: p.start_time_unix_nano,
@@ -324,7 +332,11 @@ impl MetricBuilders {
     }
 
     /// Appends the point-level columns of one row.
-    fn append_point(&mut self, common: &PointCommon<'_>, v: &PointValues<'_>) -> Result<(), ConvertError> {
+    fn append_point(
+        &mut self,
+        common: &PointCommon<'_>,
+        v: &PointValues<'_>,
+    ) -> Result<(), ConvertError> {
         json::encode_into(&mut self.json, &KeyValuesJson::all(common.attributes))?;
         self.attributes.append_value(json::as_text(&self.json)?);
         let start = common.start_time_unix_nano;
@@ -379,8 +391,14 @@ impl MetricBuilders {
             Vec::with_capacity(METRIC_POINTS_SCHEMA.fields().len());
         columns.extend(self.context.finish());
         columns.extend([
-            ("metric_name", Arc::new(self.metric_name.finish()) as ArrayRef),
-            ("metric_description", Arc::new(self.metric_description.finish())),
+            (
+                "metric_name",
+                Arc::new(self.metric_name.finish()) as ArrayRef,
+            ),
+            (
+                "metric_description",
+                Arc::new(self.metric_description.finish()),
+            ),
             ("metric_unit", Arc::new(self.metric_unit.finish())),
             ("metric_metadata", Arc::new(self.metric_metadata.finish())),
             ("metric_type", Arc::new(self.metric_type.finish())),
@@ -403,13 +421,22 @@ impl MetricBuilders {
             ("explicit_bounds", Arc::new(self.explicit_bounds.finish())),
             ("exp_scale", Arc::new(self.exp_scale.finish())),
             ("exp_zero_count", Arc::new(self.exp_zero_count.finish())),
-            ("exp_zero_threshold", Arc::new(self.exp_zero_threshold.finish())),
-            ("exp_positive_offset", Arc::new(self.exp_positive_offset.finish())),
+            (
+                "exp_zero_threshold",
+                Arc::new(self.exp_zero_threshold.finish()),
+            ),
+            (
+                "exp_positive_offset",
+                Arc::new(self.exp_positive_offset.finish()),
+            ),
             (
                 "exp_positive_bucket_counts",
                 Arc::new(self.exp_positive_bucket_counts.finish()),
             ),
-            ("exp_negative_offset", Arc::new(self.exp_negative_offset.finish())),
+            (
+                "exp_negative_offset",
+                Arc::new(self.exp_negative_offset.finish()),
+            ),
             (
                 "exp_negative_bucket_counts",
                 Arc::new(self.exp_negative_bucket_counts.finish()),
@@ -419,5 +446,401 @@ impl MetricBuilders {
             ("exemplars", Arc::new(self.exemplars.finish())),
         ]);
         context::assemble(&METRIC_POINTS_SCHEMA, columns)
+    }
+}
+
+/// Appends a list, or null.
+fn append_list<T: ArrowPrimitiveType>(
+    builder: &mut ListBuilder<PrimitiveBuilder<T>>,
+    values: Option<&[T::Native]>,
+) {
+    match values {
+        Some(values) => {
+            builder.values().append_slice(values);
+            builder.append(true);
+        }
+        None => builder.append_null(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::array::{
+        Array, BooleanArray, Float64Array, Int32Array, Int64Array, ListArray, StringArray,
+        TimestampNanosecondArray, UInt32Array, UInt64Array,
+    };
+    use meshscope_proto::common::any_value::Value;
+    use meshscope_proto::common::{AnyValue, InstrumentationScope};
+    use meshscope_proto::metrics::{
+        ExponentialHistogram, ExponentialHistogramDataPoint, Gauge, Histogram, HistogramDataPoint,
+        ResourceMetrics, ScopeMetrics, Sum, Summary, SummaryDataPoint, exemplar,
+    };
+    use meshscope_proto::resource::Resource;
+
+    use super::*;
+
+    fn kv(key: &str, value: Value) -> KeyValue {
+        KeyValue {
+            key: key.to_owned(),
+            value: Some(AnyValue { value: Some(value) }),
+            key_strindex: 0,
+        }
+    }
+
+    fn metric(name: &str, data: Option<metric::Data>) -> Metric {
+        Metric {
+            name: name.to_owned(),
+            description: String::new(),
+            unit: String::new(),
+            metadata: Vec::new(),
+            data,
+        }
+    }
+
+    fn request() -> ExportMetricsServiceRequest {
+        let gauge = Metric {
+            description: "queue depth".to_owned(),
+            unit: "{item}".to_owned(),
+            metadata: vec![kv("meta", Value::BoolValue(true))],
+            ..metric(
+                "queue.depth",
+                Some(metric::Data::Gauge(Gauge {
+                    data_points: vec![
+                        NumberDataPoint {
+                            attributes: vec![kv("queue", Value::StringValue("a".to_owned()))],
+                            start_time_unix_nano: 0,
+                            time_unix_nano: 1_000,
+                            exemplars: vec![Exemplar {
+                                filtered_attributes: Vec::new(),
+                                time_unix_nano: 999,
+                                span_id: vec![1; 8],
+                                trace_id: vec![2; 16],
+                                value: Some(exemplar::Value::AsDouble(f64::NAN)),
+                            }],
+                            flags: 1,
+                            value: Some(number_data_point::Value::AsDouble(2.5)),
+                        },
+                        NumberDataPoint {
+                            time_unix_nano: 2_000,
+                            value: Some(number_data_point::Value::AsInt(-7)),
+                            ..NumberDataPoint::default()
+                        },
+                    ],
+                })),
+            )
+        };
+        let sum = metric(
+            "requests",
+            Some(metric::Data::Sum(Sum {
+                data_points: vec![NumberDataPoint {
+                    start_time_unix_nano: 500,
+                    time_unix_nano: 3_000,
+                    value: Some(number_data_point::Value::AsInt(10)),
+                    ..NumberDataPoint::default()
+                }],
+                aggregation_temporality: 2,
+                is_monotonic: true,
+            })),
+        );
+        let histogram = metric(
+            "latency",
+            Some(metric::Data::Histogram(Histogram {
+                data_points: vec![HistogramDataPoint {
+                    start_time_unix_nano: 100,
+                    time_unix_nano: 4_000,
+                    count: 6,
+                    sum: Some(12.5),
+                    bucket_counts: vec![1, 2, 3],
+                    explicit_bounds: vec![1.0, 5.0],
+                    min: Some(0.5),
+                    max: None,
+                    ..HistogramDataPoint::default()
+                }],
+                aggregation_temporality: 1,
+            })),
+        );
+        let exponential = metric(
+            "latency.exp",
+            Some(metric::Data::ExponentialHistogram(ExponentialHistogram {
+                data_points: vec![ExponentialHistogramDataPoint {
+                    time_unix_nano: 5_000,
+                    count: 9,
+                    sum: Some(3.0),
+                    scale: -2,
+                    zero_count: 1,
+                    positive: Some(Buckets {
+                        offset: 3,
+                        bucket_counts: vec![4, 4],
+                    }),
+                    negative: None,
+                    min: Some(-1.0),
+                    max: Some(8.0),
+                    zero_threshold: 0.001,
+                    ..ExponentialHistogramDataPoint::default()
+                }],
+                aggregation_temporality: 7,
+            })),
+        );
+        let summary = metric(
+            "rtt",
+            Some(metric::Data::Summary(Summary {
+                data_points: vec![SummaryDataPoint {
+                    time_unix_nano: 6_000,
+                    count: 4,
+                    sum: 10.0,
+                    quantile_values: vec![
+                        ValueAtQuantile {
+                            quantile: 0.5,
+                            value: 2.0,
+                        },
+                        ValueAtQuantile {
+                            quantile: 0.99,
+                            value: 4.0,
+                        },
+                    ],
+                    ..SummaryDataPoint::default()
+                }],
+            })),
+        );
+        ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                resource: Some(Resource {
+                    attributes: vec![kv("service.name", Value::StringValue("mesh".to_owned()))],
+                    dropped_attributes_count: 0,
+                    entity_refs: Vec::new(),
+                }),
+                scope_metrics: vec![
+                    ScopeMetrics {
+                        scope: Some(InstrumentationScope {
+                            name: "meter".to_owned(),
+                            ..InstrumentationScope::default()
+                        }),
+                        metrics: vec![
+                            gauge,
+                            metric("no.data", None),
+                            sum,
+                            histogram,
+                            exponential,
+                            summary,
+                        ],
+                        schema_url: String::new(),
+                    },
+                    ScopeMetrics {
+                        metrics: vec![metric(
+                            "no.points",
+                            Some(metric::Data::Gauge(Gauge::default())),
+                        )],
+                        ..ScopeMetrics::default()
+                    },
+                ],
+                schema_url: String::new(),
+            }],
+        }
+    }
+
+    fn col<'a, T: 'static>(batch: &'a RecordBatch, name: &str) -> &'a T {
+        batch
+            .column_by_name(name)
+            .unwrap()
+            .as_any()
+            .downcast_ref::<T>()
+            .unwrap()
+    }
+
+    fn strings(batch: &RecordBatch, name: &str) -> Vec<Option<String>> {
+        let a = col::<StringArray>(batch, name);
+        (0..a.len())
+            .map(|i| a.is_valid(i).then(|| a.value(i).to_owned()))
+            .collect()
+    }
+
+    fn values<T, A: Array + 'static>(
+        batch: &RecordBatch,
+        name: &str,
+        get: impl Fn(&A, usize) -> T,
+    ) -> Vec<Option<T>> {
+        let a = col::<A>(batch, name);
+        (0..a.len())
+            .map(|i| a.is_valid(i).then(|| get(a, i)))
+            .collect()
+    }
+
+    fn list<A: Array + 'static, T>(
+        batch: &RecordBatch,
+        name: &str,
+        get: impl Fn(&A, usize) -> T,
+    ) -> Vec<Option<Vec<T>>> {
+        let a = col::<ListArray>(batch, name);
+        (0..a.len())
+            .map(|i| {
+                a.is_valid(i).then(|| {
+                    let inner = a.value(i);
+                    let inner = inner.as_any().downcast_ref::<A>().unwrap();
+                    (0..inner.len()).map(|j| get(inner, j)).collect()
+                })
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_kind_of_point() {
+        let batch = metrics_to_batch(&request()).unwrap();
+        assert_eq!(batch.schema(), *METRIC_POINTS_SCHEMA);
+        assert_eq!(batch.num_rows(), 6);
+        let s = |v: &str| Some(v.to_owned());
+
+        assert_eq!(strings(&batch, "service_name"), vec![s("mesh"); 6]);
+        assert_eq!(strings(&batch, "resource_attributes"), vec![s("[]"); 6]);
+        assert_eq!(strings(&batch, "scope_name"), vec![s("meter"); 6]);
+        assert_eq!(
+            strings(&batch, "metric_name"),
+            vec![
+                s("queue.depth"),
+                s("queue.depth"),
+                s("requests"),
+                s("latency"),
+                s("latency.exp"),
+                s("rtt")
+            ]
+        );
+        assert_eq!(
+            strings(&batch, "metric_type"),
+            vec![
+                s("gauge"),
+                s("gauge"),
+                s("sum"),
+                s("histogram"),
+                s("exponential_histogram"),
+                s("summary")
+            ]
+        );
+        assert_eq!(
+            strings(&batch, "metric_description"),
+            vec![s("queue depth"), s("queue depth"), None, None, None, None]
+        );
+        assert_eq!(strings(&batch, "metric_unit")[0], s("{item}"));
+        assert_eq!(strings(&batch, "metric_unit")[2], None);
+        assert_eq!(
+            strings(&batch, "metric_metadata")[0],
+            s(r#"[{"key":"meta","value":{"boolValue":true}}]"#)
+        );
+        assert_eq!(strings(&batch, "metric_metadata")[2], s("[]"));
+        assert_eq!(
+            strings(&batch, "aggregation_temporality"),
+            vec![None, None, s("cumulative"), s("delta"), s("7"), None]
+        );
+        assert_eq!(
+            values(&batch, "is_monotonic", BooleanArray::value),
+            vec![None, None, Some(true), None, None, None]
+        );
+        assert_eq!(
+            strings(&batch, "attributes")[0],
+            s(r#"[{"key":"queue","value":{"stringValue":"a"}}]"#)
+        );
+        assert_eq!(strings(&batch, "attributes")[1], s("[]"));
+        assert_eq!(
+            values(&batch, "start_time", TimestampNanosecondArray::value),
+            vec![None, None, Some(500), Some(100), None, None]
+        );
+        assert_eq!(
+            values(&batch, "time", TimestampNanosecondArray::value),
+            vec![
+                Some(1_000),
+                Some(2_000),
+                Some(3_000),
+                Some(4_000),
+                Some(5_000),
+                Some(6_000)
+            ]
+        );
+        assert_eq!(
+            values(&batch, "flags", UInt32Array::value),
+            vec![Some(1), Some(0), Some(0), Some(0), Some(0), Some(0)]
+        );
+        assert_eq!(
+            values(&batch, "value_double", Float64Array::value),
+            vec![Some(2.5), None, None, None, None, None]
+        );
+        assert_eq!(
+            values(&batch, "value_int", Int64Array::value),
+            vec![None, Some(-7), Some(10), None, None, None]
+        );
+        assert_eq!(
+            values(&batch, "count", UInt64Array::value),
+            vec![None, None, None, Some(6), Some(9), Some(4)]
+        );
+        assert_eq!(
+            values(&batch, "sum", Float64Array::value),
+            vec![None, None, None, Some(12.5), Some(3.0), Some(10.0)]
+        );
+        assert_eq!(
+            values(&batch, "min", Float64Array::value),
+            vec![None, None, None, Some(0.5), Some(-1.0), None]
+        );
+        assert_eq!(
+            values(&batch, "max", Float64Array::value),
+            vec![None, None, None, None, Some(8.0), None]
+        );
+        assert_eq!(
+            list(&batch, "bucket_counts", UInt64Array::value),
+            vec![None, None, None, Some(vec![1, 2, 3]), None, None]
+        );
+        assert_eq!(
+            list(&batch, "explicit_bounds", Float64Array::value),
+            vec![None, None, None, Some(vec![1.0, 5.0]), None, None]
+        );
+        assert_eq!(
+            values(&batch, "exp_scale", Int32Array::value),
+            vec![None, None, None, None, Some(-2), None]
+        );
+        assert_eq!(
+            values(&batch, "exp_zero_count", UInt64Array::value)[4],
+            Some(1)
+        );
+        assert_eq!(
+            values(&batch, "exp_zero_threshold", Float64Array::value)[4],
+            Some(0.001)
+        );
+        assert_eq!(
+            values(&batch, "exp_positive_offset", Int32Array::value),
+            vec![None, None, None, None, Some(3), None]
+        );
+        assert_eq!(
+            list(&batch, "exp_positive_bucket_counts", UInt64Array::value)[4],
+            Some(vec![4, 4])
+        );
+        assert_eq!(
+            values(&batch, "exp_negative_offset", Int32Array::value)[4],
+            None
+        );
+        assert_eq!(
+            list(&batch, "exp_negative_bucket_counts", UInt64Array::value)[4],
+            None
+        );
+        assert_eq!(
+            list(&batch, "quantiles", Float64Array::value),
+            vec![None, None, None, None, None, Some(vec![0.5, 0.99])]
+        );
+        assert_eq!(
+            list(&batch, "quantile_values", Float64Array::value),
+            vec![None, None, None, None, None, Some(vec![2.0, 4.0])]
+        );
+        let exemplars = strings(&batch, "exemplars");
+        assert_eq!(
+            exemplars[0],
+            s(concat!(
+                r#"[{"filteredAttributes":[],"timeUnixNano":"999","#,
+                r#""spanId":"0101010101010101","traceId":"02020202020202020202020202020202","#,
+                r#""asDouble":"NaN"}]"#
+            ))
+        );
+        assert_eq!(exemplars[1..], vec![s("[]"); 5][..]);
+    }
+
+    #[test]
+    fn no_points_no_rows() {
+        let batch = metrics_to_batch(&ExportMetricsServiceRequest::default()).unwrap();
+        assert_eq!(batch.num_rows(), 0);
+        assert_eq!(batch.schema(), *METRIC_POINTS_SCHEMA);
     }
 }

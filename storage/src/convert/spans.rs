@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    ArrayRef, BinaryArray, BinaryBuilder, Int64Array, Int64Builder, RecordBatch, StringArray,
-    StringBuilder, TimestampNanosecondArray, TimestampNanosecondBuilder, UInt32Array,
+    Array, ArrayRef, BinaryArray, BinaryBuilder, Int64Array, Int64Builder, RecordBatch,
+    StringArray, StringBuilder, TimestampNanosecondArray, TimestampNanosecondBuilder, UInt32Array,
     UInt32Builder,
 };
 use datafusion::arrow::datatypes::SchemaRef;
@@ -70,7 +70,8 @@ pub fn spans_to_batch(request: &ExportTraceServiceRequest) -> Result<RecordBatch
         .sum();
     let mut builders = SpanBuilders::with_capacity(rows);
     for rs in &request.resource_spans {
-        let resource = EncodedResource::new(rs.resource.as_ref(), &rs.schema_url, &mut builders.json)?;
+        let resource =
+            EncodedResource::new(rs.resource.as_ref(), &rs.schema_url, &mut builders.json)?;
         for ss in rs.scope_spans.iter().filter(|ss| !ss.spans.is_empty()) {
             let scope = EncodedScope::new(ss.scope.as_ref(), &ss.schema_url, &mut builders.json)?;
             builders.context.append_n(&resource, &scope, ss.spans.len());
@@ -188,10 +189,12 @@ impl SpanBuilders {
             .append_value(span.dropped_attributes_count);
         json::encode_into(&mut self.json, &EventsJson(&span.events))?;
         self.events.append_value(json::as_text(&self.json)?);
-        self.dropped_events_count.append_value(span.dropped_events_count);
+        self.dropped_events_count
+            .append_value(span.dropped_events_count);
         json::encode_into(&mut self.json, &LinksJson(&span.links))?;
         self.links.append_value(json::as_text(&self.json)?);
-        self.dropped_links_count.append_value(span.dropped_links_count);
+        self.dropped_links_count
+            .append_value(span.dropped_links_count);
         Ok(())
     }
 
@@ -245,7 +248,8 @@ impl SpanBuilders {
     }
 
     fn finish(mut self) -> Result<RecordBatch, ConvertError> {
-        let mut columns: Vec<(&'static str, ArrayRef)> = Vec::with_capacity(SPANS_SCHEMA.fields().len());
+        let mut columns: Vec<(&'static str, ArrayRef)> =
+            Vec::with_capacity(SPANS_SCHEMA.fields().len());
         columns.extend(self.context.finish());
         columns.extend([
             ("trace_id", Arc::new(self.trace_id.finish()) as ArrayRef),
@@ -275,9 +279,15 @@ impl SpanBuilders {
                 Arc::new(self.dropped_attributes_count.finish()),
             ),
             ("events", Arc::new(self.events.finish())),
-            ("dropped_events_count", Arc::new(self.dropped_events_count.finish())),
+            (
+                "dropped_events_count",
+                Arc::new(self.dropped_events_count.finish()),
+            ),
             ("links", Arc::new(self.links.finish())),
-            ("dropped_links_count", Arc::new(self.dropped_links_count.finish())),
+            (
+                "dropped_links_count",
+                Arc::new(self.dropped_links_count.finish()),
+            ),
         ]);
         context::assemble(&SPANS_SCHEMA, columns)
     }
@@ -285,7 +295,9 @@ impl SpanBuilders {
 
 /// Index in [`PROMOTED_SPAN_ATTRIBUTES`] of the attribute key `key`.
 fn promoted_slot(key: &str) -> Option<usize> {
-    PROMOTED_SPAN_ATTRIBUTES.iter().position(|(k, _, _)| *k == key)
+    PROMOTED_SPAN_ATTRIBUTES
+        .iter()
+        .position(|(k, _, _)| *k == key)
 }
 
 /// Appends the name of enum number `value`, or its decimal string when it has no name.
@@ -297,7 +309,12 @@ fn append_enum(builder: &mut StringBuilder, names: &[&str], value: i32) {
 }
 
 /// Parses a value written by [`append_enum`].
-fn parse_enum(names: &[&str], text: &str, column: &'static str, row: usize) -> Result<i32, ConvertError> {
+fn parse_enum(
+    names: &[&str],
+    text: &str,
+    column: &'static str,
+    row: usize,
+) -> Result<i32, ConvertError> {
     if let Some(i) = names.iter().position(|name| *name == text) {
         return i32::try_from(i).map_err(|e| invalid(column, row, e));
     }
@@ -401,7 +418,9 @@ impl SpanColumns {
                     PromotedType::String => {
                         PromotedColumn::String(context::column(batch, schema, column)?)
                     }
-                    PromotedType::Int => PromotedColumn::Int(context::column(batch, schema, column)?),
+                    PromotedType::Int => {
+                        PromotedColumn::Int(context::column(batch, schema, column)?)
+                    }
                 })
             })
             .collect::<Result<_, ConvertError>>()?;
@@ -467,7 +486,11 @@ impl SpanColumns {
         if let Some(name) = optional_str(&self.service_name, row) {
             attributes.push(string_attribute(SERVICE_NAME_KEY, name));
         }
-        attributes.extend(key_values(&self.resource_attributes, "resource_attributes", row)?);
+        attributes.extend(key_values(
+            &self.resource_attributes,
+            "resource_attributes",
+            row,
+        )?);
         Ok(Resource {
             attributes,
             dropped_attributes_count: u32_at(
@@ -481,7 +504,9 @@ impl SpanColumns {
 
     fn scope(&self, row: usize) -> Result<InstrumentationScope, ConvertError> {
         Ok(InstrumentationScope {
-            name: optional_str(&self.scope_name, row).unwrap_or_default().to_owned(),
+            name: optional_str(&self.scope_name, row)
+                .unwrap_or_default()
+                .to_owned(),
             version: optional_str(&self.scope_version, row)
                 .unwrap_or_default()
                 .to_owned(),
@@ -498,7 +523,9 @@ impl SpanColumns {
         let mut attributes = key_values(&self.attributes, "attributes", row)?;
         for ((key, _, _), column) in PROMOTED_SPAN_ATTRIBUTES.iter().zip(&self.promoted) {
             let value = match column {
-                PromotedColumn::String(a) => optional_str(a, row).map(|s| Value::StringValue(s.to_owned())),
+                PromotedColumn::String(a) => {
+                    optional_str(a, row).map(|s| Value::StringValue(s.to_owned()))
+                }
                 PromotedColumn::Int(a) => a.is_valid(row).then(|| Value::IntValue(a.value(row))),
             };
             if let Some(value) = value {
@@ -552,11 +579,14 @@ impl SpanColumns {
             }),
         })
     }
-
 }
 
 /// The value of a non-null string column.
-fn text<'a>(array: &'a StringArray, column: &'static str, row: usize) -> Result<&'a str, ConvertError> {
+fn text<'a>(
+    array: &'a StringArray,
+    column: &'static str,
+    row: usize,
+) -> Result<&'a str, ConvertError> {
     required(array, column, row, |a, i| a.value(i))
 }
 
@@ -566,7 +596,11 @@ fn u32_at(array: &UInt32Array, column: &'static str, row: usize) -> Result<u32, 
 }
 
 /// The decoded value of a non-null attribute JSON column.
-fn key_values(array: &StringArray, column: &'static str, row: usize) -> Result<Vec<KeyValue>, ConvertError> {
+fn key_values(
+    array: &StringArray,
+    column: &'static str,
+    row: usize,
+) -> Result<Vec<KeyValue>, ConvertError> {
     json::decode_key_values(text(array, column, row)?).map_err(|e| invalid(column, row, e))
 }
 
@@ -577,5 +611,454 @@ fn string_attribute(key: &str, value: &str) -> KeyValue {
             value: Some(Value::StringValue(value.to_owned())),
         }),
         key_strindex: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::compute::cast;
+    use datafusion::arrow::datatypes::DataType;
+    use meshscope_proto::common::{ArrayValue, KeyValueList};
+    use meshscope_proto::trace::span::{Event, Link};
+    use meshscope_proto::trace::{ResourceSpans, ScopeSpans};
+
+    use super::*;
+
+    fn any(value: Value) -> AnyValue {
+        AnyValue { value: Some(value) }
+    }
+
+    fn kv(key: &str, value: Value) -> KeyValue {
+        KeyValue {
+            key: key.to_owned(),
+            value: Some(any(value)),
+            key_strindex: 0,
+        }
+    }
+
+    fn string(key: &str, value: &str) -> KeyValue {
+        kv(key, Value::StringValue(value.to_owned()))
+    }
+
+    /// Every AnyValue type, including non-finite doubles and kvlists nested three deep.
+    fn every_value() -> Vec<KeyValue> {
+        let level3 = Value::KvlistValue(KeyValueList {
+            values: vec![kv("l3", Value::DoubleValue(f64::NEG_INFINITY))],
+        });
+        let level2 = Value::KvlistValue(KeyValueList {
+            values: vec![kv("l2", level3), kv("l2b", Value::BoolValue(false))],
+        });
+        let level1 = Value::KvlistValue(KeyValueList {
+            values: vec![kv("l1", level2)],
+        });
+        vec![
+            string("str", "text \"quoted\" ünïcode"),
+            kv("bool", Value::BoolValue(true)),
+            kv("int", Value::IntValue(-42)),
+            kv("double", Value::DoubleValue(0.1 + 0.2)),
+            kv("nan", Value::DoubleValue(f64::NAN)),
+            kv("inf", Value::DoubleValue(f64::INFINITY)),
+            kv("bytes", Value::BytesValue(vec![0, 255, 7])),
+            kv(
+                "array",
+                Value::ArrayValue(ArrayValue {
+                    values: vec![
+                        any(Value::IntValue(1)),
+                        any(Value::StringValue("two".to_owned())),
+                        any(Value::ArrayValue(ArrayValue {
+                            values: vec![any(Value::DoubleValue(3.5))],
+                        })),
+                    ],
+                }),
+            ),
+            kv("nested", level1),
+            KeyValue {
+                key: "empty".to_owned(),
+                value: Some(AnyValue { value: None }),
+                key_strindex: 0,
+            },
+        ]
+    }
+
+    fn full_span() -> Span {
+        let mut attributes = every_value();
+        attributes.extend([
+            string("http.request.method", "GET"),
+            kv("http.response.status_code", Value::IntValue(503)),
+            // Wrong type for its column: stays in `attributes`.
+            string("server.port", "8080"),
+            // Key appears twice: both stay in `attributes`.
+            string("http.route", "/a"),
+            string("http.route", "/b"),
+            kv("meshscope.retry.attempt", Value::IntValue(2)),
+        ]);
+        Span {
+            trace_id: (1..=16).collect(),
+            span_id: (1..=8).collect(),
+            trace_state: "vendor=value".to_owned(),
+            parent_span_id: vec![9; 8],
+            flags: 0x301,
+            name: "GET /checkout".to_owned(),
+            kind: 2,
+            start_time_unix_nano: 1_700_000_000_000_000_000,
+            end_time_unix_nano: 1_700_000_000_250_000_000,
+            attributes,
+            dropped_attributes_count: 3,
+            events: vec![
+                Event {
+                    time_unix_nano: 1_700_000_000_100_000_000,
+                    name: "exception".to_owned(),
+                    attributes: every_value(),
+                    dropped_attributes_count: 1,
+                },
+                Event::default(),
+            ],
+            dropped_events_count: 4,
+            links: vec![Link {
+                trace_id: vec![7; 16],
+                span_id: vec![8; 8],
+                trace_state: "l=1".to_owned(),
+                attributes: every_value(),
+                dropped_attributes_count: 2,
+                flags: 1,
+            }],
+            dropped_links_count: 5,
+            status: Some(Status {
+                message: "upstream failed".to_owned(),
+                code: 2,
+            }),
+        }
+    }
+
+    fn minimal_span() -> Span {
+        Span {
+            trace_id: vec![1; 16],
+            span_id: vec![2; 8],
+            name: "bare".to_owned(),
+            // Unknown kind number: stored as its decimal string.
+            kind: 42,
+            start_time_unix_nano: 20,
+            end_time_unix_nano: 10,
+            ..Span::default()
+        }
+    }
+
+    fn request() -> ExportTraceServiceRequest {
+        ExportTraceServiceRequest {
+            resource_spans: vec![
+                ResourceSpans {
+                    resource: Some(Resource {
+                        attributes: vec![
+                            string("host.name", "node-1"),
+                            string("service.name", "checkout"),
+                            kv("resource.double", Value::DoubleValue(f64::NAN)),
+                        ],
+                        dropped_attributes_count: 6,
+                        entity_refs: Vec::new(),
+                    }),
+                    scope_spans: vec![
+                        ScopeSpans {
+                            scope: Some(InstrumentationScope {
+                                name: "meshscope-proxy".to_owned(),
+                                version: "1.2.3".to_owned(),
+                                attributes: vec![kv("scope.attr", Value::IntValue(1))],
+                                dropped_attributes_count: 7,
+                            }),
+                            spans: vec![full_span(), minimal_span()],
+                            schema_url: "https://opentelemetry.io/schemas/1.26.0".to_owned(),
+                        },
+                        ScopeSpans::default(),
+                        ScopeSpans {
+                            scope: None,
+                            spans: vec![minimal_span()],
+                            schema_url: String::new(),
+                        },
+                    ],
+                    schema_url: "https://opentelemetry.io/schemas/1.25.0".to_owned(),
+                },
+                ResourceSpans {
+                    resource: Some(Resource {
+                        // Not a string: stays in the JSON, service_name is null.
+                        attributes: vec![kv("service.name", Value::IntValue(5))],
+                        dropped_attributes_count: 0,
+                        entity_refs: Vec::new(),
+                    }),
+                    scope_spans: vec![ScopeSpans {
+                        scope: Some(InstrumentationScope::default()),
+                        spans: vec![full_span()],
+                        schema_url: String::new(),
+                    }],
+                    schema_url: String::new(),
+                },
+                ResourceSpans::default(),
+            ],
+        }
+    }
+
+    /// The spans of a request as `batch_to_spans` should give them back.
+    fn expected(request: &ExportTraceServiceRequest) -> Vec<StoredSpan> {
+        let mut out = Vec::new();
+        for rs in &request.resource_spans {
+            for ss in &rs.scope_spans {
+                for span in &ss.spans {
+                    let mut span = span.clone();
+                    span.status.get_or_insert_with(Status::default);
+                    out.push(StoredSpan {
+                        resource: rs.resource.clone().unwrap_or_default(),
+                        resource_schema_url: rs.schema_url.clone(),
+                        scope: ss.scope.clone().unwrap_or_default(),
+                        scope_schema_url: ss.schema_url.clone(),
+                        span,
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// Sorts attribute lists by key and replaces NaN by a marker so `==` can compare.
+    fn normalize(spans: &mut [StoredSpan]) {
+        fn attrs(list: &mut Vec<KeyValue>) {
+            list.sort_by(|a, b| a.key.cmp(&b.key));
+            for kv in list {
+                if let Some(v) = &mut kv.value {
+                    value(v);
+                }
+            }
+        }
+        fn value(v: &mut AnyValue) {
+            match &mut v.value {
+                Some(Value::DoubleValue(d)) if d.is_nan() => {
+                    v.value = Some(Value::StringValue("<NaN>".to_owned()));
+                }
+                Some(Value::ArrayValue(a)) => a.values.iter_mut().for_each(value),
+                Some(Value::KvlistValue(l)) => attrs(&mut l.values),
+                _ => {}
+            }
+        }
+        for s in spans {
+            attrs(&mut s.resource.attributes);
+            attrs(&mut s.scope.attributes);
+            attrs(&mut s.span.attributes);
+            for e in &mut s.span.events {
+                attrs(&mut e.attributes);
+            }
+            for l in &mut s.span.links {
+                attrs(&mut l.attributes);
+            }
+        }
+    }
+
+    #[test]
+    fn spans_round_trip() {
+        let request = request();
+        let batch = spans_to_batch(&request).unwrap();
+        assert_eq!(batch.schema(), *SPANS_SCHEMA);
+        assert_eq!(batch.num_rows(), 4);
+
+        let mut back = batch_to_spans(&batch).unwrap();
+        let mut want = expected(&request);
+        normalize(&mut back);
+        normalize(&mut want);
+        assert_eq!(back.len(), want.len());
+        for (got, want) in back.iter().zip(&want) {
+            assert_eq!(got, want);
+        }
+    }
+
+    #[test]
+    fn column_values() {
+        let batch = spans_to_batch(&request()).unwrap();
+        let strings = |name: &str| {
+            let array = batch.column_by_name(name).unwrap();
+            let array = array.as_any().downcast_ref::<StringArray>().unwrap();
+            (0..array.len())
+                .map(|i| array.is_valid(i).then(|| array.value(i).to_owned()))
+                .collect::<Vec<_>>()
+        };
+        let s = |v: &str| Some(v.to_owned());
+        assert_eq!(
+            strings("service_name"),
+            vec![s("checkout"), s("checkout"), s("checkout"), None]
+        );
+        assert!(
+            !strings("resource_attributes")[0]
+                .clone()
+                .unwrap()
+                .contains("service.name")
+        );
+        assert!(
+            strings("resource_attributes")[3]
+                .clone()
+                .unwrap()
+                .contains("service.name")
+        );
+        assert_eq!(
+            strings("kind"),
+            vec![s("server"), s("42"), s("42"), s("server")]
+        );
+        assert_eq!(
+            strings("status_code"),
+            vec![s("error"), s("unset"), s("unset"), s("error")]
+        );
+        assert_eq!(strings("status_message")[1], None);
+        assert_eq!(strings("trace_state")[1], None);
+        assert_eq!(strings("scope_name")[2], None);
+        assert_eq!(strings("scope_name")[3], None);
+        assert_eq!(strings("scope_version")[0], s("1.2.3"));
+        assert_eq!(strings("resource_schema_url")[3], None);
+        assert_eq!(strings("http_request_method")[0], s("GET"));
+        assert_eq!(strings("http_route")[0], None);
+        assert_eq!(strings("events")[1], s("[]"));
+        assert_eq!(strings("links")[1], s("[]"));
+        assert_eq!(strings("scope_attributes")[2], s("[]"));
+        let attributes = strings("attributes")[0].clone().unwrap();
+        assert!(attributes.contains(r#"{"key":"server.port","value":{"stringValue":"8080"}}"#));
+        assert!(attributes.contains(r#""doubleValue":"NaN""#));
+        assert!(!attributes.contains("http.request.method"));
+        assert_eq!(strings("attributes")[1], s("[]"));
+
+        let ints = |name: &str| {
+            let array = batch.column_by_name(name).unwrap();
+            let array = array.as_any().downcast_ref::<Int64Array>().unwrap();
+            (0..array.len())
+                .map(|i| array.is_valid(i).then(|| array.value(i)))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(ints("http_response_status_code")[0], Some(503));
+        assert_eq!(ints("server_port")[0], None);
+        assert_eq!(ints("mesh_retry_attempt")[0], Some(2));
+        assert_eq!(
+            ints("duration_ns"),
+            vec![Some(250_000_000), Some(-10), Some(-10), Some(250_000_000)]
+        );
+
+        let parents = batch.column_by_name("parent_span_id").unwrap();
+        assert!(parents.is_valid(0));
+        assert!(parents.is_null(1));
+    }
+
+    #[test]
+    fn timestamps_beyond_i64_round_trip() {
+        let mut span = minimal_span();
+        span.start_time_unix_nano = u64::MAX;
+        span.end_time_unix_nano = 1;
+        let request = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    spans: vec![span.clone()],
+                    ..ScopeSpans::default()
+                }],
+                ..ResourceSpans::default()
+            }],
+        };
+        let back = batch_to_spans(&spans_to_batch(&request).unwrap()).unwrap();
+        assert_eq!(back[0].span.start_time_unix_nano, u64::MAX);
+        assert_eq!(back[0].span.end_time_unix_nano, 1);
+    }
+
+    #[test]
+    fn empty_request_gives_empty_batch() {
+        let batch = spans_to_batch(&ExportTraceServiceRequest::default()).unwrap();
+        assert_eq!(batch.num_rows(), 0);
+        assert!(batch_to_spans(&batch).unwrap().is_empty());
+    }
+
+    #[test]
+    fn reads_reordered_and_view_typed_columns() {
+        let request = request();
+        let batch = spans_to_batch(&request).unwrap();
+        // Reverse the columns and turn strings into views, as a Parquet scan may.
+        let schema = batch.schema();
+        let mut fields = Vec::new();
+        let mut columns = Vec::new();
+        for (field, column) in schema.fields().iter().zip(batch.columns()).rev() {
+            let column = if field.data_type() == &DataType::Utf8 {
+                cast(column, &DataType::Utf8View).unwrap()
+            } else {
+                Arc::clone(column)
+            };
+            fields.push(
+                field
+                    .as_ref()
+                    .clone()
+                    .with_data_type(column.data_type().clone()),
+            );
+            columns.push(column);
+        }
+        let schema = Arc::new(datafusion::arrow::datatypes::Schema::new(fields));
+        let reordered = RecordBatch::try_new(schema, columns).unwrap();
+        let mut got = batch_to_spans(&reordered).unwrap();
+        let mut want = batch_to_spans(&batch).unwrap();
+        normalize(&mut got);
+        normalize(&mut want);
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn reports_bad_columns() {
+        let batch = spans_to_batch(&request()).unwrap();
+        let without = batch.project(&[0, 1, 2]).unwrap();
+        assert!(matches!(
+            batch_to_spans(&without),
+            Err(ConvertError::MissingColumn(_))
+        ));
+
+        let index = batch.schema().index_of("kind").unwrap();
+        let mut columns = batch.columns().to_vec();
+        columns[index] = Arc::new(StringArray::from(vec!["server", "nope", "1", "2"]));
+        let bad = RecordBatch::try_new(batch.schema(), columns).unwrap();
+        assert!(matches!(
+            batch_to_spans(&bad),
+            Err(ConvertError::InvalidValue {
+                column: "kind",
+                row: 1,
+                ..
+            })
+        ));
+
+        let index = batch.schema().index_of("events").unwrap();
+        let mut columns = batch.columns().to_vec();
+        columns[index] = Arc::new(StringArray::from(vec!["[]", "[]", "[{", "[]"]));
+        let bad = RecordBatch::try_new(batch.schema(), columns).unwrap();
+        assert!(matches!(
+            batch_to_spans(&bad),
+            Err(ConvertError::InvalidValue {
+                column: "events",
+                row: 2,
+                ..
+            })
+        ));
+    }
+}
+#[cfg(test)]
+mod perf_tmp {
+    use super::*;
+    use meshscope_proto::trace::{ResourceSpans, ScopeSpans};
+    fn s(k: &str, v: &str) -> KeyValue { KeyValue { key: k.into(), value: Some(AnyValue { value: Some(Value::StringValue(v.into())) }), key_strindex: 0 } }
+    fn i(k: &str, v: i64) -> KeyValue { KeyValue { key: k.into(), value: Some(AnyValue { value: Some(Value::IntValue(v)) }), key_strindex: 0 } }
+    #[test]
+    fn perf_tmp() {
+        let mut spans = Vec::new();
+        for n in 0..10_000u64 {
+            spans.push(Span {
+                trace_id: (n as u128 + 1).to_be_bytes().to_vec(), span_id: (n + 1).to_be_bytes().to_vec(), parent_span_id: (n + 7).to_be_bytes().to_vec(),
+                name: "GET /api/v1/orders/{id}".into(), kind: 2, start_time_unix_nano: 1_700_000_000_000_000_000 + n, end_time_unix_nano: 1_700_000_000_100_000_000 + n,
+                attributes: vec![s("http.request.method", "GET"), i("http.response.status_code", 200), s("http.route", "/api/v1/orders/{id}"), s("url.path", "/api/v1/orders/123"),
+                    s("server.address", "orders.default.svc"), i("server.port", 8080), s("client.address", "10.0.0.1"), s("network.peer.address", "10.0.0.2"),
+                    s("meshscope.upstream.service", "orders"), s("user_agent.original", "curl/8.0"), s("custom.tag", "abc"), i("custom.n", 5)],
+                status: Some(Status { code: 0, message: String::new() }),
+                ..Span::default()
+            });
+        }
+        let req = ExportTraceServiceRequest { resource_spans: vec![ResourceSpans { resource: Some(Resource { attributes: vec![s("service.name", "frontend"), s("k8s.pod.name", "frontend-abc"), s("k8s.namespace.name", "default"), s("host.name", "node-1")], ..Default::default() }), scope_spans: vec![ScopeSpans { spans, ..Default::default() }], ..Default::default() }] };
+        let t = std::time::Instant::now();
+        for _ in 0..20 { let b = spans_to_batch(&req).unwrap(); assert_eq!(b.num_rows(), 10_000); }
+        let el = t.elapsed();
+        eprintln!("spans_to_batch: {:.0} spans/s", 200_000.0 / el.as_secs_f64());
+        let b = spans_to_batch(&req).unwrap();
+        let t = std::time::Instant::now();
+        for _ in 0..5 { batch_to_spans(&b).unwrap(); }
+        eprintln!("batch_to_spans: {:.0} spans/s", 50_000.0 / t.elapsed().as_secs_f64());
     }
 }

@@ -1,0 +1,153 @@
+#!/bin/bash
+# Shared helpers of bench/ingest.sh and bench/query.sh (sourced, not run). Everything stays on 127.0.0.1;
+# every process started here is recorded in STARTED_PIDS and killed by bench_cleanup (trap on EXIT).
+
+BENCH=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$BENCH/.." && pwd)
+BIN=${MESHSCOPE_BIN:-$ROOT/target/release/meshscope}   # MESHSCOPE_BIN: only to smoke-test the harness
+PY=$BENCH/.venv/bin/python
+STARTED_PIDS=()
+COLLECTOR_PID=
+
+log() { echo "[$(date -u +%H:%M:%S)] $*" >&2; }
+die() { log "FATAL: $*"; exit 1; }
+
+bench_cleanup() {
+  local p
+  for p in "${STARTED_PIDS[@]}"; do
+    kill -0 "$p" 2>/dev/null && kill -TERM "$p" 2>/dev/null
+  done
+  sleep 1
+  for p in "${STARTED_PIDS[@]}"; do
+    kill -0 "$p" 2>/dev/null && kill -KILL "$p" 2>/dev/null
+  done
+  if [ -n "${WORK:-}" ] && [ -d "$WORK" ] && [ -z "${KEEP:-}" ]; then rm -rf "$WORK"; fi
+  [ -n "${KEEP:-}" ] && [ -n "${WORK:-}" ] && log "kept $WORK (KEEP=1)"
+  return 0
+}
+
+ensure_setup() {
+  if [ ! -x "$PY" ] || ! command -v h2load >/dev/null; then bash "$BENCH/setup.sh" >&2; fi
+}
+
+build_release() {
+  log "cargo build --release (waits for the cargo lock if another build holds it)"
+  (cd "$ROOT" && cargo build --release 2>&1 | tail -3) >&2
+  [ -x "$BIN" ] || die "no $BIN after the build"
+}
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# start_collector DATA_DIR LOGFILE [taskset cpu list or ""] [extra flags...]
+start_collector() {
+  local dir=$1 logf=$2 cpus=$3; shift 3
+  GRPC_PORT=$(free_port); HTTP_PORT=$(free_port); API_PORT=$(free_port)
+  while [ "$HTTP_PORT" = "$GRPC_PORT" ]; do HTTP_PORT=$(free_port); done
+  while [ "$API_PORT" = "$GRPC_PORT" ] || [ "$API_PORT" = "$HTTP_PORT" ]; do API_PORT=$(free_port); done
+  local pin=()
+  [ -n "$cpus" ] && pin=(taskset -c "$cpus")
+  "${pin[@]}" "$BIN" collector --data-dir "$dir" --otlp-grpc-listen 127.0.0.1:$GRPC_PORT \
+    --otlp-http-listen 127.0.0.1:$HTTP_PORT --api-listen 127.0.0.1:$API_PORT "$@" >>"$logf" 2>&1 &
+  COLLECTOR_PID=$!
+  STARTED_PIDS+=("$COLLECTOR_PID")
+  local i
+  for i in $(seq 1 600); do
+    if curl -sf -o /dev/null "http://127.0.0.1:$API_PORT/api/health"; then
+      log "collector pid $COLLECTOR_PID ready after $((i / 10)).$((i % 10)) s (grpc :$GRPC_PORT, http :$HTTP_PORT, api :$API_PORT)"
+      return 0
+    fi
+    kill -0 "$COLLECTOR_PID" 2>/dev/null || { tail -20 "$logf" >&2; die "collector exited during start"; }
+    sleep 0.1
+  done
+  tail -20 "$logf" >&2
+  die "collector not healthy after 60 s"
+}
+
+# stop_collector: SIGTERM, wait (bounded, 180 s); sets STOP_RC (exit code, or "killed") and STOP_SECS.
+# Call it directly (not in $(...)): `wait` needs the collector to be a child of this shell.
+stop_collector() {
+  local pid=$COLLECTOR_PID t0
+  t0=$(date +%s.%N)
+  kill -TERM "$pid"
+  for _ in $(seq 1 1800); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  if kill -0 "$pid" 2>/dev/null; then
+    log "collector did not exit within 180 s of SIGTERM: killing it"
+    kill -KILL "$pid"; wait "$pid" 2>/dev/null; STOP_RC=killed
+  else
+    STOP_RC=0; wait "$pid" || STOP_RC=$?
+  fi
+  STOP_SECS=$(printf '%.1f' "$(echo "$(date +%s.%N) - $t0" | bc)")
+}
+
+# metric NAME: value of a counter/gauge on the collector's /metrics (sum over label sets), 0 if absent
+metric() {
+  curl -sf "http://127.0.0.1:$HTTP_PORT/metrics" | awk -v m="$1" '$1==m || index($1, m"{")==1 {s+=$NF; f=1} END {printf "%.0f\n", f ? s : 0}'
+}
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+clk_tck() { getconf CLK_TCK; }
+vm_kib() { awk -v k="$2:" '$1==k {print $2}' "/proc/$1/status"; }
+
+# sql 'SELECT ...' -> the JSON answer (raw)
+sql() {
+  local body
+  body=$(python3 -c 'import json,sys; print(json.dumps({"sql": sys.argv[1]}))' "$1")
+  curl -sS --max-time 300 -H 'content-type: application/json' -d "$body" "http://127.0.0.1:$API_PORT/api/sql"
+}
+
+# sql_scalar 'SELECT count(*) AS n FROM spans' -> first value of the first row
+sql_scalar() {
+  sql "$1" | python3 -c 'import json,sys
+d=json.load(sys.stdin)
+r=d.get("rows") or []
+print(list(r[0].values())[0] if r else "null")' 2>/dev/null || echo "error"
+}
+
+# manifest_stats DIR -> "files rows bytes" of the spans table
+manifest_stats() {
+  python3 - "$1/manifest.json" <<'EOF'
+import json, sys
+try:
+    m = json.load(open(sys.argv[1]))
+except FileNotFoundError:
+    print(0, 0, 0); sys.exit()
+f = [x for x in m.get("files", []) if x.get("table") == "spans"]
+print(len(f), sum(x["rows"] for x in f), sum(x["bytes"] for x in f))
+EOF
+}
+
+# manifest_partitions DIR -> "partition:files ..." of the spans table
+manifest_partitions() {
+  python3 - "$1/manifest.json" <<'EOF'
+import json, sys, collections
+m = json.load(open(sys.argv[1]))
+c = collections.Counter(x["partition"] for x in m.get("files", []) if x.get("table") == "spans")
+print(" ".join(f"{p}:{n}" for p, n in sorted(c.items())))
+EOF
+}
+
+# wait_compaction DIR MAX_SECONDS: until no hour partition has >= 4 spans files and the manifest's file
+# list has not changed for 40 s (compaction runs about every 30 s), or MAX_SECONDS. Prints seconds waited.
+wait_compaction() {
+  local dir=$1 max=$2 t0 last="" same_since now cur maxfiles
+  t0=$(date +%s); same_since=$t0
+  while :; do
+    now=$(date +%s)
+    cur=$(manifest_partitions "$dir")
+    maxfiles=$(echo "$cur" | tr ' ' '\n' | awk -F: 'NF==2 && $2>m {m=$2} END {print m+0}')
+    if [ "$cur" != "$last" ]; then last=$cur; same_since=$now; fi
+    if [ "$maxfiles" -lt 4 ] && [ $((now - same_since)) -ge 40 ]; then break; fi
+    if [ $((now - t0)) -ge "$max" ]; then log "compaction not settled after ${max}s (files per partition: $cur)"; break; fi
+    sleep 5
+  done
+  echo $(( $(date +%s) - t0 ))
+}
+
+machine_line() {
+  local model mem
+  model=$(lscpu | awk -F: '/Model name/ {gsub(/^ +/, "", $2); print $2; exit}')
+  mem=$(free -g | awk '/^Mem:/ {print $2 " GiB"}')
+  echo "$(nproc) cores, $model, $mem RAM; $(uname -r)"
+}
