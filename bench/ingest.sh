@@ -119,9 +119,19 @@ stop_collector
 
 # ---------------- checks + summary ----------------
 CHECKS=()
-[ "$COUNT_A" = "$TOTAL_A" ] || CHECKS+=("phase A: SQL count $COUNT_A != accepted $TOTAL_A (before SIGTERM)")
-[ "$COUNT_A2" = "$TOTAL_A" ] || CHECKS+=("phase A: SQL count after restart $COUNT_A2 != accepted $TOTAL_A")
-[ "$ROWS_A" = "$TOTAL_A" ] || CHECKS+=("phase A: manifest rows $ROWS_A != accepted $TOTAL_A")
+# h2load ends each run with up to CLIENTS x STREAMS requests in flight and resets them; the collector may
+# still store such a request without counting it as acknowledged (the answer never went out). So phase A's
+# stored rows may exceed the acknowledged count by at most 2 runs x CLIENTS x STREAMS x 512; fewer rows than
+# acknowledged is a loss.
+SLACK=$((2 * CLIENTS * STREAMS * SPANS))
+for pair in "SQL count before SIGTERM:$COUNT_A" "SQL count after restart:$COUNT_A2" "manifest rows:$ROWS_A"; do
+  what=${pair%%:*}; n=${pair##*:}
+  if ! [[ "$n" =~ ^[0-9]+$ ]]; then CHECKS+=("phase A: $what is '$n'")
+  elif [ "$n" -lt "$TOTAL_A" ]; then CHECKS+=("phase A: $what $n < acknowledged $TOTAL_A: acknowledged spans LOST")
+  elif [ "$n" -gt $((TOTAL_A + SLACK)) ]; then CHECKS+=("phase A: $what $n > acknowledged $TOTAL_A + in-flight slack $SLACK")
+  fi
+done
+UNACKED_A=$(( ${COUNT_A2:-0} - TOTAL_A ))
 [ "$TOTAL_B" = "$SENT_OK" ] || CHECKS+=("phase B: accepted metric $TOTAL_B != spans answered OK $SENT_OK")
 [ "$COUNT_B2" = "$SENT_OK" ] || CHECKS+=("phase B: SQL count after restart $COUNT_B2 != spans answered OK $SENT_OK")
 [ "$ROWS_B" = "$SENT_OK" ] || CHECKS+=("phase B: manifest rows $ROWS_B != spans answered OK $SENT_OK")
@@ -150,11 +160,11 @@ Pinning: $( [ "$PIN" = 1 ] && echo "collector \`taskset -c 1\`, load generators 
 | encoded OTLP size per span | $AVG_BYTES B (phase A frame), $B_AVG_BYTES B (phase B frames) | |
 | spans/s acknowledged, distinct frames from the Python grpcio sender (sender-bound?) | $SEND_SPS (CPU $CPU_B_PER_M s per million spans) | |
 
-Details: phase A accepted $ACC spans in $(printf '%.1f' "$ELAPSED") s; h2load: ${H2_OK:-?} requests succeeded, ${H2_FAIL:-?} failed, ${H2_2XX:-?} HTTP 2xx (= $H2_SPS spans/s if every 200 were a gRPC OK), mean request time ${H2_MEAN:-?}; refused requests during the window: $((ref1 - ref0)); rejected spans: $rej1. Totals accepted / SQL count before SIGTERM / after restart / manifest rows: $TOTAL_A / $COUNT_A / $COUNT_A2 / $ROWS_A. WAL size before SIGTERM: ${WAL_A:-?} B. SIGTERM exit: $STOP_A. Compaction wait: ${WAITED_A}s.
+Details: phase A accepted $ACC spans in $(printf '%.1f' "$ELAPSED") s; h2load: ${H2_OK:-?} requests succeeded, ${H2_FAIL:-?} failed, ${H2_2XX:-?} HTTP 2xx (= $H2_SPS spans/s if every 200 were a gRPC OK), mean request time ${H2_MEAN:-?}; refused requests during the window: $((ref1 - ref0)); rejected spans: $rej1. Totals accepted / SQL count before SIGTERM / after restart / manifest rows: $TOTAL_A / $COUNT_A / $COUNT_A2 / $ROWS_A ($UNACKED_A spans stored but not counted as acknowledged: requests h2load reset in flight when its runs ended). WAL size before SIGTERM: ${WAL_A:-?} B. SIGTERM exit: $STOP_A. Compaction wait: ${WAITED_A}s.
 Phase B: $SENT_OK spans answered OK ($SEND_RETRIES retries, $SEND_LOST lost); accepted metric $TOTAL_B; SQL count before SIGTERM $COUNT_B, after restart $COUNT_B2; manifest $ROWS_B rows in $BYTES_B bytes ($DU_B bytes under tables/spans; files per partition: $PARTS_B); SIGTERM exit: $STOP_B; compaction wait ${WAITED_B}s.
 EOF
 if [ ${#CHECKS[@]} -gt 0 ]; then
   echo; echo "**Checks FAILED:**"; for c in "${CHECKS[@]}"; do echo "- $c"; done
   exit 2
 fi
-echo; echo "Checks: all counts agree (acknowledged = stored = persisted)."
+echo; echo "Checks: no acknowledged span lost (phase B: acknowledged = stored = persisted exactly; phase A: stored = acknowledged + $UNACKED_A from requests reset in flight)."

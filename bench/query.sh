@@ -48,6 +48,7 @@ log "filled: $SENT_OK spans OK in ${FILL_S}s ($FILL_SPS/s); accepted metric $TOT
 stop_collector; STOP="$STOP_RC in ${STOP_SECS}s"
 log "SIGTERM: exit $STOP"
 start_collector "$D" "$LOGF" "" "${CFLAGS[@]}"
+PID=$COLLECTOR_PID
 log "waiting for compaction to settle (max ${COMPACT_MAX_SECONDS}s)"
 WAITED=$(wait_compaction "$D" "$COMPACT_MAX_SECONDS")
 COUNT2=$(sql_scalar 'SELECT count(*) AS n FROM spans')

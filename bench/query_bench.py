@@ -137,7 +137,7 @@ def main():
                 raise SystemExit(f"aggregate failed mid-run: {r}")
             lat.append(dt)
         ms_api = statistics.median(lat)
-        mesh_p99 = {row["service_name"]: float(list(row.values())[1]) for row in res["rows"]}
+        mesh_p99 = {row["service_name"]: float(row["p99"]) for row in res["rows"] if row.get("p99") is not None}
         out["aggregate_api"] = {"sql": q_used, "runs": len(lat), "median_ms": ms(ms_api), "min_ms": ms(min(lat)),
                                 "max_ms": ms(max(lat)), "groups": len(res["rows"])}
     st, r, _ = api.sql("SELECT count(*) AS n FROM spans")

@@ -18,6 +18,9 @@ use prost::bytes::{Buf, BufMut};
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::http::uri::PathAndQuery;
 
+/// A malformed OTLP/HTTP request: what it is, path, content type, body, gzip, expected status.
+type HttpCase = (&'static str, &'static str, &'static str, Vec<u8>, bool, u16);
+
 const TRACE_EXPORT: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 const METRICS_EXPORT: &str = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export";
 
@@ -74,7 +77,8 @@ async fn undecodable_http_bodies_get_400_or_415_and_harm_nothing() {
     let protobuf = "application/x-protobuf";
     let json = "application/json";
 
-    let cases: Vec<(&str, &str, &str, Vec<u8>, bool, u16)> = vec![
+    // (what, path, content type, body, gzip, expected status)
+    let cases: Vec<HttpCase> = vec![
         (
             "garbage protobuf traces",
             "/v1/traces",

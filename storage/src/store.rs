@@ -176,7 +176,8 @@ impl Store {
         self.memtable.bytes()
     }
 
-    /// Asks the maintenance loop to flush soon (used under memory pressure).
+    /// Asks the maintenance loop to flush now, whatever the size and age thresholds (used under memory
+    /// pressure).
     pub fn request_flush(&self) {
         self.flush_wanted.notify_one();
     }
@@ -323,13 +324,16 @@ impl Store {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut ticks: u64 = 0;
         loop {
-            tokio::select! {
+            let wanted = tokio::select! {
                 _ = &mut shutdown => break,
-                _ = tick.tick() => ticks += 1,
-                _ = self.flush_wanted.notified() => {}
-            }
+                _ = tick.tick() => {
+                    ticks += 1;
+                    false
+                }
+                _ = self.flush_wanted.notified() => true,
+            };
             let aged = self.memtable.oldest().is_some_and(|t| t.elapsed() >= self.options.flush_interval);
-            if aged || self.memtable.bytes() >= self.options.flush_bytes {
+            if wanted || aged || self.memtable.bytes() >= self.options.flush_bytes {
                 if let Err(error) = self.flush().await {
                     tracing::error!(%error, "flush failed; rows stay in the WAL and memtable");
                 }

@@ -8,7 +8,8 @@
 //!
 //! Every wait here has a deadline, so a misbehaving collector fails a test instead of hanging it.
 
-#![allow(dead_code)] // each test binary uses its own subset of the helpers
+// Each test binary uses its own subset of the helpers, through a private `mod common`.
+#![allow(dead_code, unreachable_pub)]
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;

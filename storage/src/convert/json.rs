@@ -917,6 +917,31 @@ mod tests {
         let json = encode(&KeyValuesJson::all(&attrs));
         assert_eq!(decode_key_values(&json).unwrap(), attrs);
 
+        // 32 nested kvlists in an event: about 135 JSON levels, beyond serde_json's limit of 128.
+        let mut value = s("leaf");
+        for _ in 0..32 {
+            value = AnyValue {
+                value: Some(Value::KvlistValue(KeyValueList {
+                    values: vec![KeyValue {
+                        key: "k".to_owned(),
+                        value: Some(value),
+                        key_strindex: 0,
+                    }],
+                })),
+            };
+        }
+        let events = vec![Event {
+            attributes: vec![KeyValue {
+                key: "deep".to_owned(),
+                value: Some(value),
+                key_strindex: 0,
+            }],
+            ..Event::default()
+        }];
+        let json = encode(&EventsJson(&events));
+        assert!(serde_json::from_str::<serde_json::Value>(&json).is_err());
+        assert_eq!(decode_events(&json).unwrap(), events);
+
         let too_deep = "[".repeat(MAX_NESTING + 1);
         assert!(matches!(
             decode_key_values(&too_deep),
