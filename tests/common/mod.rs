@@ -478,12 +478,16 @@ impl Collector {
         let response = self.get(&format!("/api/traces/{trace_id_hex}")).await;
         match response.status {
             404 => None,
-            200 => Some(serde_json::from_slice(&response.body).unwrap_or_else(|e| {
-                panic!(
-                    "GET /api/traces/{trace_id_hex}: not a trace ({e}): {}",
-                    response.text()
-                )
-            })),
+            200 => Some(
+                serde_json::from_value(parse_json_exact_doubles(&response.text())).unwrap_or_else(
+                    |e| {
+                        panic!(
+                            "GET /api/traces/{trace_id_hex}: not a trace ({e}): {}",
+                            response.text()
+                        )
+                    },
+                ),
+            ),
             status => panic!(
                 "GET /api/traces/{trace_id_hex}: HTTP {status}: {}",
                 response.text()
@@ -593,6 +597,69 @@ impl Drop for Collector {
         if std::thread::panicking() {
             eprintln!("{}", self.logs());
         }
+    }
+}
+
+/// Parses JSON whose `doubleValue` numbers must keep every bit.
+///
+/// serde_json (without its `float_roundtrip` feature) may parse a decimal number one ULP off, which would
+/// blame the collector for the test client's rounding. The `doubleValue` tokens are therefore quoted before
+/// parsing and converted afterwards with the standard library's exact `str::parse::<f64>`.
+pub fn parse_json_exact_doubles(text: &str) -> Value {
+    const KEY: &str = "\"doubleValue\"";
+    let mut quoted = String::with_capacity(text.len() + 64);
+    let mut rest = text;
+    while let Some(at) = rest.find(KEY) {
+        let (before, after) = rest.split_at(at + KEY.len());
+        quoted.push_str(before);
+        rest = after;
+        // A key, not text inside a string (where the quote would be escaped).
+        if before[..at].ends_with('\\') {
+            continue;
+        }
+        let colon = rest.len() - rest.trim_start().len();
+        if !rest[colon..].starts_with(':') {
+            continue;
+        }
+        let value_start =
+            colon + 1 + (rest[colon + 1..].len() - rest[colon + 1..].trim_start().len());
+        let token_len = rest[value_start..]
+            .find(|c: char| !(c.is_ascii_digit() || "+-.eE".contains(c)))
+            .unwrap_or(rest.len() - value_start);
+        if token_len > 0 {
+            quoted.push_str(&rest[..value_start]);
+            quoted.push('"');
+            quoted.push_str(&rest[value_start..value_start + token_len]);
+            quoted.push('"');
+            rest = &rest[value_start + token_len..];
+        }
+    }
+    quoted.push_str(rest);
+    let mut value: Value =
+        serde_json::from_str(&quoted).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
+    unquote_doubles(&mut value);
+    value
+}
+
+fn unquote_doubles(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            for (key, item) in map.iter_mut() {
+                if key == "doubleValue" {
+                    if let Value::String(token) = item {
+                        let exact: f64 = token
+                            .parse()
+                            .unwrap_or_else(|e| panic!("doubleValue {token:?}: {e}"));
+                        *item =
+                            serde_json::Number::from_f64(exact).map_or(Value::Null, Value::Number);
+                    }
+                } else {
+                    unquote_doubles(item);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(unquote_doubles),
+        _ => {}
     }
 }
 
@@ -952,22 +1019,94 @@ pub fn assert_trace_matches(view: &TraceView, expected: &[SpanRecord]) {
             span: got.span.clone(),
         });
         let name = &want.span.name;
-        assert_eq!(got.span, want.span, "span {name:?}: span fields differ");
-        assert_eq!(
-            got.resource, want.resource,
-            "span {name:?}: resource differs"
+        let differences = [
+            json_diff("span", &to_json(&got.span), &to_json(&want.span)),
+            json_diff(
+                "resource",
+                &to_json(&got.resource),
+                &to_json(&want.resource),
+            ),
+            json_diff("scope", &to_json(&got.scope), &to_json(&want.scope)),
+            json_diff(
+                "resourceSchemaUrl",
+                &to_json(&got.resource_schema_url),
+                &to_json(&want.resource_schema_url),
+            ),
+            json_diff(
+                "scopeSchemaUrl",
+                &to_json(&got.scope_schema_url),
+                &to_json(&want.scope_schema_url),
+            ),
+        ]
+        .concat();
+        assert!(
+            differences.is_empty(),
+            "trace {}: span {name:?} read back differs from what was sent (got / sent):\n  {}",
+            view.trace_id,
+            differences.join("\n  ")
         );
-        assert_eq!(
-            got.resource_schema_url, want.resource_schema_url,
-            "span {name:?}: resource schema url differs"
-        );
-        assert_eq!(got.scope, want.scope, "span {name:?}: scope differs");
-        assert_eq!(
-            got.scope_schema_url, want.scope_schema_url,
-            "span {name:?}: scope schema url differs"
-        );
+        assert_eq!(got, want, "span {name:?} differs beyond its OTLP/JSON form");
     }
     assert_tree_order(view);
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Value {
+    serde_json::to_value(value).expect("OTLP/JSON serialization")
+}
+
+/// The differences between two JSON values, one line per differing leaf: `path: got / want`. Lists of
+/// key-value objects are addressed by key (`attributes[http.route]`), other lists by index.
+pub fn json_diff(path: &str, got: &Value, want: &Value) -> Vec<String> {
+    match (got, want) {
+        (Value::Object(g), Value::Object(w)) => {
+            let mut keys: Vec<&String> = g.keys().chain(w.keys()).collect();
+            keys.sort();
+            keys.dedup();
+            keys.into_iter()
+                .flat_map(|k| {
+                    json_diff(
+                        &format!("{path}.{k}"),
+                        g.get(k).unwrap_or(&Value::Null),
+                        w.get(k).unwrap_or(&Value::Null),
+                    )
+                })
+                .collect()
+        }
+        (Value::Array(g), Value::Array(w)) => {
+            let key_of = |v: &Value| v.get("key").and_then(Value::as_str).map(str::to_string);
+            let keyed = g.iter().chain(w.iter()).all(|v| key_of(v).is_some());
+            if keyed && !(g.is_empty() && w.is_empty()) {
+                let mut keys: Vec<String> = g.iter().chain(w.iter()).filter_map(key_of).collect();
+                keys.sort();
+                keys.dedup();
+                keys.into_iter()
+                    .flat_map(|k| {
+                        let find = |list: &Vec<Value>| {
+                            list.iter()
+                                .find(|v| key_of(v).as_deref() == Some(k.as_str()))
+                                .map(|v| v.get("value").cloned().unwrap_or(Value::Null))
+                                .unwrap_or_else(|| Value::from("<absent>"))
+                        };
+                        json_diff(&format!("{path}[{k}]"), &find(g), &find(w))
+                    })
+                    .collect()
+            } else if g.len() != w.len() {
+                vec![format!(
+                    "{path}: {} items / {} items: {got} / {want}",
+                    g.len(),
+                    w.len()
+                )]
+            } else {
+                g.iter()
+                    .zip(w)
+                    .enumerate()
+                    .flat_map(|(i, (g, w))| json_diff(&format!("{path}[{i}]"), g, w))
+                    .collect()
+            }
+        }
+        _ if got == want => vec![],
+        _ => vec![format!("{path}: {got} / {want}")],
+    }
 }
 
 /// Asserts that the spans of a trace come in tree order: a depth-first pre-order where every span follows
