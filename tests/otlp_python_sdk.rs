@@ -30,12 +30,12 @@ async fn run_python_sdk(collector: &Collector, signal: &str) -> Value {
         "send_traces.py {signal} failed ({}):\n{stderr}",
         output.status
     );
-    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
-        panic!(
-            "send_traces.py printed no JSON ({e}):\n{}\nstderr:\n{stderr}",
-            String::from_utf8_lossy(&output.stdout)
-        )
-    })
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.trim_start().starts_with('{'),
+        "send_traces.py printed no JSON:\n{stdout}\nstderr:\n{stderr}"
+    );
+    parse_json_exact_doubles(&stdout)
 }
 
 /// One span of the script's description.

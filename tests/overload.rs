@@ -16,14 +16,28 @@ async fn overload_is_refused_retryably_and_recovers_without_loss() {
     // A 1 h flush interval and a flush size above the budget: only pressure triggers a flush.
     let collector = Collector::start_with(
         "overload",
-        &["--memory-limit", "4MiB", "--flush-bytes", "64MiB", "--flush-interval", "1h"],
+        &[
+            "--memory-limit",
+            "4MiB",
+            "--flush-bytes",
+            "64MiB",
+            "--flush-interval",
+            "1h",
+        ],
     )
     .await;
     let mut acknowledged = 0i64;
     let mut refusal = None;
     for _ in 0..400 {
         let (request, _) = simple_trace_request("pressure", 200);
-        let response = collector.post_otlp("/v1/traces", "application/x-protobuf", request.encode_to_vec(), false).await;
+        let response = collector
+            .post_otlp(
+                "/v1/traces",
+                "application/x-protobuf",
+                request.encode_to_vec(),
+                false,
+            )
+            .await;
         match response.status {
             200 => acknowledged += 200,
             _ => {
@@ -33,9 +47,22 @@ async fn overload_is_refused_retryably_and_recovers_without_loss() {
         }
     }
     let refusal = refusal.expect("a 4 MiB budget must refuse an export within 80,000 spans");
-    assert_eq!(refusal.status, 429, "overload must be 429: {}", refusal.text());
-    let retry_after = refusal.headers.get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_owned);
-    assert_eq!(retry_after.as_deref(), Some("1"), "a 429 must carry Retry-After");
+    assert_eq!(
+        refusal.status,
+        429,
+        "overload must be 429: {}",
+        refusal.text()
+    );
+    let retry_after = refusal
+        .headers
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    assert_eq!(
+        retry_after.as_deref(),
+        Some("1"),
+        "a 429 must carry Retry-After"
+    );
 
     // The refusal asked for a flush; exports are accepted again soon after.
     let (request, _) = simple_trace_request("pressure", 200);
@@ -44,15 +71,25 @@ async fn overload_is_refused_retryably_and_recovers_without_loss() {
         let body = body.clone();
         let collector = &collector;
         async move {
-            let response = collector.post_otlp("/v1/traces", "application/x-protobuf", body, false).await;
+            let response = collector
+                .post_otlp("/v1/traces", "application/x-protobuf", body, false)
+                .await;
             (response.status == 200).then_some(())
         }
     })
     .await;
-    assert!(accepted.is_some(), "the collector must accept again after flushing");
+    assert!(
+        accepted.is_some(),
+        "the collector must accept again after flushing"
+    );
     acknowledged += 200;
 
-    collector.wait_for_i64("SELECT count(*) FROM spans WHERE service_name = 'pressure'", acknowledged).await;
+    collector
+        .wait_for_i64(
+            "SELECT count(*) FROM spans WHERE service_name = 'pressure'",
+            acknowledged,
+        )
+        .await;
     assert!(collector.is_healthy().await);
 }
 
@@ -60,7 +97,14 @@ async fn overload_is_refused_retryably_and_recovers_without_loss() {
 async fn overload_over_grpc_is_resource_exhausted_with_retry_info() {
     let collector = Collector::start_with(
         "overload-grpc",
-        &["--memory-limit", "4MiB", "--flush-bytes", "64MiB", "--flush-interval", "1h"],
+        &[
+            "--memory-limit",
+            "4MiB",
+            "--flush-bytes",
+            "64MiB",
+            "--flush-interval",
+            "1h",
+        ],
     )
     .await;
     let mut client = collector.trace_client().await;
@@ -76,5 +120,8 @@ async fn overload_over_grpc_is_resource_exhausted_with_retry_info() {
     assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
     // google.rpc.Status details travel in grpc-status-details-bin; RetryInfo's type URL names it.
     let details = String::from_utf8_lossy(status.details()).into_owned();
-    assert!(details.contains("google.rpc.RetryInfo"), "RESOURCE_EXHAUSTED must carry RetryInfo: {details:?}");
+    assert!(
+        details.contains("google.rpc.RetryInfo"),
+        "RESOURCE_EXHAUSTED must carry RetryInfo: {details:?}"
+    );
 }

@@ -4,7 +4,7 @@
 //! |----------------|---------------------------------------|---------------------------|---------------|
 //! | Undecodable    | INVALID_ARGUMENT                      | 400                       | not retry     |
 //! | UnsupportedMediaType | —                               | 415                       | not retry     |
-//! | TooLarge       | RESOURCE_EXHAUSTED (no RetryInfo)      | 413                       | not retry     |
+//! | TooLarge       | OUT_OF_RANGE (also tonic's own answer)  | 413                       | not retry     |
 //! | Overloaded     | RESOURCE_EXHAUSTED + RetryInfo         | 429 + Retry-After         | retry later   |
 //! | Unavailable    | UNAVAILABLE + RetryInfo                | 503 + Retry-After         | retry later   |
 
@@ -70,7 +70,8 @@ impl IngestError {
     pub fn grpc_code(&self) -> Code {
         match self {
             IngestError::Undecodable { .. } | IngestError::UnsupportedMediaType(_) => Code::InvalidArgument,
-            IngestError::TooLarge { .. } | IngestError::Overloaded { .. } => Code::ResourceExhausted,
+            IngestError::TooLarge { .. } => Code::OutOfRange,
+            IngestError::Overloaded { .. } => Code::ResourceExhausted,
             IngestError::Unavailable(_) => Code::Unavailable,
         }
     }

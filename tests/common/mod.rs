@@ -825,6 +825,11 @@ pub fn export_outcome(response: &RawResponse, signal: Signal, json: bool) -> Exp
     }
 }
 
+/// Whether a SQL JSON row holds NULL in `column` (written as `null`, or left out of the row object).
+pub fn is_null(row: &serde_json::Map<String, Value>, column: &str) -> bool {
+    row.get(column).is_none_or(Value::is_null)
+}
+
 /// A JSON number, or a string holding an integer, as i64.
 pub fn as_i64(value: &Value) -> Option<i64> {
     match value {
