@@ -4,7 +4,8 @@
 //! content type, broken gzip, oversized bodies, invalid ids and over-deep `AnyValue`s, over OTLP/HTTP and
 //! OTLP/gRPC. Undecodable requests are refused whole (HTTP 400 / gRPC INVALID_ARGUMENT); invalid spans in a
 //! decodable request are rejected through `partial_success` while the valid spans of the same request are
-//! stored. After every case the collector still answers `/api/health` and the earlier data is intact.
+//! stored; an export larger than the whole memory budget is refused cleanly. After every case the collector
+//! still answers `/api/health` and the earlier data is intact.
 
 mod common;
 
@@ -642,4 +643,77 @@ async fn invalid_data_points_are_rejected_while_valid_ones_are_stored() {
         );
     }
     assert_intact(&mut collector, baseline, "partly invalid metrics").await;
+}
+
+/// One export that alone needs more than the whole memory budget (though under `--max-request-bytes`).
+/// Whether that is "overloaded, retry later" (429/503 + Retry-After) or "too large" (413) is the product's
+/// choice; either way it is refused cleanly, nothing is stored, and the collector goes on accepting.
+/// (tests/overload.rs covers filling the budget with ordinary exports.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_larger_than_the_memory_budget_is_refused_cleanly() {
+    let mut collector = Collector::start_with(
+        "bad-memory",
+        &["--memory-limit", "1MiB", "--max-request-bytes", "8MiB"],
+    )
+    .await;
+    let baseline = store_baseline(&collector).await;
+
+    let (mut request, _) = simple_trace_request("too-big-for-memory", 1);
+    request.resource_spans[0].scope_spans[0].spans[0]
+        .attributes
+        .push(kv_str("blob", &"m".repeat(3 * 1024 * 1024)));
+
+    let response = collector
+        .post_otlp(
+            "/v1/traces",
+            "application/x-protobuf",
+            request.encode_to_vec(),
+            false,
+        )
+        .await;
+    assert!(
+        [413, 429, 503].contains(&response.status),
+        "an export larger than the memory budget: HTTP {}: {}",
+        response.status,
+        response.text()
+    );
+    if response.status != 413 {
+        let retry_after = response
+            .headers
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_else(|| panic!("HTTP {} without Retry-After", response.status));
+        assert!(
+            retry_after.trim().parse::<u64>().is_ok(),
+            "Retry-After {retry_after:?} is not a number of seconds"
+        );
+    }
+    assert_intact(
+        &mut collector,
+        baseline,
+        "an HTTP export larger than the memory budget",
+    )
+    .await;
+
+    match collector.trace_client().await.export(request).await {
+        Ok(_) => panic!("gRPC export larger than the memory budget was accepted"),
+        Err(status) => assert!(
+            matches!(
+                status.code(),
+                tonic::Code::ResourceExhausted | tonic::Code::Unavailable | tonic::Code::OutOfRange
+            ),
+            "gRPC export larger than the memory budget: {status:?}"
+        ),
+    }
+    assert_intact(
+        &mut collector,
+        baseline,
+        "a gRPC export larger than the memory budget",
+    )
+    .await;
+
+    // The budget is free again: ordinary exports go through.
+    let (request, trace_id) = simple_trace_request("after-overload", 4);
+    collector.export_grpc(request).await;
+    collector.wait_for_trace(&hex::encode(trace_id), 4).await;
 }

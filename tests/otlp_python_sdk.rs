@@ -8,6 +8,7 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -16,8 +17,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 /// Runs `send_traces.py <signal>` against the collector and returns its JSON description.
-async fn run_python_sdk(collector: &Collector, signal: &str) -> Value {
-    let mut command = Command::new(python());
+async fn run_python_sdk(python: &Path, collector: &Collector, signal: &str) -> Value {
+    let mut command = Command::new(python);
     command
         .arg(python_script("send_traces.py"))
         .arg(signal)
@@ -52,8 +53,9 @@ struct DescribedSpan {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_sdk_traces_read_back_field_by_field() {
+    let python = python();
     let collector = Collector::start("python-traces").await;
-    let description = run_python_sdk(&collector, "traces").await;
+    let description = run_python_sdk(&python, &collector, "traces").await;
     let described: Vec<DescribedSpan> =
         serde_json::from_value(description["spans"].clone()).expect("description of spans");
 
@@ -164,8 +166,9 @@ async fn python_sdk_traces_read_back_field_by_field() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_sdk_metrics_of_every_kind_are_stored() {
+    let python = python();
     let collector = Collector::start("python-metrics").await;
-    let description = run_python_sdk(&collector, "metrics").await;
+    let description = run_python_sdk(&python, &collector, "metrics").await;
     let metrics = description["metrics"]
         .as_array()
         .expect("metrics description");
