@@ -23,7 +23,8 @@ fn internal(error: impl std::fmt::Display) -> QueryError {
 }
 
 impl QueryResult {
-    /// `{"columns":[{"name","type"}],"rows":[{column: value}],"truncated":bool}`; binary values as hex.
+    /// `{"columns":[{"name","type"}],"rows":[{column: value}],"truncated":bool}`; binary values as hex,
+    /// NULL as `null` (every row has every column).
     pub fn to_json(&self) -> Result<serde_json::Value> {
         let columns: Vec<_> = self
             .schema
@@ -31,7 +32,8 @@ impl QueryResult {
             .iter()
             .map(|field| serde_json::json!({ "name": field.name(), "type": field.data_type().to_string() }))
             .collect();
-        let mut writer = datafusion::arrow::json::ArrayWriter::new(Vec::new());
+        use datafusion::arrow::json::writer::{JsonArray, WriterBuilder};
+        let mut writer = WriterBuilder::new().with_explicit_nulls(true).build::<_, JsonArray>(Vec::new());
         let batches: Vec<&RecordBatch> = self.batches.iter().collect();
         writer.write_batches(&batches).map_err(internal)?;
         writer.finish().map_err(internal)?;
