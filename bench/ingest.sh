@@ -34,7 +34,7 @@ ensure_setup
 [ -x "$BIN" ] || die "no $BIN"
 WORK=$(mktemp -d /tmp/meshscope-ingest.XXXXXX)
 log "work dir $WORK"
-DATE=$(date -u '+%Y-%m-%d %H:%M UTC'); COMMIT=$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null)$(cd "$ROOT" && git diff --quiet 2>/dev/null || echo "+dirty")
+LOAD0=$(cut -d' ' -f1-3 /proc/loadavg); DATE=$(date -u '+%Y-%m-%d %H:%M UTC'); COMMIT=$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null)$(cd "$ROOT" && git diff --quiet 2>/dev/null || echo "+dirty")
 TCK=$(clk_tck)
 
 FRAME=$WORK/frame.grpc
@@ -147,7 +147,7 @@ cat <<EOF
 ### Ingest — $DATE
 
 Command: \`bash bench/ingest.sh\` (DURATION=$DURATION WARMUP=$WARMUP CLIENTS=$CLIENTS STREAMS=$STREAMS PIN=$PIN DISTINCT_SPANS=$DISTINCT_SPANS${COLLECTOR_FLAGS:+ COLLECTOR_FLAGS="$COLLECTOR_FLAGS"}), commit $COMMIT
-Machine: $(machine_line)
+Machine: $(machine_line); load average at start: $LOAD0
 Pinning: $( [ "$PIN" = 1 ] && echo "collector \`taskset -c 1\`, load generators \`taskset -c 0\`" || echo none)
 
 | figure | value | target |

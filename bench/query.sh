@@ -25,7 +25,7 @@ ensure_setup
 [ -x "$BIN" ] || die "no $BIN"
 WORK=$(mktemp -d /tmp/meshscope-query.XXXXXX)
 log "work dir $WORK"
-DATE=$(date -u '+%Y-%m-%d %H:%M UTC'); COMMIT=$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null)$(cd "$ROOT" && git diff --quiet 2>/dev/null || echo "+dirty")
+LOAD0=$(cut -d' ' -f1-3 /proc/loadavg); DATE=$(date -u '+%Y-%m-%d %H:%M UTC'); COMMIT=$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null)$(cd "$ROOT" && git diff --quiet 2>/dev/null || echo "+dirty")
 D=$WORK/data; LOGF=$WORK/collector.log
 TCK=$(clk_tck)
 
@@ -76,7 +76,7 @@ cat <<EOF
 ### Query — $DATE
 
 Command: \`bash bench/query.sh\` (FILL_SPANS=$FILL_SPANS${COLLECTOR_FLAGS:+ COLLECTOR_FLAGS="$COLLECTOR_FLAGS"}), commit $COMMIT
-Machine: $(machine_line)
+Machine: $(machine_line); load average at start: $LOAD0
 Data: $ROWS spans of distinct mesh traces over the last 2 h (partitions $PARTS), $FILES Parquet files, $BYTES bytes
 ($(echo "$BYTES / ($ROWS + 0.000001)" | bc -l | xargs printf '%.1f') B/span); fill $SENT_OK spans in ${FILL_S} s = $FILL_SPS spans/s
 (Python sender and collector sharing 2 cores; collector CPU during fill $FILL_CPU s); collector peak RSS

@@ -114,8 +114,14 @@ impl Problems {
         let (text, origin) = match (flag, spanned) {
             (Some(text), _) => (text, format!("--{}", name.replace('_', "-"))),
             (None, Some(spanned)) => {
-                let line = self.source[..spanned.span().start.min(self.source.len())].lines().count().max(1);
-                (spanned.into_inner(), format!("{}:{line}: {name}", self.file))
+                let line = self.source[..spanned.span().start.min(self.source.len())]
+                    .lines()
+                    .count()
+                    .max(1);
+                (
+                    spanned.into_inner(),
+                    format!("{}:{line}: {name}", self.file),
+                )
             }
             (None, None) => return default,
         };
@@ -130,8 +136,10 @@ fn read_file(path: Option<&Path>) -> anyhow::Result<(FileConfig, String, String)
     let Some(path) = path else {
         return Ok((FileConfig::default(), String::new(), String::new()));
     };
-    let source = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
-    let config = toml::from_str(&source).map_err(|error| anyhow::anyhow!("{}: {error}", path.display()))?;
+    let source = std::fs::read_to_string(path)
+        .with_context(|| format!("reading config {}", path.display()))?;
+    let config =
+        toml::from_str(&source).map_err(|error| anyhow::anyhow!("{}: {error}", path.display()))?;
     Ok((config, source, path.display().to_string()))
 }
 
@@ -139,12 +147,32 @@ impl CollectorArgs {
     /// Resolves defaults → file → environment → flags; reports every bad value at once.
     pub(crate) fn settings(self) -> anyhow::Result<CollectorSettings> {
         let (file, source, file_name) = read_file(self.config.as_deref())?;
-        let mut problems = Problems { file: file_name, source, found: Vec::new() };
-        let memory_limit = problems.value("memory_limit", self.memory_limit, file.memory_limit, 1 << 30, parse_bytes);
-        let max_request_bytes =
-            problems.value("max_request_bytes", self.max_request_bytes, file.max_request_bytes, 16 << 20, parse_bytes);
-        let flush_bytes =
-            problems.value("flush_bytes", self.flush_bytes, file.flush_bytes, (memory_limit / 4).min(128 << 20), parse_bytes);
+        let mut problems = Problems {
+            file: file_name,
+            source,
+            found: Vec::new(),
+        };
+        let memory_limit = problems.value(
+            "memory_limit",
+            self.memory_limit,
+            file.memory_limit,
+            1 << 30,
+            parse_bytes,
+        );
+        let max_request_bytes = problems.value(
+            "max_request_bytes",
+            self.max_request_bytes,
+            file.max_request_bytes,
+            16 << 20,
+            parse_bytes,
+        );
+        let flush_bytes = problems.value(
+            "flush_bytes",
+            self.flush_bytes,
+            file.flush_bytes,
+            (memory_limit / 4).min(128 << 20),
+            parse_bytes,
+        );
         let flush_interval = problems.value(
             "flush_interval",
             self.flush_interval,
@@ -152,34 +180,68 @@ impl CollectorArgs {
             Duration::from_secs(10),
             parse_duration,
         );
-        let retention =
-            problems.value("retention", self.retention, file.retention, Duration::from_secs(7 * 86_400), parse_duration);
+        let retention = problems.value(
+            "retention",
+            self.retention,
+            file.retention,
+            Duration::from_secs(7 * 86_400),
+            parse_duration,
+        );
         let defaults = QueryLimits::default();
-        let query_timeout =
-            problems.value("query_timeout", self.query_timeout, file.query_timeout, defaults.timeout, parse_duration);
-        let query_memory =
-            problems.value("query_memory", self.query_memory, file.query_memory, defaults.memory_bytes, parse_bytes);
+        let query_timeout = problems.value(
+            "query_timeout",
+            self.query_timeout,
+            file.query_timeout,
+            defaults.timeout,
+            parse_duration,
+        );
+        let query_memory = problems.value(
+            "query_memory",
+            self.query_memory,
+            file.query_memory,
+            defaults.memory_bytes,
+            parse_bytes,
+        );
         if !problems.found.is_empty() {
             anyhow::bail!("invalid settings:\n  {}", problems.found.join("\n  "));
         }
-        let data_dir = self.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("meshscope-data"));
+        let data_dir = self
+            .data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("meshscope-data"));
         let mut store = StoreOptions::new(data_dir);
         store.flush_bytes = flush_bytes;
         store.flush_interval = flush_interval;
         store.retention = retention;
         let address = |flag: Option<SocketAddr>, file: Option<SocketAddr>, default: &str| {
-            flag.or(file).unwrap_or_else(|| default.parse().unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0))))
+            flag.or(file).unwrap_or_else(|| {
+                default
+                    .parse()
+                    .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0)))
+            })
         };
         Ok(CollectorSettings {
             store,
             receivers: ReceiverConfig {
-                grpc_listen: address(self.otlp_grpc_listen, file.otlp_grpc_listen, "127.0.0.1:4317"),
-                http_listen: address(self.otlp_http_listen, file.otlp_http_listen, "127.0.0.1:4318"),
+                grpc_listen: address(
+                    self.otlp_grpc_listen,
+                    file.otlp_grpc_listen,
+                    "127.0.0.1:4317",
+                ),
+                http_listen: address(
+                    self.otlp_http_listen,
+                    file.otlp_http_listen,
+                    "127.0.0.1:4318",
+                ),
             },
             api_listen: address(self.api_listen, file.api_listen, "127.0.0.1:8686"),
             memory_limit,
             max_request_bytes,
-            query: QueryLimits { timeout: query_timeout, memory_bytes: query_memory, ..defaults },
+            query: QueryLimits {
+                timeout: query_timeout,
+                memory_bytes: query_memory,
+                ..defaults
+            },
         })
     }
 }
@@ -188,13 +250,23 @@ impl CollectorArgs {
 /// flushes the memtable, fsyncs and returns.
 pub(crate) async fn run(settings: CollectorSettings) -> anyhow::Result<()> {
     let data_dir = settings.store.data_dir.clone();
-    let store = Store::open(settings.store).await.with_context(|| format!("opening store in {}", data_dir.display()))?;
-    let ingest = Arc::new(Ingest::new(store.clone(), settings.memory_limit, settings.max_request_bytes));
+    let store = Store::open(settings.store)
+        .await
+        .with_context(|| format!("opening store in {}", data_dir.display()))?;
+    let ingest = Arc::new(Ingest::new(
+        store.clone(),
+        settings.memory_limit,
+        settings.max_request_bytes,
+    ));
     let engine = Arc::new(QueryEngine::new(store.clone(), settings.query)?);
 
     let shutdown = CancellationToken::new();
     let maintenance_stop = CancellationToken::new();
-    let maintenance = tokio::spawn(store.clone().run_maintenance(maintenance_stop.clone().cancelled_owned()));
+    let maintenance = tokio::spawn(
+        store
+            .clone()
+            .run_maintenance(maintenance_stop.clone().cancelled_owned()),
+    );
 
     let api_listener = tokio::net::TcpListener::bind(settings.api_listen)
         .await
@@ -208,7 +280,10 @@ pub(crate) async fn run(settings: CollectorSettings) -> anyhow::Result<()> {
     };
     let token = shutdown.clone();
     let receivers = async {
-        let served = meshscope_collector::serve(settings.receivers, ingest, move || token.clone().cancelled_owned()).await;
+        let served = meshscope_collector::serve(settings.receivers, ingest, move || {
+            token.clone().cancelled_owned()
+        })
+        .await;
         shutdown.cancel();
         served
     };

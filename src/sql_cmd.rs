@@ -25,7 +25,12 @@ pub(crate) struct SqlArgs {
     /// The statement, e.g. "SELECT service_name, count(*) FROM spans GROUP BY 1".
     query: String,
     /// API of a running collector.
-    #[arg(long, env = "MESHSCOPE_URL", default_value = "http://127.0.0.1:8686", conflicts_with = "data_dir")]
+    #[arg(
+        long,
+        env = "MESHSCOPE_URL",
+        default_value = "http://127.0.0.1:8686",
+        conflicts_with = "data_dir"
+    )]
     url: String,
     /// Read a data dir directly instead (read-only; safe beside a running collector).
     #[arg(long)]
@@ -40,7 +45,9 @@ pub(crate) async fn run(args: SqlArgs) -> anyhow::Result<()> {
     let result = match &args.data_dir {
         Some(dir) => {
             let store = Store::open_read_only(dir).await?;
-            QueryEngine::new(store, QueryLimits::default())?.sql(&args.query).await?
+            QueryEngine::new(store, QueryLimits::default())?
+                .sql(&args.query)
+                .await?
         }
         None => remote(&args.url, &args.query).await?,
     };
@@ -77,5 +84,9 @@ async fn remote(url: &str, query: &str) -> anyhow::Result<QueryResult> {
     let reader = StreamReader::try_new(body.as_ref(), None)?;
     let schema = reader.schema();
     let batches = reader.collect::<Result<Vec<_>, _>>()?;
-    Ok(QueryResult { schema, batches, truncated: false })
+    Ok(QueryResult {
+        schema,
+        batches,
+        truncated: false,
+    })
 }

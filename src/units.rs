@@ -5,7 +5,9 @@ use std::time::Duration;
 /// `1GiB`, `512MiB`, `16MB`, `64k`, or bytes.
 pub(crate) fn parse_bytes(text: &str) -> Result<usize, String> {
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     let scale: usize = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
@@ -15,18 +17,30 @@ pub(crate) fn parse_bytes(text: &str) -> Result<usize, String> {
         "mib" => 1 << 20,
         "g" | "gb" => 1_000_000_000,
         "gib" => 1 << 30,
-        _ => return Err(format!("{text:?}: unknown size unit (use B, KiB, MiB, GiB, KB, MB, GB)")),
+        _ => {
+            return Err(format!(
+                "{text:?}: unknown size unit (use B, KiB, MiB, GiB, KB, MB, GB)"
+            ));
+        }
     };
-    let number: usize = number.parse().map_err(|_| format!("{text:?} is not a size like 512MiB"))?;
-    number.checked_mul(scale).ok_or_else(|| format!("{text:?} is too large"))
+    let number: usize = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size like 512MiB"))?;
+    number
+        .checked_mul(scale)
+        .ok_or_else(|| format!("{text:?} is too large"))
 }
 
 /// `500ms`, `10s`, `5m`, `12h`, `7d`.
 pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let number: u64 = number.parse().map_err(|_| format!("{text:?} is not a duration like 10s"))?;
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 10s"))?;
     let seconds = |s: u64| Duration::from_secs(number.saturating_mul(s));
     match unit {
         "ms" => Ok(Duration::from_millis(number)),
@@ -34,7 +48,9 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
         "m" => Ok(seconds(60)),
         "h" => Ok(seconds(3600)),
         "d" => Ok(seconds(86_400)),
-        _ => Err(format!("{text:?}: unknown duration unit (use ms, s, m, h, d)")),
+        _ => Err(format!(
+            "{text:?}: unknown duration unit (use ms, s, m, h, d)"
+        )),
     }
 }
 

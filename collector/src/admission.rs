@@ -34,7 +34,11 @@ impl Drop for Permit {
 impl Admission {
     /// A budget of `limit` bytes covering in-flight requests and the store's memtable.
     pub fn new(limit: usize, store: Arc<Store>) -> Admission {
-        Admission { limit, in_flight: Arc::new(AtomicUsize::new(0)), store }
+        Admission {
+            limit,
+            in_flight: Arc::new(AtomicUsize::new(0)),
+            store,
+        }
     }
 
     /// Reserves memory for a request whose body is `body_bytes` long, or refuses it (and asks the store
@@ -42,11 +46,17 @@ impl Admission {
     pub fn admit(&self, body_bytes: usize) -> Result<Permit, IngestError> {
         let wanted = body_bytes.saturating_mul(EXPANSION);
         let before = self.in_flight.fetch_add(wanted, Ordering::AcqRel);
-        let permit = Permit { bytes: wanted, in_flight: self.in_flight.clone() };
+        let permit = Permit {
+            bytes: wanted,
+            in_flight: self.in_flight.clone(),
+        };
         let used = before + self.store.memtable_bytes();
         if used + wanted > self.limit {
             self.store.request_flush();
-            return Err(IngestError::Overloaded { used, limit: self.limit });
+            return Err(IngestError::Overloaded {
+                used,
+                limit: self.limit,
+            });
         }
         Ok(permit)
     }

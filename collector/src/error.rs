@@ -63,13 +63,18 @@ impl IngestError {
 
     /// True when the client should retry after [`RETRY_AFTER`].
     pub fn retryable(&self) -> bool {
-        matches!(self, IngestError::Overloaded { .. } | IngestError::Unavailable(_))
+        matches!(
+            self,
+            IngestError::Overloaded { .. } | IngestError::Unavailable(_)
+        )
     }
 
     /// The gRPC status code of this failure.
     pub fn grpc_code(&self) -> Code {
         match self {
-            IngestError::Undecodable { .. } | IngestError::UnsupportedMediaType(_) => Code::InvalidArgument,
+            IngestError::Undecodable { .. } | IngestError::UnsupportedMediaType(_) => {
+                Code::InvalidArgument
+            }
             IngestError::TooLarge { .. } => Code::OutOfRange,
             IngestError::Overloaded { .. } => Code::ResourceExhausted,
             IngestError::Unavailable(_) => Code::Unavailable,
@@ -80,7 +85,11 @@ impl IngestError {
     /// RESOURCE_EXHAUSTED retryable only with it).
     pub fn to_status(&self) -> Status {
         if self.retryable() {
-            Status::with_error_details(self.grpc_code(), self.to_string(), ErrorDetails::with_retry_info(Some(RETRY_AFTER)))
+            Status::with_error_details(
+                self.grpc_code(),
+                self.to_string(),
+                ErrorDetails::with_retry_info(Some(RETRY_AFTER)),
+            )
         } else {
             Status::new(self.grpc_code(), self.to_string())
         }

@@ -12,12 +12,16 @@ use std::task::{Context, Poll};
 
 use bytes::{Buf, BufMut, Bytes};
 use futures::future::BoxFuture;
-use meshscope_proto::collector::metrics::v1::{ExportMetricsPartialSuccess, ExportMetricsServiceResponse};
-use meshscope_proto::collector::trace::v1::{ExportTracePartialSuccess, ExportTraceServiceResponse};
+use meshscope_proto::collector::metrics::v1::{
+    ExportMetricsPartialSuccess, ExportMetricsServiceResponse,
+};
+use meshscope_proto::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceResponse,
+};
 use prost::Message;
 use tonic::body::Body;
-use tonic::codegen::{Service, http};
 use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codegen::{Service, http};
 use tonic::server::{Grpc, NamedService, UnaryService};
 use tonic::{Request, Response, Status};
 
@@ -93,7 +97,9 @@ impl OtlpSignal for Traces {
             rejected_spans: rejections.count,
             error_message: rejections.message.clone(),
         });
-        ExportTraceServiceResponse { partial_success }.encode_to_vec().into()
+        ExportTraceServiceResponse { partial_success }
+            .encode_to_vec()
+            .into()
     }
 }
 
@@ -106,7 +112,9 @@ impl OtlpSignal for Metrics {
             rejected_data_points: rejections.count,
             error_message: rejections.message.clone(),
         });
-        ExportMetricsServiceResponse { partial_success }.encode_to_vec().into()
+        ExportMetricsServiceResponse { partial_success }
+            .encode_to_vec()
+            .into()
     }
 }
 
@@ -118,14 +126,20 @@ pub struct OtlpGrpcService<S> {
 
 impl<S> Clone for OtlpGrpcService<S> {
     fn clone(&self) -> Self {
-        OtlpGrpcService { ingest: self.ingest.clone(), signal: PhantomData }
+        OtlpGrpcService {
+            ingest: self.ingest.clone(),
+            signal: PhantomData,
+        }
     }
 }
 
 impl<S: OtlpSignal> OtlpGrpcService<S> {
     /// A service storing through `ingest`.
     pub fn new(ingest: Arc<Ingest>) -> Self {
-        OtlpGrpcService { ingest, signal: PhantomData }
+        OtlpGrpcService {
+            ingest,
+            signal: PhantomData,
+        }
     }
 }
 
@@ -145,7 +159,10 @@ impl<S: OtlpSignal> UnaryService<Bytes> for ExportMethod<S> {
     fn call(&mut self, request: Request<Bytes>) -> Self::Future {
         let ingest = self.ingest.clone();
         Box::pin(async move {
-            match ingest.export(S::SIGNAL, Encoding::Protobuf, request.into_inner()).await {
+            match ingest
+                .export(S::SIGNAL, Encoding::Protobuf, request.into_inner())
+                .await
+            {
                 Ok(rejections) => Ok(Response::new(S::response(&rejections))),
                 Err(error) => Err(error.to_status()),
             }
@@ -167,14 +184,20 @@ impl<S: OtlpSignal> Service<http::Request<Body>> for OtlpGrpcService<S> {
         let expected = format!("/{}/Export", S::NAME);
         Box::pin(async move {
             if request.uri().path() != expected {
-                return Ok(Status::unimplemented(format!("no method {}", request.uri().path())).into_http());
+                return Ok(
+                    Status::unimplemented(format!("no method {}", request.uri().path()))
+                        .into_http(),
+                );
             }
             let limit = Some(ingest.max_request_bytes);
             let mut grpc = Grpc::new(RawCodec)
                 .accept_compressed(CompressionEncoding::Gzip)
                 .accept_compressed(CompressionEncoding::Zstd)
                 .apply_max_message_size_config(limit, None);
-            let method = ExportMethod::<S> { ingest, signal: PhantomData };
+            let method = ExportMethod::<S> {
+                ingest,
+                signal: PhantomData,
+            };
             Ok(grpc.unary(method, request).await)
         })
     }

@@ -12,8 +12,12 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use meshscope_proto::collector::metrics::v1::{ExportMetricsPartialSuccess, ExportMetricsServiceResponse};
-use meshscope_proto::collector::trace::v1::{ExportTracePartialSuccess, ExportTraceServiceResponse};
+use meshscope_proto::collector::metrics::v1::{
+    ExportMetricsPartialSuccess, ExportMetricsServiceResponse,
+};
+use meshscope_proto::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceResponse,
+};
 use prost::Message;
 
 use crate::error::{IngestError, RETRY_AFTER};
@@ -45,7 +49,11 @@ async fn metrics(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body: By
 
 async fn self_metrics(State(ingest): State<Arc<Ingest>>) -> Response {
     let content_type = "text/plain; version=0.0.4; charset=utf-8";
-    ([(header::CONTENT_TYPE, content_type)], ingest.render_metrics()).into_response()
+    (
+        [(header::CONTENT_TYPE, content_type)],
+        ingest.render_metrics(),
+    )
+        .into_response()
 }
 
 async fn export(ingest: &Ingest, signal: Signal, headers: &HeaderMap, body: Bytes) -> Response {
@@ -64,8 +72,16 @@ async fn export(ingest: &Ingest, signal: Signal, headers: &HeaderMap, body: Byte
 }
 
 fn request_encoding(headers: &HeaderMap) -> Result<Encoding, IngestError> {
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|value| value.to_str().ok()).unwrap_or("");
-    let media_type = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("");
+    let media_type = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     match media_type.as_str() {
         PROTOBUF => Ok(Encoding::Protobuf),
         JSON => Ok(Encoding::Json),
@@ -75,22 +91,30 @@ fn request_encoding(headers: &HeaderMap) -> Result<Encoding, IngestError> {
 
 /// Inflates a gzip body, refusing to inflate past `limit` bytes (a small bomb must not exhaust memory).
 fn decompress(headers: &HeaderMap, body: Bytes, limit: usize) -> Result<Bytes, IngestError> {
-    let coding = headers.get(header::CONTENT_ENCODING).and_then(|value| value.to_str().ok()).unwrap_or("identity");
+    let coding = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("identity");
     match coding.trim().to_ascii_lowercase().as_str() {
         "" | "identity" => Ok(body),
         "gzip" => {
             let mut inflated = Vec::with_capacity(body.len() * 4);
             let decoder = flate2::read::GzDecoder::new(body.as_ref());
-            decoder.take(limit as u64 + 1).read_to_end(&mut inflated).map_err(|error| IngestError::Undecodable {
-                encoding: "gzip",
-                reason: error.to_string(),
-            })?;
+            decoder
+                .take(limit as u64 + 1)
+                .read_to_end(&mut inflated)
+                .map_err(|error| IngestError::Undecodable {
+                    encoding: "gzip",
+                    reason: error.to_string(),
+                })?;
             if inflated.len() > limit {
                 return Err(IngestError::TooLarge { limit });
             }
             Ok(inflated.into())
         }
-        other => Err(IngestError::UnsupportedMediaType(format!("Content-Encoding: {other}"))),
+        other => Err(IngestError::UnsupportedMediaType(format!(
+            "Content-Encoding: {other}"
+        ))),
     }
 }
 
@@ -116,7 +140,12 @@ fn success_response(signal: Signal, encoding: Encoding, rejections: &Rejections)
             encode(encoding, &response)
         }
     };
-    (StatusCode::OK, [(header::CONTENT_TYPE, content_type(encoding))], body).into_response()
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, content_type(encoding))],
+        body,
+    )
+        .into_response()
 }
 
 fn encode<T: Message + serde::Serialize>(encoding: Encoding, message: &T) -> Vec<u8> {
@@ -135,15 +164,26 @@ fn content_type(encoding: Encoding) -> &'static str {
 
 /// An error answer: `google.rpc.Status` in the request's encoding, `Retry-After` when retryable.
 fn error_response(encoding: Encoding, error: &IngestError) -> Response {
-    let status = tonic_types::Status { code: error.grpc_code() as i32, message: error.to_string(), details: vec![] };
+    let status = tonic_types::Status {
+        code: error.grpc_code() as i32,
+        message: error.to_string(),
+        details: vec![],
+    };
     let body = match encoding {
         Encoding::Protobuf => status.encode_to_vec(),
-        Encoding::Json => serde_json::json!({ "code": status.code, "message": status.message }).to_string().into_bytes(),
+        Encoding::Json => serde_json::json!({ "code": status.code, "message": status.message })
+            .to_string()
+            .into_bytes(),
     };
-    let code = StatusCode::from_u16(error.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut response = (code, [(header::CONTENT_TYPE, content_type(encoding))], body).into_response();
+    let code =
+        StatusCode::from_u16(error.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response =
+        (code, [(header::CONTENT_TYPE, content_type(encoding))], body).into_response();
     if error.retryable() {
-        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER.as_secs()));
+        response.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(RETRY_AFTER.as_secs()),
+        );
     }
     response
 }

@@ -87,19 +87,50 @@ impl Ingest {
     pub fn render_metrics(&self) -> String {
         let stats = &self.stats;
         let counters = [
-            ("meshscope_spans_accepted_total", "Spans acknowledged.", &stats.spans_accepted),
-            ("meshscope_spans_rejected_total", "Spans rejected by validation.", &stats.spans_rejected),
-            ("meshscope_points_accepted_total", "Metric points acknowledged.", &stats.points_accepted),
-            ("meshscope_points_rejected_total", "Metric points rejected by validation.", &stats.points_rejected),
-            ("meshscope_requests_refused_total", "Exports refused as a whole.", &stats.requests_refused),
+            (
+                "meshscope_spans_accepted_total",
+                "Spans acknowledged.",
+                &stats.spans_accepted,
+            ),
+            (
+                "meshscope_spans_rejected_total",
+                "Spans rejected by validation.",
+                &stats.spans_rejected,
+            ),
+            (
+                "meshscope_points_accepted_total",
+                "Metric points acknowledged.",
+                &stats.points_accepted,
+            ),
+            (
+                "meshscope_points_rejected_total",
+                "Metric points rejected by validation.",
+                &stats.points_rejected,
+            ),
+            (
+                "meshscope_requests_refused_total",
+                "Exports refused as a whole.",
+                &stats.requests_refused,
+            ),
         ];
         let mut out = String::new();
         for (name, help, value) in counters {
-            out += &format!("# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n", value.load(Ordering::Relaxed));
+            out += &format!(
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
+                value.load(Ordering::Relaxed)
+            );
         }
         let gauges = [
-            ("meshscope_memtable_bytes", "Arrow bytes waiting in the memtable.", self.store.memtable_bytes()),
-            ("meshscope_in_flight_bytes", "Bytes reserved by exports being processed.", self.in_flight_bytes()),
+            (
+                "meshscope_memtable_bytes",
+                "Arrow bytes waiting in the memtable.",
+                self.store.memtable_bytes(),
+            ),
+            (
+                "meshscope_in_flight_bytes",
+                "Bytes reserved by exports being processed.",
+                self.in_flight_bytes(),
+            ),
         ];
         for (name, help, value) in gauges {
             out += &format!("# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n");
@@ -108,7 +139,12 @@ impl Ingest {
     }
 
     /// Stores one export; answers with what validation rejected (the OTLP partial success).
-    pub async fn export(&self, signal: Signal, encoding: Encoding, body: Bytes) -> Result<Rejections, IngestError> {
+    pub async fn export(
+        &self,
+        signal: Signal,
+        encoding: Encoding,
+        body: Bytes,
+    ) -> Result<Rejections, IngestError> {
         let result = self.try_export(signal, encoding, body).await;
         if result.is_err() {
             self.stats.requests_refused.fetch_add(1, Ordering::Relaxed);
@@ -116,9 +152,16 @@ impl Ingest {
         result
     }
 
-    async fn try_export(&self, signal: Signal, encoding: Encoding, body: Bytes) -> Result<Rejections, IngestError> {
+    async fn try_export(
+        &self,
+        signal: Signal,
+        encoding: Encoding,
+        body: Bytes,
+    ) -> Result<Rejections, IngestError> {
         if body.len() > self.max_request_bytes {
-            return Err(IngestError::TooLarge { limit: self.max_request_bytes });
+            return Err(IngestError::TooLarge {
+                limit: self.max_request_bytes,
+            });
         }
         let _permit = self.admission.admit(body.len())?;
         let prepared = tokio::task::spawn_blocking(move || prepare(signal, encoding, body))
@@ -134,7 +177,10 @@ impl Ingest {
                 Signal::Traces => RecordKind::Traces,
                 Signal::Metrics => RecordKind::Metrics,
             };
-            self.store.append(kind, prepared.payload, prepared.batch).await.map_err(unavailable)?;
+            self.store
+                .append(kind, prepared.payload, prepared.batch)
+                .await
+                .map_err(unavailable)?;
             accepted.fetch_add(prepared.rows as u64, Ordering::Relaxed);
         }
         Ok(prepared.rejections)
@@ -146,34 +192,58 @@ fn unavailable(error: StorageError) -> IngestError {
     IngestError::Unavailable(error.to_string())
 }
 
-fn decode<T: Message + Default + serde::de::DeserializeOwned>(encoding: Encoding, body: &[u8]) -> Result<T, IngestError> {
+fn decode<T: Message + Default + serde::de::DeserializeOwned>(
+    encoding: Encoding,
+    body: &[u8],
+) -> Result<T, IngestError> {
     match encoding {
-        Encoding::Protobuf => T::decode(body)
-            .map_err(|error| IngestError::Undecodable { encoding: "protobuf", reason: error.to_string() }),
-        Encoding::Json => serde_json::from_slice(body)
-            .map_err(|error| IngestError::Undecodable { encoding: "JSON", reason: error.to_string() }),
+        Encoding::Protobuf => T::decode(body).map_err(|error| IngestError::Undecodable {
+            encoding: "protobuf",
+            reason: error.to_string(),
+        }),
+        Encoding::Json => serde_json::from_slice(body).map_err(|error| IngestError::Undecodable {
+            encoding: "JSON",
+            reason: error.to_string(),
+        }),
     }
 }
 
 /// Decodes, validates and converts; re-encodes to protobuf for the WAL only when the stored request
 /// differs from the received bytes (JSON input, or spans removed by validation).
 fn prepare(signal: Signal, encoding: Encoding, body: Bytes) -> Result<Prepared, IngestError> {
-    let unchanged = |rejections: &Rejections| encoding == Encoding::Protobuf && rejections.count == 0;
+    let unchanged =
+        |rejections: &Rejections| encoding == Encoding::Protobuf && rejections.count == 0;
     let converted = match signal {
         Signal::Traces => {
             let mut request: ExportTraceServiceRequest = decode(encoding, &body)?;
             let rejections = validate_traces(&mut request);
-            let payload = if unchanged(&rejections) { body.to_vec() } else { request.encode_to_vec() };
+            let payload = if unchanged(&rejections) {
+                body.to_vec()
+            } else {
+                request.encode_to_vec()
+            };
             (payload, spans_to_batch(&request), rejections)
         }
         Signal::Metrics => {
             let mut request: ExportMetricsServiceRequest = decode(encoding, &body)?;
             let rejections = validate_metrics(&mut request);
-            let payload = if unchanged(&rejections) { body.to_vec() } else { request.encode_to_vec() };
+            let payload = if unchanged(&rejections) {
+                body.to_vec()
+            } else {
+                request.encode_to_vec()
+            };
             (payload, metrics_to_batch(&request), rejections)
         }
     };
     let (payload, batch, rejections) = converted;
-    let batch = batch.map_err(|error| IngestError::Undecodable { encoding: "OTLP", reason: error.to_string() })?;
-    Ok(Prepared { rows: batch.num_rows(), payload, batch, rejections })
+    let batch = batch.map_err(|error| IngestError::Undecodable {
+        encoding: "OTLP",
+        reason: error.to_string(),
+    })?;
+    Ok(Prepared {
+        rows: batch.num_rows(),
+        payload,
+        batch,
+        rejections,
+    })
 }

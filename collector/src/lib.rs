@@ -53,7 +53,11 @@ pub enum ServeError {
 
 /// Binds both receivers, then serves until the futures made by `shutdown` resolve; in-flight exports
 /// finish first.
-pub async fn serve<F>(config: ReceiverConfig, ingest: Arc<Ingest>, shutdown: impl Fn() -> F) -> Result<(), ServeError>
+pub async fn serve<F>(
+    config: ReceiverConfig,
+    ingest: Arc<Ingest>,
+    shutdown: impl Fn() -> F,
+) -> Result<(), ServeError>
 where
     F: Future<Output = ()> + Send + 'static,
 {
@@ -66,11 +70,15 @@ where
         .map_err(listen_error("OTLP/gRPC", config.grpc_listen))?;
     tracing::info!(grpc = %config.grpc_listen, http = %config.http_listen, "OTLP receivers listening");
 
-    let http = axum::serve(http_listener, http::router(ingest.clone())).with_graceful_shutdown(shutdown());
+    let http =
+        axum::serve(http_listener, http::router(ingest.clone())).with_graceful_shutdown(shutdown());
     let grpc = tonic::transport::Server::builder()
         .add_service(grpc::OtlpGrpcService::<grpc::Traces>::new(ingest.clone()))
         .add_service(grpc::OtlpGrpcService::<grpc::Metrics>::new(ingest))
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(grpc_listener), shutdown());
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
+            shutdown(),
+        );
     let (http, grpc) = tokio::join!(http, grpc);
     http.map_err(listen_error("OTLP/HTTP", config.http_listen))?;
     grpc?;

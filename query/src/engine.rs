@@ -31,7 +31,11 @@ pub struct QueryLimits {
 
 impl Default for QueryLimits {
     fn default() -> Self {
-        QueryLimits { timeout: Duration::from_secs(30), memory_bytes: 512 * 1024 * 1024, max_rows: 100_000 }
+        QueryLimits {
+            timeout: Duration::from_secs(30),
+            memory_bytes: 512 * 1024 * 1024,
+            max_rows: 100_000,
+        }
     }
 }
 
@@ -44,7 +48,9 @@ pub struct QueryEngine {
 impl QueryEngine {
     /// An engine over `store` with the tables `spans` and `metric_points` and the helper functions.
     pub fn new(store: Arc<Store>, limits: QueryLimits) -> Result<QueryEngine> {
-        let runtime = RuntimeEnvBuilder::new().with_memory_limit(limits.memory_bytes, 1.0).build_arc()?;
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_limit(limits.memory_bytes, 1.0)
+            .build_arc()?;
         let url = ObjectStoreUrl::parse(STORE_URL)?;
         runtime.register_object_store(url.as_ref(), store.objects());
         let mut config = SessionConfig::new().with_information_schema(true);
@@ -53,7 +59,10 @@ impl QueryEngine {
         parquet.bloom_filter_on_read = true;
         let ctx = SessionContext::new_with_config_rt(config, runtime);
         for table in Table::ALL {
-            ctx.register_table(table.name(), Arc::new(StoreTable::new(store.clone(), table)))?;
+            ctx.register_table(
+                table.name(),
+                Arc::new(StoreTable::new(store.clone(), table)),
+            )?;
         }
         crate::udf::register(&ctx);
         Ok(QueryEngine { ctx, limits })
@@ -66,8 +75,13 @@ impl QueryEngine {
 
     /// Runs one read-only SQL statement.
     pub async fn sql(&self, text: &str) -> Result<QueryResult> {
-        let options = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
-        let frame = self.bounded(self.ctx.sql_with_options(text, options)).await?;
+        let options = SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false);
+        let frame = self
+            .bounded(self.ctx.sql_with_options(text, options))
+            .await?;
         self.collect(frame).await
     }
 
@@ -90,7 +104,11 @@ impl QueryEngine {
                 rows += batch.num_rows();
                 batches.push(batch);
             }
-            Ok(QueryResult { schema, batches, truncated })
+            Ok(QueryResult {
+                schema,
+                batches,
+                truncated,
+            })
         })
         .await
     }

@@ -25,7 +25,9 @@ impl From<datafusion::error::DataFusionError> for QueryError {
                 QueryError::Invalid(error.strip_backtrace())
             }
             E::ResourcesExhausted(_) => QueryError::ResourcesExhausted(error.strip_backtrace()),
-            E::Execution(message) if message.contains("unhex_id") => QueryError::Invalid(error.strip_backtrace()),
+            E::Execution(message) if message.contains("unhex_id") => {
+                QueryError::Invalid(error.strip_backtrace())
+            }
             _ => QueryError::Internal(error.strip_backtrace()),
         }
     }

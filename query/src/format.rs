@@ -33,24 +33,36 @@ impl QueryResult {
             .map(|field| serde_json::json!({ "name": field.name(), "type": field.data_type().to_string() }))
             .collect();
         use datafusion::arrow::json::writer::{JsonArray, WriterBuilder};
-        let mut writer = WriterBuilder::new().with_explicit_nulls(true).build::<_, JsonArray>(Vec::new());
+        let mut writer = WriterBuilder::new()
+            .with_explicit_nulls(true)
+            .build::<_, JsonArray>(Vec::new());
         let batches: Vec<&RecordBatch> = self.batches.iter().collect();
         writer.write_batches(&batches).map_err(internal)?;
         writer.finish().map_err(internal)?;
         let bytes = writer.into_inner();
-        let rows: serde_json::Value =
-            if bytes.is_empty() { serde_json::json!([]) } else { serde_json::from_slice(&bytes).map_err(internal)? };
+        let rows: serde_json::Value = if bytes.is_empty() {
+            serde_json::json!([])
+        } else {
+            serde_json::from_slice(&bytes).map_err(internal)?
+        };
         Ok(serde_json::json!({ "columns": columns, "rows": rows, "truncated": self.truncated }))
     }
 
     /// CSV with a header line.
     pub fn to_csv(&self) -> Result<Vec<u8>> {
-        let mut writer = datafusion::arrow::csv::WriterBuilder::new().with_header(true).build(Vec::new());
+        let mut writer = datafusion::arrow::csv::WriterBuilder::new()
+            .with_header(true)
+            .build(Vec::new());
         for batch in &self.batches {
             writer.write(batch).map_err(internal)?;
         }
         if self.batches.is_empty() {
-            let names: Vec<&str> = self.schema.fields().iter().map(|f| f.name().as_str()).collect();
+            let names: Vec<&str> = self
+                .schema
+                .fields()
+                .iter()
+                .map(|f| f.name().as_str())
+                .collect();
             return Ok(format!("{}\n", names.join(",")).into_bytes());
         }
         Ok(writer.into_inner())
@@ -68,6 +80,8 @@ impl QueryResult {
 
     /// A boxed text table for terminals.
     pub fn to_table(&self) -> Result<String> {
-        Ok(pretty_format_batches(&self.batches).map_err(internal)?.to_string())
+        Ok(pretty_format_batches(&self.batches)
+            .map_err(internal)?
+            .to_string())
     }
 }

@@ -74,7 +74,10 @@ pub struct Operation {
 }
 
 fn timestamp(nanos: i64) -> Expr {
-    lit(ScalarValue::TimestampNanosecond(Some(nanos), Some("UTC".into())))
+    lit(ScalarValue::TimestampNanosecond(
+        Some(nanos),
+        Some("UTC".into()),
+    ))
 }
 
 /// The filter matching one attribute: the promoted column when the key has one, else the JSON columns.
@@ -87,7 +90,10 @@ fn attribute_filter(key: &str, value: &str) -> Expr {
         .eq(lit(value))
     };
     let mut filter = json("attributes").or(json("resource_attributes"));
-    if let Some((_, column, _)) = PROMOTED_SPAN_ATTRIBUTES.iter().find(|(attribute, _, _)| *attribute == key) {
+    if let Some((_, column, _)) = PROMOTED_SPAN_ATTRIBUTES
+        .iter()
+        .find(|(attribute, _, _)| *attribute == key)
+    {
         filter = cast(col(*column), DataType::Utf8).eq(lit(value)).or(filter);
     }
     if key == "service.name" {
@@ -100,7 +106,10 @@ impl SearchRequest {
     fn filters(&self) -> Vec<Expr> {
         let mut filters = Vec::new();
         if !self.services.is_empty() {
-            filters.push(col("service_name").in_list(self.services.iter().map(|s| lit(s.as_str())).collect(), false));
+            filters.push(col("service_name").in_list(
+                self.services.iter().map(|s| lit(s.as_str())).collect(),
+                false,
+            ));
         }
         if let Some(name) = &self.span_name {
             filters.push(col("name").eq(lit(name.as_str())));
@@ -135,22 +144,40 @@ impl QueryEngine {
             matching = matching.filter(filter)?;
         }
         let newest = matching
-            .aggregate(vec![col("trace_id")], vec![max(col("start_time")).alias("latest")])?
+            .aggregate(
+                vec![col("trace_id")],
+                vec![max(col("start_time")).alias("latest")],
+            )?
             .sort(vec![col("latest").sort(false, false)])?
             .limit(0, Some(request.limit.max(1)))?;
         let ids: Vec<Vec<u8>> = binary_column(&self.collect(newest).await?, "trace_id")?;
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let members = ids.iter().map(|id| lit(ScalarValue::Binary(Some(id.clone())))).collect();
+        let members = ids
+            .iter()
+            .map(|id| lit(ScalarValue::Binary(Some(id.clone()))))
+            .collect();
         let spans = self
             .context()
             .table("spans")
             .await?
             .filter(col("trace_id").in_list(members, false))?
-            .select_columns(&["trace_id", "parent_span_id", "service_name", "name", "start_time", "end_time", "status_code"])?;
+            .select_columns(&[
+                "trace_id",
+                "parent_span_id",
+                "service_name",
+                "name",
+                "start_time",
+                "end_time",
+                "status_code",
+            ])?;
         let mut summaries = summarise(&self.collect(spans).await?)?;
-        let rank: HashMap<String, usize> = ids.iter().enumerate().map(|(i, id)| (hex::encode(id), i)).collect();
+        let rank: HashMap<String, usize> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| (hex::encode(id), i))
+            .collect();
         summaries.sort_by_key(|summary| rank.get(&summary.trace_id).copied().unwrap_or(usize::MAX));
         Ok(summaries)
     }
@@ -167,7 +194,14 @@ impl QueryEngine {
         let result = self.collect(frame).await?;
         let mut services = Vec::new();
         for batch in &result.batches {
-            services.extend(batch.column(0).as_string::<i32>().iter().flatten().map(str::to_owned));
+            services.extend(
+                batch
+                    .column(0)
+                    .as_string::<i32>()
+                    .iter()
+                    .flatten()
+                    .map(str::to_owned),
+            );
         }
         Ok(services)
     }
@@ -187,7 +221,10 @@ impl QueryEngine {
             let kinds = batch.column(1).as_string::<i32>();
             for (name, kind) in names.iter().zip(kinds.iter()) {
                 if let (Some(name), Some(kind)) = (name, kind) {
-                    operations.insert(Operation { name: name.to_owned(), kind: kind.to_owned() });
+                    operations.insert(Operation {
+                        name: name.to_owned(),
+                        kind: kind.to_owned(),
+                    });
                 }
             }
         }
@@ -201,7 +238,13 @@ fn binary_column(result: &QueryResult, name: &str) -> Result<Vec<Vec<u8>>> {
         let column = batch
             .column_by_name(name)
             .ok_or_else(|| QueryError::Internal(format!("search result lacks column {name}")))?;
-        values.extend(column.as_binary::<i32>().iter().flatten().map(<[u8]>::to_vec));
+        values.extend(
+            column
+                .as_binary::<i32>()
+                .iter()
+                .flatten()
+                .map(<[u8]>::to_vec),
+        );
     }
     Ok(values)
 }
@@ -226,21 +269,31 @@ fn summarise(result: &QueryResult) -> Result<Vec<TraceSummary>> {
         let parents = get("parent_span_id")?.as_binary::<i32>().clone();
         let services = get("service_name")?.as_string::<i32>().clone();
         let names = get("name")?.as_string::<i32>().clone();
-        let starts = get("start_time")?.as_primitive::<TimestampNanosecondType>().clone();
-        let ends = get("end_time")?.as_primitive::<TimestampNanosecondType>().clone();
+        let starts = get("start_time")?
+            .as_primitive::<TimestampNanosecondType>()
+            .clone();
+        let ends = get("end_time")?
+            .as_primitive::<TimestampNanosecondType>()
+            .clone();
         let statuses = get("status_code")?.as_string::<i32>().clone();
         for row in 0..batch.num_rows() {
-            let entry = traces.entry(trace_ids.value(row).to_vec()).or_insert_with(|| Accumulator {
-                start: i64::MAX,
-                end: i64::MIN,
-                ..Default::default()
-            });
+            let entry = traces
+                .entry(trace_ids.value(row).to_vec())
+                .or_insert_with(|| Accumulator {
+                    start: i64::MAX,
+                    end: i64::MIN,
+                    ..Default::default()
+                });
             let (start, end) = (starts.value(row), ends.value(row));
             entry.start = entry.start.min(start);
             entry.end = entry.end.max(end);
             entry.spans += 1;
             entry.errors += usize::from(statuses.value(row) == "error");
-            let service = if services.is_null(row) { String::new() } else { services.value(row).to_owned() };
+            let service = if services.is_null(row) {
+                String::new()
+            } else {
+                services.value(row).to_owned()
+            };
             if !service.is_empty() {
                 entry.services.insert(service.clone());
             }
@@ -249,7 +302,9 @@ fn summarise(result: &QueryResult) -> Result<Vec<TraceSummary>> {
             let candidate = (is_root, start, service, names.value(row).to_owned());
             let better = match &entry.root {
                 None => true,
-                Some((root, root_start, _, _)) => (is_root && !root) || (is_root == *root && start < *root_start),
+                Some((root, root_start, _, _)) => {
+                    (is_root && !root) || (is_root == *root && start < *root_start)
+                }
             };
             if better {
                 entry.root = Some(candidate);

@@ -10,14 +10,18 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::Session;
 use datafusion::common::{Result, ScalarValue};
 use datafusion::datasource::TableProvider;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
 use datafusion::datasource::memory::MemorySourceConfig;
-use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown, TableType};
+use datafusion::logical_expr::{
+    BinaryExpr, Expr, Operator, TableProviderFilterPushDown, TableType,
+};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::union::UnionExec;
 use meshscope_storage::{Store, Table, TimeRange};
@@ -33,7 +37,9 @@ pub struct StoreTable {
 
 impl fmt::Debug for StoreTable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("StoreTable").field("table", &self.table).finish()
+        f.debug_struct("StoreTable")
+            .field("table", &self.table)
+            .finish()
     }
 }
 
@@ -54,7 +60,10 @@ impl TableProvider for StoreTable {
         TableType::Base
     }
 
-    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> Result<Vec<TableProviderFilterPushDown>> {
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
         Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
     }
 
@@ -75,14 +84,20 @@ impl TableProvider for StoreTable {
                 .iter()
                 .map(|file| ListingTableUrl::parse(format!("{STORE_URL}{}", file.path)))
                 .collect::<Result<Vec<_>>>()?;
-            let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
-            let config =
-                ListingTableConfig::new_with_multi_paths(urls).with_listing_options(options).with_schema(schema.clone());
+            let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
+                .with_file_extension(".parquet");
+            let config = ListingTableConfig::new_with_multi_paths(urls)
+                .with_listing_options(options)
+                .with_schema(schema.clone());
             let files = ListingTable::try_new(config)?;
             inputs.push(files.scan(state, projection, filters, limit).await?);
         }
         if !snapshot.batches.is_empty() || inputs.is_empty() {
-            inputs.push(MemorySourceConfig::try_new_exec(&[snapshot.batches], schema, projection.cloned())?);
+            inputs.push(MemorySourceConfig::try_new_exec(
+                &[snapshot.batches],
+                schema,
+                projection.cloned(),
+            )?);
         }
         UnionExec::try_new(inputs)
     }
@@ -99,7 +114,11 @@ fn time_range(column: &str, filters: &[Expr]) -> TimeRange {
 
 fn narrow(column: &str, expr: &Expr, range: &mut TimeRange) {
     match expr {
-        Expr::BinaryExpr(BinaryExpr { left, op: Operator::And, right }) => {
+        Expr::BinaryExpr(BinaryExpr {
+            left,
+            op: Operator::And,
+            right,
+        }) => {
             narrow(column, left, range);
             narrow(column, right, range);
         }
@@ -112,7 +131,9 @@ fn narrow(column: &str, expr: &Expr, range: &mut TimeRange) {
                 },
                 _ => return,
             };
-            let Some(nanos) = timestamp_nanos(value) else { return };
+            let Some(nanos) = timestamp_nanos(value) else {
+                return;
+            };
             match op {
                 Operator::Gt | Operator::GtEq => range.start = range.start.max(nanos),
                 Operator::Lt | Operator::LtEq => range.end = range.end.min(nanos),
@@ -124,9 +145,11 @@ fn narrow(column: &str, expr: &Expr, range: &mut TimeRange) {
             }
         }
         Expr::Between(between) if !between.negated => {
-            if let (Expr::Column(c), Expr::Literal(low, _), Expr::Literal(high, _)) =
-                (between.expr.as_ref(), between.low.as_ref(), between.high.as_ref())
-            {
+            if let (Expr::Column(c), Expr::Literal(low, _), Expr::Literal(high, _)) = (
+                between.expr.as_ref(),
+                between.low.as_ref(),
+                between.high.as_ref(),
+            ) {
                 if c.name == column {
                     if let Some(low) = timestamp_nanos(low) {
                         range.start = range.start.max(low);
@@ -158,13 +181,26 @@ mod tests {
     use super::*;
 
     fn ts(nanos: i64) -> Expr {
-        lit(ScalarValue::TimestampNanosecond(Some(nanos), Some("UTC".into())))
+        lit(ScalarValue::TimestampNanosecond(
+            Some(nanos),
+            Some("UTC".into()),
+        ))
     }
 
     #[test]
     fn time_filters_narrow_the_range() {
-        let filters = [col("start_time").gt_eq(ts(100)), ts(200).gt(col("start_time")), col("name").eq(lit("x"))];
-        assert_eq!(time_range("start_time", &filters), TimeRange { start: 100, end: 200 });
+        let filters = [
+            col("start_time").gt_eq(ts(100)),
+            ts(200).gt(col("start_time")),
+            col("name").eq(lit("x")),
+        ];
+        assert_eq!(
+            time_range("start_time", &filters),
+            TimeRange {
+                start: 100,
+                end: 200
+            }
+        );
     }
 
     #[test]
@@ -175,7 +211,12 @@ mod tests {
 
     #[test]
     fn between_and_conjunctions_are_understood() {
-        let filters = [col("time").between(ts(10), ts(20)).and(col("time").lt(ts(15)))];
-        assert_eq!(time_range("time", &filters), TimeRange { start: 10, end: 15 });
+        let filters = [col("time")
+            .between(ts(10), ts(20))
+            .and(col("time").lt(ts(15)))];
+        assert_eq!(
+            time_range("time", &filters),
+            TimeRange { start: 10, end: 15 }
+        );
     }
 }

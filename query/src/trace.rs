@@ -39,10 +39,14 @@ impl QueryEngine {
 /// partly received trace still shows every span.
 pub fn tree_order(mut spans: Vec<StoredSpan>) -> Vec<TraceSpan> {
     spans.sort_by(|a, b| {
-        (a.span.start_time_unix_nano, &a.span.span_id).cmp(&(b.span.start_time_unix_nano, &b.span.span_id))
+        (a.span.start_time_unix_nano, &a.span.span_id)
+            .cmp(&(b.span.start_time_unix_nano, &b.span.span_id))
     });
-    let index: HashMap<&[u8], usize> =
-        spans.iter().enumerate().map(|(i, stored)| (stored.span.span_id.as_slice(), i)).collect();
+    let index: HashMap<&[u8], usize> = spans
+        .iter()
+        .enumerate()
+        .map(|(i, stored)| (stored.span.span_id.as_slice(), i))
+        .collect();
     let mut children: Vec<Vec<usize>> = vec![Vec::new(); spans.len()];
     let mut roots = Vec::new();
     for (i, stored) in spans.iter().enumerate() {
@@ -65,7 +69,10 @@ pub fn tree_order(mut spans: Vec<StoredSpan>) -> Vec<TraceSpan> {
     // Spans caught in a parent cycle are never reached from a root; show them anyway.
     order.extend((0..spans.len()).filter(|&i| !visited[i]).map(|i| (i, 0)));
     let mut slots: Vec<Option<StoredSpan>> = spans.into_iter().map(Some).collect();
-    order.into_iter().filter_map(|(i, depth)| slots[i].take().map(|stored| TraceSpan { depth, stored })).collect()
+    order
+        .into_iter()
+        .filter_map(|(i, depth)| slots[i].take().map(|stored| TraceSpan { depth, stored }))
+        .collect()
 }
 
 #[cfg(test)]
@@ -90,18 +97,33 @@ mod tests {
     }
 
     fn shape(order: &[TraceSpan]) -> Vec<(u8, usize)> {
-        order.iter().map(|s| (s.stored.span.span_id[0], s.depth)).collect()
+        order
+            .iter()
+            .map(|s| (s.stored.span.span_id[0], s.depth))
+            .collect()
     }
 
     #[test]
     fn parents_come_before_children_and_siblings_by_start() {
-        let spans = vec![span(3, Some(1), 30), span(2, Some(1), 20), span(1, None, 10), span(4, Some(2), 25)];
-        assert_eq!(shape(&tree_order(spans)), vec![(1, 0), (2, 1), (4, 2), (3, 1)]);
+        let spans = vec![
+            span(3, Some(1), 30),
+            span(2, Some(1), 20),
+            span(1, None, 10),
+            span(4, Some(2), 25),
+        ];
+        assert_eq!(
+            shape(&tree_order(spans)),
+            vec![(1, 0), (2, 1), (4, 2), (3, 1)]
+        );
     }
 
     #[test]
     fn orphans_and_cycles_are_kept() {
-        let spans = vec![span(5, Some(9), 1), span(6, Some(7), 2), span(7, Some(6), 3)];
+        let spans = vec![
+            span(5, Some(9), 1),
+            span(6, Some(7), 2),
+            span(7, Some(6), 3),
+        ];
         let order = tree_order(spans);
         assert_eq!(order.len(), 3);
         assert_eq!(order[0].stored.span.span_id[0], 5);

@@ -22,12 +22,19 @@ pub fn register(ctx: &SessionContext) {
 }
 
 /// Applies `f` to the arrays of the arguments, keeping a scalar result when every argument was scalar.
-fn on_arrays(args: &[ColumnarValue], f: impl Fn(&[ArrayRef]) -> Result<ArrayRef>) -> Result<ColumnarValue> {
-    let all_scalar = args.iter().all(|arg| matches!(arg, ColumnarValue::Scalar(_)));
+fn on_arrays(
+    args: &[ColumnarValue],
+    f: impl Fn(&[ArrayRef]) -> Result<ArrayRef>,
+) -> Result<ColumnarValue> {
+    let all_scalar = args
+        .iter()
+        .all(|arg| matches!(arg, ColumnarValue::Scalar(_)));
     let arrays = ColumnarValue::values_to_arrays(args)?;
     let result = f(&arrays)?;
     if all_scalar {
-        Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&result, 0)?))
+        Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(
+            &result, 0,
+        )?))
     } else {
         Ok(ColumnarValue::Array(result))
     }
@@ -64,9 +71,13 @@ fn unhex_id() -> ScalarUDF {
                 let mut out = BinaryBuilder::with_capacity(texts.len(), texts.len() * 16);
                 for text in texts.iter() {
                     match text {
-                        Some(text) => out.append_value(hex::decode(text.trim()).map_err(|error| {
-                            DataFusionError::Execution(format!("unhex_id({text:?}): not a hex id: {error}"))
-                        })?),
+                        Some(text) => {
+                            out.append_value(hex::decode(text.trim()).map_err(|error| {
+                                DataFusionError::Execution(format!(
+                                    "unhex_id({text:?}): not a hex id: {error}"
+                                ))
+                            })?)
+                        }
                         None => out.append_null(),
                     }
                 }
@@ -89,7 +100,11 @@ pub fn attr_udf() -> ScalarUDF {
                 let keys = arrays[1].as_string::<i32>();
                 let mut out = StringBuilder::with_capacity(documents.len(), documents.len() * 8);
                 for (document, key) in documents.iter().zip(keys.iter()) {
-                    out.append_option(document.zip(key).and_then(|(document, key)| attribute_text(document, key)));
+                    out.append_option(
+                        document
+                            .zip(key)
+                            .and_then(|(document, key)| attribute_text(document, key)),
+                    );
                 }
                 Ok(Arc::new(out.finish()))
             })
@@ -104,7 +119,9 @@ pub fn attribute_text(document: &str, key: &str) -> Option<String> {
         return None;
     }
     let list: Vec<serde_json::Value> = serde_json::from_str(document).ok()?;
-    let entry = list.iter().find(|entry| entry.get("key").and_then(|k| k.as_str()) == Some(key))?;
+    let entry = list
+        .iter()
+        .find(|entry| entry.get("key").and_then(|k| k.as_str()) == Some(key))?;
     let value = entry.get("value")?.as_object()?;
     let (kind, inner) = value.iter().next()?;
     Some(match (kind.as_str(), inner) {
@@ -127,7 +144,10 @@ mod tests {
         assert_eq!(attribute_text(doc, "i").as_deref(), Some("42"));
         assert_eq!(attribute_text(doc, "b").as_deref(), Some("true"));
         assert_eq!(attribute_text(doc, "d").as_deref(), Some("1.5"));
-        assert_eq!(attribute_text(doc, "a").as_deref(), Some(r#"{"arrayValue":{"values":[{"intValue":"1"}]}}"#));
+        assert_eq!(
+            attribute_text(doc, "a").as_deref(),
+            Some(r#"{"arrayValue":{"values":[{"intValue":"1"}]}}"#)
+        );
         assert_eq!(attribute_text(doc, "missing"), None);
         assert_eq!(attribute_text("not json", "not"), None);
     }

@@ -5,8 +5,8 @@
 //! sees either the old or the new file set, and a crash between writing a Parquet file and publishing it
 //! leaves an orphan that the next start deletes, never a duplicate.
 
-use object_store::{ObjectStore, ObjectStoreExt};
 use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
 use serde::{Deserialize, Serialize};
 
 use crate::StorageError;
@@ -38,7 +38,10 @@ pub struct FileMeta {
 impl FileMeta {
     /// The rows' time span.
     pub fn time_range(&self) -> TimeRange {
-        TimeRange { start: self.min_time, end: self.max_time }
+        TimeRange {
+            start: self.min_time,
+            end: self.max_time,
+        }
     }
 }
 
@@ -66,9 +69,10 @@ impl Manifest {
                     reason: error.to_string(),
                 })
             }
-            Err(object_store::Error::NotFound { .. }) => {
-                Ok(Manifest { version: Self::VERSION, ..Manifest::default() })
-            }
+            Err(object_store::Error::NotFound { .. }) => Ok(Manifest {
+                version: Self::VERSION,
+                ..Manifest::default()
+            }),
             Err(error) => Err(error.into()),
         }
     }

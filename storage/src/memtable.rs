@@ -23,7 +23,10 @@ pub struct TimeRange {
 
 impl TimeRange {
     /// The range that contains every instant.
-    pub const ALL: TimeRange = TimeRange { start: i64::MIN, end: i64::MAX };
+    pub const ALL: TimeRange = TimeRange {
+        start: i64::MIN,
+        end: i64::MAX,
+    };
 
     /// True when the two ranges share at least one instant.
     pub fn overlaps(&self, other: &TimeRange) -> bool {
@@ -72,44 +75,77 @@ impl Memtable {
         let Some(time_range) = TimeRange::of_batch(table, &batch) else {
             return;
         };
-        let mut inner = self.inner.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut inner = self
+            .inner
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         inner.bytes += batch.get_array_memory_size();
         inner.oldest.get_or_insert_with(Instant::now);
-        inner.chunks.push(Chunk { seq, table, batch, time_range });
+        inner.chunks.push(Chunk {
+            seq,
+            table,
+            batch,
+            time_range,
+        });
     }
 
     /// The batches of `table` newer than `after_seq` whose rows may fall in `range`.
     pub fn snapshot(&self, table: Table, range: TimeRange, after_seq: u64) -> Vec<RecordBatch> {
-        let inner = self.inner.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let inner = self
+            .inner
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         inner
             .chunks
             .iter()
-            .filter(|chunk| chunk.seq > after_seq && chunk.table == table && chunk.time_range.overlaps(&range))
+            .filter(|chunk| {
+                chunk.seq > after_seq && chunk.table == table && chunk.time_range.overlaps(&range)
+            })
             .map(|chunk| chunk.batch.clone())
             .collect()
     }
 
     /// Every chunk present now, for a flush.
     pub fn chunks(&self) -> Vec<Chunk> {
-        let inner = self.inner.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let inner = self
+            .inner
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         inner.chunks.clone()
     }
 
     /// Removes the chunks with a sequence number up to `seq`, once they are safely in Parquet.
     pub fn remove_through(&self, seq: u64) {
-        let mut inner = self.inner.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut inner = self
+            .inner
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         inner.chunks.retain(|chunk| chunk.seq > seq);
-        inner.bytes = inner.chunks.iter().map(|chunk| chunk.batch.get_array_memory_size()).sum();
-        inner.oldest = if inner.chunks.is_empty() { None } else { Some(Instant::now()) };
+        inner.bytes = inner
+            .chunks
+            .iter()
+            .map(|chunk| chunk.batch.get_array_memory_size())
+            .sum();
+        inner.oldest = if inner.chunks.is_empty() {
+            None
+        } else {
+            Some(Instant::now())
+        };
     }
 
     /// Arrow memory held, in bytes.
     pub fn bytes(&self) -> usize {
-        self.inner.read().unwrap_or_else(|poisoned| poisoned.into_inner()).bytes
+        self.inner
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .bytes
     }
 
     /// When the oldest unflushed chunk arrived, if any.
     pub fn oldest(&self) -> Option<Instant> {
-        self.inner.read().unwrap_or_else(|poisoned| poisoned.into_inner()).oldest
+        self.inner
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .oldest
     }
 }

@@ -8,7 +8,9 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use datafusion::arrow::compute::{SortColumn, SortOptions, concat_batches, lexsort_to_indices, take_record_batch};
+use datafusion::arrow::compute::{
+    SortColumn, SortOptions, concat_batches, lexsort_to_indices, take_record_batch,
+};
 use datafusion::arrow::record_batch::RecordBatch;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -34,7 +36,10 @@ pub fn sort_rows(table: Table, batches: &[RecordBatch]) -> Result<RecordBatch, S
         .filter_map(|name| batch.column_by_name(name))
         .map(|values| SortColumn {
             values: values.clone(),
-            options: Some(SortOptions { descending: false, nulls_first: true }),
+            options: Some(SortOptions {
+                descending: false,
+                nulls_first: true,
+            }),
         })
         .collect::<Vec<_>>();
     let indices = lexsort_to_indices(&columns, None)?;
@@ -71,12 +76,17 @@ pub fn encode(table: Table, batch: &RecordBatch) -> Result<Bytes, StorageError> 
 
 /// Decodes a whole Parquet file of `table`.
 pub fn decode(table: Table, bytes: Bytes) -> Result<Vec<RecordBatch>, StorageError> {
-    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)?.with_batch_size(64 * 1024).build()?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)?
+        .with_batch_size(64 * 1024)
+        .build()?;
     let schema: Arc<_> = table.schema();
     reader
         .map(|batch| {
             let batch = batch?;
-            Ok(RecordBatch::try_new(schema.clone(), batch.columns().to_vec())?)
+            Ok(RecordBatch::try_new(
+                schema.clone(),
+                batch.columns().to_vec(),
+            )?)
         })
         .collect()
 }

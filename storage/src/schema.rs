@@ -27,25 +27,53 @@ pub enum PromotedType {
 
 /// Span attributes promoted to columns of their own: (attribute key, column name, type).
 pub const PROMOTED_SPAN_ATTRIBUTES: &[(&str, &str, PromotedType)] = &[
-    ("http.request.method", "http_request_method", PromotedType::String),
-    ("http.response.status_code", "http_response_status_code", PromotedType::Int),
+    (
+        "http.request.method",
+        "http_request_method",
+        PromotedType::String,
+    ),
+    (
+        "http.response.status_code",
+        "http_response_status_code",
+        PromotedType::Int,
+    ),
     ("http.route", "http_route", PromotedType::String),
     ("url.path", "url_path", PromotedType::String),
     ("url.full", "url_full", PromotedType::String),
     ("server.address", "server_address", PromotedType::String),
     ("server.port", "server_port", PromotedType::Int),
     ("client.address", "client_address", PromotedType::String),
-    ("network.peer.address", "network_peer_address", PromotedType::String),
+    (
+        "network.peer.address",
+        "network_peer_address",
+        PromotedType::String,
+    ),
     ("peer.service", "peer_service", PromotedType::String),
     ("rpc.system", "rpc_system", PromotedType::String),
     ("rpc.service", "rpc_service", PromotedType::String),
     ("rpc.method", "rpc_method", PromotedType::String),
-    ("rpc.grpc.status_code", "rpc_grpc_status_code", PromotedType::Int),
+    (
+        "rpc.grpc.status_code",
+        "rpc_grpc_status_code",
+        PromotedType::Int,
+    ),
     ("db.system", "db_system", PromotedType::String),
     ("error.type", "error_type", PromotedType::String),
-    ("meshscope.upstream.service", "mesh_upstream_service", PromotedType::String),
-    ("meshscope.upstream.endpoint", "mesh_upstream_endpoint", PromotedType::String),
-    ("meshscope.retry.attempt", "mesh_retry_attempt", PromotedType::Int),
+    (
+        "meshscope.upstream.service",
+        "mesh_upstream_service",
+        PromotedType::String,
+    ),
+    (
+        "meshscope.upstream.endpoint",
+        "mesh_upstream_endpoint",
+        PromotedType::String,
+    ),
+    (
+        "meshscope.retry.attempt",
+        "mesh_retry_attempt",
+        PromotedType::Int,
+    ),
 ];
 
 fn timestamp() -> DataType {
@@ -141,9 +169,17 @@ pub static METRIC_POINTS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new("exp_zero_count", DataType::UInt64, true),
         Field::new("exp_zero_threshold", DataType::Float64, true),
         Field::new("exp_positive_offset", DataType::Int32, true),
-        Field::new("exp_positive_bucket_counts", list_of(DataType::UInt64), true),
+        Field::new(
+            "exp_positive_bucket_counts",
+            list_of(DataType::UInt64),
+            true,
+        ),
         Field::new("exp_negative_offset", DataType::Int32, true),
-        Field::new("exp_negative_bucket_counts", list_of(DataType::UInt64), true),
+        Field::new(
+            "exp_negative_bucket_counts",
+            list_of(DataType::UInt64),
+            true,
+        ),
         Field::new("quantiles", list_of(DataType::Float64), true),
         Field::new("quantile_values", list_of(DataType::Float64), true),
         utf8("exemplars", false),
@@ -152,7 +188,9 @@ pub static METRIC_POINTS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
 });
 
 /// The two tables Meshscope stores.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Table {
     /// One row per span.

@@ -15,9 +15,9 @@ use datafusion::arrow::record_batch::RecordBatch;
 use futures::TryStreamExt;
 use meshscope_proto::collector::metrics::v1::ExportMetricsServiceRequest;
 use meshscope_proto::collector::trace::v1::ExportTraceServiceRequest;
-use object_store::{ObjectStore, ObjectStoreExt};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
 use prost::Message;
 use tokio::sync::Notify;
 
@@ -90,15 +90,23 @@ impl Store {
     /// Opens the store for writing: loads the manifest, deletes unpublished files, replays the WAL.
     pub async fn open(options: StoreOptions) -> Result<Arc<Store>, StorageError> {
         std::fs::create_dir_all(options.data_dir.join("tables"))?;
-        let objects: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new_with_prefix(&options.data_dir)?);
+        let objects: Arc<dyn ObjectStore> =
+            Arc::new(LocalFileSystem::new_with_prefix(&options.data_dir)?);
         let manifest = Manifest::load(objects.as_ref()).await?;
         remove_orphans(objects.as_ref(), &manifest).await?;
-        let (wal, records, report) =
-            Wal::open(&options.data_dir.join("wal"), manifest.flushed_seq, options.wal.clone())?;
+        let (wal, records, report) = Wal::open(
+            &options.data_dir.join("wal"),
+            manifest.flushed_seq,
+            options.wal.clone(),
+        )?;
         for problem in &report.truncated {
             tracing::warn!(%problem, "WAL corruption cut off during replay");
         }
-        tracing::info!(records = report.records, segments = report.segments, "WAL replayed");
+        tracing::info!(
+            records = report.records,
+            segments = report.segments,
+            "WAL replayed"
+        );
         let store = Store::assemble(options, Some(wal), objects, manifest);
         store.replay(records)?;
         Ok(Arc::new(store))
@@ -118,7 +126,12 @@ impl Store {
         Ok(Arc::new(store))
     }
 
-    fn assemble(options: StoreOptions, wal: Option<Wal>, objects: Arc<dyn ObjectStore>, manifest: Manifest) -> Store {
+    fn assemble(
+        options: StoreOptions,
+        wal: Option<Wal>,
+        objects: Arc<dyn ObjectStore>,
+        manifest: Manifest,
+    ) -> Store {
         Store {
             options,
             wal,
@@ -145,12 +158,21 @@ impl Store {
 
     /// Makes an accepted export durable: `payload` (the encoded OTLP request) goes to the WAL and, once
     /// fsynced, `batch` (its rows) becomes visible to queries. Resolves only after both.
-    pub async fn append(&self, kind: RecordKind, payload: Vec<u8>, batch: RecordBatch) -> Result<u64, StorageError> {
+    pub async fn append(
+        &self,
+        kind: RecordKind,
+        payload: Vec<u8>,
+        batch: RecordBatch,
+    ) -> Result<u64, StorageError> {
         let wal = self.wal.as_ref().ok_or(StorageError::ReadOnly)?;
         let table = table_of(kind);
         let memtable = self.memtable.clone();
         let seq = wal
-            .append(kind, payload, Box::new(move |seq| memtable.insert(seq, table, batch)))
+            .append(
+                kind,
+                payload,
+                Box::new(move |seq| memtable.insert(seq, table, batch)),
+            )
             .await?;
         if self.memtable.bytes() >= self.options.flush_bytes {
             self.flush_wanted.notify_one();
@@ -160,7 +182,10 @@ impl Store {
 
     /// The rows a query over `table` in `range` must read.
     pub fn snapshot(&self, table: Table, range: TimeRange) -> Snapshot {
-        let manifest = self.manifest.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let manifest = self
+            .manifest
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let files = manifest.files_in(table, range);
         let batches = self.memtable.snapshot(table, range, manifest.flushed_seq);
         Snapshot { files, batches }
@@ -168,7 +193,10 @@ impl Store {
 
     /// A copy of the current manifest.
     pub fn manifest(&self) -> Manifest {
-        self.manifest.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+        self.manifest
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
     }
 
     /// Bytes of Arrow data waiting in the memtable (for admission control).
@@ -191,12 +219,17 @@ impl Store {
         };
         let mut new_files = Vec::new();
         for table in Table::ALL {
-            let batches: Vec<RecordBatch> =
-                chunks.iter().filter(|chunk| chunk.table == table).map(|chunk| chunk.batch.clone()).collect();
+            let batches: Vec<RecordBatch> = chunks
+                .iter()
+                .filter(|chunk| chunk.table == table)
+                .map(|chunk| chunk.batch.clone())
+                .collect();
             if batches.is_empty() {
                 continue;
             }
-            let partitions = tokio::task::spawn_blocking(move || partition_and_encode(table, &batches)).await??;
+            let partitions =
+                tokio::task::spawn_blocking(move || partition_and_encode(table, &batches))
+                    .await??;
             for part in partitions {
                 new_files.push(self.write_file(table, part).await?);
             }
@@ -213,7 +246,11 @@ impl Store {
         Ok(())
     }
 
-    async fn write_file(&self, table: Table, part: EncodedPartition) -> Result<FileMeta, StorageError> {
+    async fn write_file(
+        &self,
+        table: Table,
+        part: EncodedPartition,
+    ) -> Result<FileMeta, StorageError> {
         let hour = chrono::DateTime::from_timestamp(part.partition, 0).unwrap_or_default();
         let path = format!(
             "tables/{}/date={}/hour={}/{}.parquet",
@@ -223,7 +260,9 @@ impl Store {
             uuid::Uuid::new_v4()
         );
         let bytes = part.bytes.len() as u64;
-        self.objects.put(&Path::from(path.as_str()), part.bytes.into()).await?;
+        self.objects
+            .put(&Path::from(path.as_str()), part.bytes.into())
+            .await?;
         self.sync_local(&path)?;
         Ok(FileMeta {
             table,
@@ -250,7 +289,10 @@ impl Store {
     async fn publish(&self, manifest: Manifest) -> Result<(), StorageError> {
         manifest.save(self.objects.as_ref()).await?;
         self.sync_local(crate::manifest::MANIFEST_PATH)?;
-        *self.manifest.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = manifest;
+        *self
+            .manifest
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = manifest;
         Ok(())
     }
 
@@ -258,9 +300,17 @@ impl Store {
     pub async fn compact(&self) -> Result<usize, StorageError> {
         let _edit = self.maintenance.lock().await;
         let manifest = self.manifest();
-        let mut groups: std::collections::BTreeMap<(Table, i64), Vec<FileMeta>> = Default::default();
-        for file in manifest.files.iter().filter(|f| f.bytes < self.options.compaction_file_bytes) {
-            groups.entry((file.table, file.partition)).or_default().push(file.clone());
+        let mut groups: std::collections::BTreeMap<(Table, i64), Vec<FileMeta>> =
+            Default::default();
+        for file in manifest
+            .files
+            .iter()
+            .filter(|f| f.bytes < self.options.compaction_file_bytes)
+        {
+            groups
+                .entry((file.table, file.partition))
+                .or_default()
+                .push(file.clone());
         }
         let mut merged = 0;
         for ((table, partition), files) in groups {
@@ -269,14 +319,22 @@ impl Store {
             }
             let mut batches = Vec::new();
             for file in &files {
-                let bytes = self.objects.get(&Path::from(file.path.as_str())).await?.bytes().await?;
+                let bytes = self
+                    .objects
+                    .get(&Path::from(file.path.as_str()))
+                    .await?
+                    .bytes()
+                    .await?;
                 batches.extend(parquet_io::decode(table, bytes)?);
             }
-            let encoded = tokio::task::spawn_blocking(move || encode_partition(table, partition, &batches)).await??;
+            let encoded =
+                tokio::task::spawn_blocking(move || encode_partition(table, partition, &batches))
+                    .await??;
             let Some(part) = encoded else { continue };
             let file = self.write_file(table, part).await?;
             let mut next = self.manifest();
-            next.files.retain(|live| !files.iter().any(|old| old.path == live.path));
+            next.files
+                .retain(|live| !files.iter().any(|old| old.path == live.path));
             next.files.push(file);
             self.publish(next).await?;
             merged += files.len();
@@ -291,8 +349,10 @@ impl Store {
         let cutoff = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX)
             - i64::try_from(self.options.retention.as_nanos()).unwrap_or(i64::MAX);
         let mut next = self.manifest();
-        let (expired, live): (Vec<FileMeta>, Vec<FileMeta>) =
-            next.files.into_iter().partition(|file| file.max_time < cutoff);
+        let (expired, live): (Vec<FileMeta>, Vec<FileMeta>) = next
+            .files
+            .into_iter()
+            .partition(|file| file.max_time < cutoff);
         if expired.is_empty() {
             return Ok(0);
         }
@@ -332,7 +392,10 @@ impl Store {
                 }
                 _ = self.flush_wanted.notified() => true,
             };
-            let aged = self.memtable.oldest().is_some_and(|t| t.elapsed() >= self.options.flush_interval);
+            let aged = self
+                .memtable
+                .oldest()
+                .is_some_and(|t| t.elapsed() >= self.options.flush_interval);
             if wanted || aged || self.memtable.bytes() >= self.options.flush_bytes {
                 if let Err(error) = self.flush().await {
                     tracing::error!(%error, "flush failed; rows stay in the WAL and memtable");
@@ -373,7 +436,10 @@ fn table_of(kind: RecordKind) -> Table {
 }
 
 /// Turns a WAL record back into rows (the same conversion the collector applies on ingest).
-pub fn decode_record(kind: RecordKind, payload: &[u8]) -> Result<(Table, RecordBatch), StorageError> {
+pub fn decode_record(
+    kind: RecordKind,
+    payload: &[u8],
+) -> Result<(Table, RecordBatch), StorageError> {
     let batch = match kind {
         RecordKind::Traces => spans_to_batch(&ExportTraceServiceRequest::decode(payload)?)?,
         RecordKind::Metrics => metrics_to_batch(&ExportMetricsServiceRequest::decode(payload)?)?,
@@ -389,7 +455,10 @@ struct EncodedPartition {
 }
 
 /// Splits rows by hour of their time column, then sorts and encodes each hour as one file.
-fn partition_and_encode(table: Table, batches: &[RecordBatch]) -> Result<Vec<EncodedPartition>, StorageError> {
+fn partition_and_encode(
+    table: Table,
+    batches: &[RecordBatch],
+) -> Result<Vec<EncodedPartition>, StorageError> {
     let mut by_hour: std::collections::BTreeMap<i64, Vec<RecordBatch>> = Default::default();
     for batch in batches {
         let Some(times) = batch
@@ -400,7 +469,9 @@ fn partition_and_encode(table: Table, batches: &[RecordBatch]) -> Result<Vec<Enc
         };
         let mut rows: std::collections::BTreeMap<i64, Vec<u32>> = Default::default();
         for (row, time) in times.values().iter().enumerate() {
-            rows.entry(time.div_euclid(NANOS_PER_HOUR)).or_default().push(row as u32);
+            rows.entry(time.div_euclid(NANOS_PER_HOUR))
+                .or_default()
+                .push(row as u32);
         }
         for (hour, indices) in rows {
             let part = if indices.len() == batch.num_rows() {
@@ -430,14 +501,29 @@ fn encode_partition(
         return Ok(None);
     };
     let bytes = parquet_io::encode(table, &sorted)?;
-    Ok(Some(EncodedPartition { partition, range, rows: sorted.num_rows(), bytes }))
+    Ok(Some(EncodedPartition {
+        partition,
+        range,
+        rows: sorted.num_rows(),
+        bytes,
+    }))
 }
 
 /// Deletes files under `tables/` that the manifest does not list: leftovers of a crash mid-flush or
 /// mid-compaction.
-async fn remove_orphans(objects: &dyn ObjectStore, manifest: &Manifest) -> Result<(), StorageError> {
-    let live: std::collections::HashSet<&str> = manifest.files.iter().map(|file| file.path.as_str()).collect();
-    let listed: Vec<_> = objects.list(Some(&Path::from("tables"))).try_collect().await?;
+async fn remove_orphans(
+    objects: &dyn ObjectStore,
+    manifest: &Manifest,
+) -> Result<(), StorageError> {
+    let live: std::collections::HashSet<&str> = manifest
+        .files
+        .iter()
+        .map(|file| file.path.as_str())
+        .collect();
+    let listed: Vec<_> = objects
+        .list(Some(&Path::from("tables")))
+        .try_collect()
+        .await?;
     for object in listed {
         if !live.contains(object.location.as_ref()) {
             tracing::info!(path = %object.location, "removing unpublished file");

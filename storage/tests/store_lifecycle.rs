@@ -21,7 +21,10 @@ fn temp_dir() -> PathBuf {
 }
 
 fn now_nanos() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_nanos() as u64
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_nanos() as u64
 }
 
 /// A request of `count` spans of one trace, starting at `start` nanoseconds.
@@ -38,13 +41,21 @@ fn request(tag: u8, count: usize, start: u64) -> ExportTraceServiceRequest {
         .collect();
     let service = KeyValue {
         key: "service.name".into(),
-        value: Some(AnyValue { value: Some(any_value::Value::StringValue("svc".into())) }),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue("svc".into())),
+        }),
         ..Default::default()
     };
     ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
-            resource: Some(Resource { attributes: vec![service], ..Default::default() }),
-            scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+            resource: Some(Resource {
+                attributes: vec![service],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
             ..Default::default()
         }],
     }
@@ -52,7 +63,10 @@ fn request(tag: u8, count: usize, start: u64) -> ExportTraceServiceRequest {
 
 async fn append(store: &Store, request: &ExportTraceServiceRequest) {
     let batch = spans_to_batch(request).expect("convert");
-    store.append(RecordKind::Traces, request.encode_to_vec(), batch).await.expect("append");
+    store
+        .append(RecordKind::Traces, request.encode_to_vec(), batch)
+        .await
+        .expect("append");
 }
 
 /// Rows a query would see: memtable batches plus the rows of every listed file.
@@ -73,17 +87,27 @@ async fn flushed_rows_move_from_memtable_to_parquet_exactly_once() {
     let dir = temp_dir();
     let store = Store::open(options(&dir)).await.expect("open");
     append(&store, &request(1, 10, now_nanos())).await;
-    assert_eq!(store.snapshot(Table::Spans, TimeRange::ALL).batches.len(), 1);
+    assert_eq!(
+        store.snapshot(Table::Spans, TimeRange::ALL).batches.len(),
+        1
+    );
     store.flush().await.expect("flush");
     let snapshot = store.snapshot(Table::Spans, TimeRange::ALL);
-    assert!(snapshot.batches.is_empty(), "flushed rows must leave the memtable");
+    assert!(
+        snapshot.batches.is_empty(),
+        "flushed rows must leave the memtable"
+    );
     assert_eq!(snapshot.files.len(), 1);
     assert_eq!(visible_rows(&store), 10);
     store.close().await;
     drop(store);
 
     let reopened = Store::open(options(&dir)).await.expect("reopen");
-    assert_eq!(visible_rows(&reopened), 10, "replay must skip records already in Parquet");
+    assert_eq!(
+        visible_rows(&reopened),
+        10,
+        "replay must skip records already in Parquet"
+    );
 }
 
 #[tokio::test]
@@ -98,7 +122,13 @@ async fn unflushed_rows_are_replayed_after_a_crash() {
 
     let reopened = Store::open(options(&dir)).await.expect("reopen");
     assert_eq!(visible_rows(&reopened), 12);
-    assert_eq!(reopened.snapshot(Table::Spans, TimeRange::ALL).batches.len(), 1);
+    assert_eq!(
+        reopened
+            .snapshot(Table::Spans, TimeRange::ALL)
+            .batches
+            .len(),
+        1
+    );
 }
 
 #[tokio::test]
@@ -129,7 +159,11 @@ async fn retention_drops_old_files_only() {
     append(&store, &request(20, 4, three_hours_ago)).await;
     append(&store, &request(21, 6, now_nanos())).await;
     store.flush().await.expect("flush");
-    assert_eq!(store.manifest().files.len(), 2, "one file per hour partition");
+    assert_eq!(
+        store.manifest().files.len(),
+        2,
+        "one file per hour partition"
+    );
     assert_eq!(store.enforce_retention().await.expect("retention"), 1);
     assert_eq!(visible_rows(&store), 6);
 }
@@ -161,6 +195,15 @@ async fn read_only_open_sees_everything_and_changes_nothing() {
     let reader = Store::open_read_only(&dir).await.expect("read-only");
     assert_eq!(visible_rows(&reader), 5);
     let batch = spans_to_batch(&request(42, 1, now_nanos())).expect("convert");
-    assert!(reader.append(RecordKind::Traces, Vec::new(), batch).await.is_err());
-    assert!(Store::open_read_only(&dir.join("nothing-here")).await.is_err());
+    assert!(
+        reader
+            .append(RecordKind::Traces, Vec::new(), batch)
+            .await
+            .is_err()
+    );
+    assert!(
+        Store::open_read_only(&dir.join("nothing-here"))
+            .await
+            .is_err()
+    );
 }

@@ -5,7 +5,9 @@ use crate::error::ApiError;
 /// `150ms`, `2s`, `500us`, `1.5m`, `3h`, or a bare integer of nanoseconds.
 pub fn parse_duration(text: &str) -> Result<i64, ApiError> {
     let text = text.trim();
-    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     let scale = match unit.trim() {
         "" | "ns" => 1.0,
@@ -14,11 +16,17 @@ pub fn parse_duration(text: &str) -> Result<i64, ApiError> {
         "s" => 1e9,
         "m" => 60e9,
         "h" => 3600e9,
-        _ => return Err(ApiError::bad_request(format!("duration {text:?}: unknown unit"))),
+        _ => {
+            return Err(ApiError::bad_request(format!(
+                "duration {text:?}: unknown unit"
+            )));
+        }
     };
-    let value: f64 = number
-        .parse()
-        .map_err(|_| ApiError::bad_request(format!("duration {text:?} must look like 150ms, 2s or 1500000")))?;
+    let value: f64 = number.parse().map_err(|_| {
+        ApiError::bad_request(format!(
+            "duration {text:?} must look like 150ms, 2s or 1500000"
+        ))
+    })?;
     Ok((value * scale) as i64)
 }
 
@@ -31,7 +39,11 @@ pub fn parse_time(text: &str) -> Result<i64, ApiError> {
     chrono::DateTime::parse_from_rfc3339(text)
         .ok()
         .and_then(|time| time.timestamp_nanos_opt())
-        .ok_or_else(|| ApiError::bad_request(format!("time {text:?} must be RFC 3339 or Unix nanoseconds")))
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "time {text:?} must be RFC 3339 or Unix nanoseconds"
+            ))
+        })
 }
 
 #[cfg(test)]

@@ -1035,30 +1035,93 @@ mod tests {
 mod perf_tmp {
     use super::*;
     use meshscope_proto::trace::{ResourceSpans, ScopeSpans};
-    fn s(k: &str, v: &str) -> KeyValue { KeyValue { key: k.into(), value: Some(AnyValue { value: Some(Value::StringValue(v.into())) }), key_strindex: 0 } }
-    fn i(k: &str, v: i64) -> KeyValue { KeyValue { key: k.into(), value: Some(AnyValue { value: Some(Value::IntValue(v)) }), key_strindex: 0 } }
+    fn s(k: &str, v: &str) -> KeyValue {
+        KeyValue {
+            key: k.into(),
+            value: Some(AnyValue {
+                value: Some(Value::StringValue(v.into())),
+            }),
+            key_strindex: 0,
+        }
+    }
+    fn i(k: &str, v: i64) -> KeyValue {
+        KeyValue {
+            key: k.into(),
+            value: Some(AnyValue {
+                value: Some(Value::IntValue(v)),
+            }),
+            key_strindex: 0,
+        }
+    }
     #[test]
     fn perf_tmp() {
         let mut spans = Vec::new();
         for n in 0..10_000u64 {
             spans.push(Span {
-                trace_id: (n as u128 + 1).to_be_bytes().to_vec(), span_id: (n + 1).to_be_bytes().to_vec(), parent_span_id: (n + 7).to_be_bytes().to_vec(),
-                name: "GET /api/v1/orders/{id}".into(), kind: 2, start_time_unix_nano: 1_700_000_000_000_000_000 + n, end_time_unix_nano: 1_700_000_000_100_000_000 + n,
-                attributes: vec![s("http.request.method", "GET"), i("http.response.status_code", 200), s("http.route", "/api/v1/orders/{id}"), s("url.path", "/api/v1/orders/123"),
-                    s("server.address", "orders.default.svc"), i("server.port", 8080), s("client.address", "10.0.0.1"), s("network.peer.address", "10.0.0.2"),
-                    s("meshscope.upstream.service", "orders"), s("user_agent.original", "curl/8.0"), s("custom.tag", "abc"), i("custom.n", 5)],
-                status: Some(Status { code: 0, message: String::new() }),
+                trace_id: (n as u128 + 1).to_be_bytes().to_vec(),
+                span_id: (n + 1).to_be_bytes().to_vec(),
+                parent_span_id: (n + 7).to_be_bytes().to_vec(),
+                name: "GET /api/v1/orders/{id}".into(),
+                kind: 2,
+                start_time_unix_nano: 1_700_000_000_000_000_000 + n,
+                end_time_unix_nano: 1_700_000_000_100_000_000 + n,
+                attributes: vec![
+                    s("http.request.method", "GET"),
+                    i("http.response.status_code", 200),
+                    s("http.route", "/api/v1/orders/{id}"),
+                    s("url.path", "/api/v1/orders/123"),
+                    s("server.address", "orders.default.svc"),
+                    i("server.port", 8080),
+                    s("client.address", "10.0.0.1"),
+                    s("network.peer.address", "10.0.0.2"),
+                    s("meshscope.upstream.service", "orders"),
+                    s("user_agent.original", "curl/8.0"),
+                    s("custom.tag", "abc"),
+                    i("custom.n", 5),
+                ],
+                status: Some(Status {
+                    code: 0,
+                    message: String::new(),
+                }),
                 ..Span::default()
             });
         }
-        let req = ExportTraceServiceRequest { resource_spans: vec![ResourceSpans { resource: Some(Resource { attributes: vec![s("service.name", "frontend"), s("k8s.pod.name", "frontend-abc"), s("k8s.namespace.name", "default"), s("host.name", "node-1")], ..Default::default() }), scope_spans: vec![ScopeSpans { spans, ..Default::default() }], ..Default::default() }] };
+        let req = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(Resource {
+                    attributes: vec![
+                        s("service.name", "frontend"),
+                        s("k8s.pod.name", "frontend-abc"),
+                        s("k8s.namespace.name", "default"),
+                        s("host.name", "node-1"),
+                    ],
+                    ..Default::default()
+                }),
+                scope_spans: vec![ScopeSpans {
+                    spans,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
         let t = std::time::Instant::now();
-        for _ in 0..20 { let b = spans_to_batch(&req).unwrap(); assert_eq!(b.num_rows(), 10_000); }
+        for _ in 0..20 {
+            let b = spans_to_batch(&req).unwrap();
+            assert_eq!(b.num_rows(), 10_000);
+        }
         let el = t.elapsed();
-        eprintln!("spans_to_batch: {:.0} spans/s", 200_000.0 / el.as_secs_f64());
+        eprintln!(
+            "spans_to_batch: {:.0} spans/s",
+            200_000.0 / el.as_secs_f64()
+        );
         let b = spans_to_batch(&req).unwrap();
         let t = std::time::Instant::now();
-        for _ in 0..5 { batch_to_spans(&b).unwrap(); }
-        eprintln!("batch_to_spans: {:.0} spans/s", 50_000.0 / t.elapsed().as_secs_f64());
+        for _ in 0..5 {
+            batch_to_spans(&b).unwrap();
+        }
+        eprintln!(
+            "batch_to_spans: {:.0} spans/s",
+            50_000.0 / t.elapsed().as_secs_f64()
+        );
     }
 }
