@@ -32,7 +32,11 @@ ensure_setup() {
 
 build_release() {
   log "cargo build --release (waits for the cargo lock if another build holds it)"
-  (cd "$ROOT" && cargo build --release 2>&1 | tail -3) >&2
+  local out rc=0
+  out=$(mktemp)
+  (cd "$ROOT" && cargo build --release) >"$out" 2>&1 || rc=$?
+  tail -3 "$out" >&2; rm -f "$out"
+  [ "$rc" = 0 ] || die "cargo build --release failed (exit $rc); fix the build or rerun (NOBUILD=1 uses the existing binary)"
   [ -x "$BIN" ] || die "no $BIN after the build"
 }
 
@@ -52,6 +56,8 @@ start_collector() {
     --otlp-http-listen 127.0.0.1:$HTTP_PORT --api-listen 127.0.0.1:$API_PORT "$@" >>"$logf" 2>&1 &
   COLLECTOR_PID=$!
   STARTED_PIDS+=("$COLLECTOR_PID")
+  rss_watchdog "$COLLECTOR_PID" "${RSS_CAP_MIB:-16384}" "$logf" &
+  STARTED_PIDS+=("$!")
   local i
   for i in $(seq 1 600); do
     if curl -sf -o /dev/null "http://127.0.0.1:$API_PORT/api/health"; then
@@ -63,6 +69,23 @@ start_collector() {
   done
   tail -20 "$logf" >&2
   die "collector not healthy after 60 s"
+}
+
+# rss_watchdog PID CAP_MIB LOGFILE: this is a shared 2-core / 24 GiB machine, so a collector whose RSS passes
+# CAP_MIB (RSS_CAP_MIB, default 16 GiB) is killed before the kernel's OOM killer picks a victim; the kill is
+# written to LOGFILE and to $WORK/rss-cap-hit, and the benchmark reports it.
+rss_watchdog() {
+  local pid=$1 cap=$2 logf=$3 rss
+  while kill -0 "$pid" 2>/dev/null; do
+    rss=$(awk '$1=="VmRSS:" {print int($2/1024)}' "/proc/$pid/status" 2>/dev/null)
+    if [ -n "$rss" ] && [ "$rss" -gt "$cap" ]; then
+      echo "bench watchdog: collector pid $pid RSS ${rss} MiB > cap ${cap} MiB: SIGKILL" | tee -a "$logf" >&2
+      echo "collector pid $pid killed by the bench RSS watchdog at ${rss} MiB (cap ${cap} MiB)" >>"${WORK:-/tmp}/rss-cap-hit"
+      kill -KILL "$pid"
+      return
+    fi
+    sleep 0.5
+  done
 }
 
 # stop_collector: SIGTERM, wait (bounded, 180 s); sets STOP_RC (exit code, or "killed") and STOP_SECS.
@@ -84,6 +107,23 @@ stop_collector() {
 # metric NAME: value of a counter/gauge on the collector's /metrics (sum over label sets), 0 if absent
 metric() {
   curl -sf "http://127.0.0.1:$HTTP_PORT/metrics" | awk -v m="$1" '$1==m || index($1, m"{")==1 {s+=$NF; f=1} END {printf "%.0f\n", f ? s : 0}'
+}
+
+# threads_cpu PID -> "tid comm ticks" per thread (for a per-thread CPU breakdown)
+threads_cpu() {
+  local t
+  for t in /proc/"$1"/task/*; do
+    [ -r "$t/stat" ] || continue
+    awk -v tid="${t##*/}" '{c=$0; sub(/^[^(]*\(/, "", c); sub(/\).*/, "", c); gsub(/ /, "_", c);
+      n=split($0, f, ") "); split(f[n], g, " "); print tid, c, g[12] + g[13]}' "$t/stat"
+  done
+}
+
+# threads_delta BEFORE_FILE AFTER_FILE TCK -> "comm: N threads, S s" per thread name, busiest first
+threads_delta() {
+  awk -v tck="$3" 'NR==FNR {b[$1]=$3; next} {d=$3-b[$1]; s[$2]+=d; if (d>0) n[$2]++}
+    END {for (c in s) if (s[c] > 0) printf "%.2f\t%s: %d threads busy, %.1f s\n", s[c]/tck, c, n[c], s[c]/tck}' "$1" "$2" \
+    | sort -rn | cut -f2
 }
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }

@@ -40,6 +40,7 @@ cpu1=$(cpu_ticks "$PID")
 echo "$FILL_JSON" >&2
 jget() { echo "$FILL_JSON" | python3 -c "import json,sys; print(json.load(sys.stdin)['$1'])"; }
 SENT_OK=$(jget spans_ok); FILL_S=$(jget seconds); FILL_SPS=$(jget spans_per_s); COMPLETE=$(jget complete)
+FILL_RETRIES=$(jget retries); FILL_ERRORS=$(jget errors)
 FILL_CPU=$(echo "($cpu1 - $cpu0) / $TCK" | bc -l | xargs printf '%.0f')
 sleep 2
 TOTAL=$(metric meshscope_spans_accepted_total); COUNT1=$(sql_scalar 'SELECT count(*) AS n FROM spans')
@@ -63,6 +64,7 @@ CHECKS=()
 [ "$COUNT2" = "$SENT_OK" ] || CHECKS+=("SQL count after restart $COUNT2 != spans answered OK $SENT_OK")
 [ "$ROWS" = "$SENT_OK" ] || CHECKS+=("manifest rows $ROWS != spans answered OK $SENT_OK")
 [ "${STOP%% *}" = 0 ] || CHECKS+=("SIGTERM exit $STOP")
+[ -f "$WORK/rss-cap-hit" ] && CHECKS+=("$(cat "$WORK/rss-cap-hit")")
 
 log "measuring queries"
 ROWS_MD=$("$PY" "$BENCH/query_bench.py" --api 127.0.0.1:$API_PORT --data-dir "$D" --trace-ids "$WORK/trace_ids.txt" \
@@ -79,7 +81,8 @@ Command: \`bash bench/query.sh\` (FILL_SPANS=$FILL_SPANS${COLLECTOR_FLAGS:+ COLL
 Machine: $(machine_line); load average at start: $LOAD0
 Data: $ROWS spans of distinct mesh traces over the last 2 h (partitions $PARTS), $FILES Parquet files, $BYTES bytes
 ($(echo "$BYTES / ($ROWS + 0.000001)" | bc -l | xargs printf '%.1f') B/span); fill $SENT_OK spans in ${FILL_S} s = $FILL_SPS spans/s
-(Python sender and collector sharing 2 cores; collector CPU during fill $FILL_CPU s); collector peak RSS
+(Python sender and collector sharing 2 cores; collector CPU during fill $FILL_CPU s; $FILL_RETRIES requests refused
+and retried by the sender: $FILL_ERRORS); collector peak RSS
 $((HWM / 1024)) MiB during fill, $((HWM2 / 1024)) MiB after restart and queries. SIGTERM exit: $STOP; compaction wait ${WAITED}s.
 No pinning; the collector was idle (compaction settled) while the queries and DuckDB ran.
 
