@@ -34,6 +34,7 @@ async def main():
     ap.add_argument("--templates", type=int, default=8)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--max-seconds", type=float, default=900, help="stop sending after this long (bounded run)")
+    ap.add_argument("--give-up", type=float, default=60, help="stop when no export succeeded for this long")
     ap.add_argument("--trace-ids", help="write one trace id (hex) per frame sent OK")
     ap.add_argument("--progress", type=float, default=30, help="seconds between progress lines on stderr")
     a = ap.parse_args()
@@ -53,11 +54,12 @@ async def main():
     t0 = time.perf_counter()
     deadline = t0 + a.max_seconds
     last_report = t0
+    last_ok = t0
     rnd = random.Random(a.seed)
 
     async def worker():
-        nonlocal ok, lost, retries, nxt, last_report
-        while nxt < a.frames and time.perf_counter() < deadline:
+        nonlocal ok, lost, retries, nxt, last_report, last_ok
+        while nxt < a.frames and time.perf_counter() < deadline and time.perf_counter() - last_ok < a.give_up:
             i = nxt
             nxt += 1
             frame = mf.frame(i, record_trace_ids=bool(a.trace_ids))
@@ -70,12 +72,14 @@ async def main():
                     await call(body, timeout=30)
                     lat.append(time.perf_counter() - s)
                     ok += 1
+                    last_ok = time.perf_counter()
                     if tid:
                         ids.append(tid)
                     break
                 except grpc.aio.AioRpcError as e:
                     errors[str(e.code())] = errors.get(str(e.code()), 0) + 1
-                    if e.code() in RETRYABLE and time.perf_counter() < deadline:
+                    now = time.perf_counter()
+                    if e.code() in RETRYABLE and now < deadline and now - last_ok < a.give_up:
                         retries += 1
                         await asyncio.sleep(backoff)
                         backoff = min(backoff * 2, 2.0)
