@@ -680,6 +680,8 @@ impl<'a> Reader<'a> {
 mod tests {
     use super::*;
 
+    type TestResult = Result<(), Box<dyn std::error::Error>>;
+
     fn s(v: &str) -> AnyValue {
         AnyValue {
             value: Some(Value::StringValue(v.to_owned())),
@@ -694,10 +696,13 @@ mod tests {
         }
     }
 
+    /// The JSON of `value`, or the error message (which no assertion expects).
     fn encode<T: Serialize>(value: &T) -> String {
         let mut buf = Vec::new();
-        encode_into(&mut buf, value).unwrap();
-        String::from_utf8(buf).unwrap()
+        match encode_into(&mut buf, value) {
+            Ok(()) => String::from_utf8_lossy(&buf).into_owned(),
+            Err(e) => e.to_string(),
+        }
     }
 
     fn finite_attributes() -> Vec<KeyValue> {
@@ -739,11 +744,11 @@ mod tests {
     }
 
     #[test]
-    fn encoding_matches_the_proto_serde_for_finite_values() {
+    fn encoding_matches_the_proto_serde_for_finite_values() -> TestResult {
         let attrs = finite_attributes();
         assert_eq!(
             encode(&KeyValuesJson::all(&attrs)),
-            serde_json::to_string(&attrs).unwrap()
+            serde_json::to_string(&attrs)?
         );
 
         let events = vec![Event {
@@ -754,7 +759,7 @@ mod tests {
         }];
         assert_eq!(
             encode(&EventsJson(&events)),
-            serde_json::to_string(&events).unwrap()
+            serde_json::to_string(&events)?
         );
 
         let links = vec![Link {
@@ -765,10 +770,7 @@ mod tests {
             dropped_attributes_count: 1,
             flags: 0x301,
         }];
-        assert_eq!(
-            encode(&LinksJson(&links)),
-            serde_json::to_string(&links).unwrap()
-        );
+        assert_eq!(encode(&LinksJson(&links)), serde_json::to_string(&links)?);
 
         let exemplars = vec![
             Exemplar {
@@ -786,12 +788,13 @@ mod tests {
         ];
         assert_eq!(
             encode(&ExemplarsJson(&exemplars)),
-            serde_json::to_string(&exemplars).unwrap()
+            serde_json::to_string(&exemplars)?
         );
+        Ok(())
     }
 
     #[test]
-    fn skip_leaves_out_entries() {
+    fn skip_leaves_out_entries() -> TestResult {
         let attrs = vec![kv("a", Value::IntValue(1)), kv("b", Value::IntValue(2))];
         let json = encode(&KeyValuesJson {
             attrs: &attrs,
@@ -799,13 +802,14 @@ mod tests {
         });
         assert_eq!(json, r#"[{"key":"b","value":{"intValue":"2"}}]"#);
         assert_eq!(encode(&KeyValuesJson::all(&[])), "[]");
+        Ok(())
     }
 
     #[test]
-    fn decoding_reverses_encoding() {
+    fn decoding_reverses_encoding() -> TestResult {
         let attrs = finite_attributes();
         let json = encode(&KeyValuesJson::all(&attrs));
-        assert_eq!(decode_key_values(&json).unwrap(), attrs);
+        assert_eq!(decode_key_values(&json)?, attrs);
 
         let events = vec![Event {
             time_unix_nano: u64::MAX,
@@ -813,10 +817,7 @@ mod tests {
             attributes: attrs.clone(),
             dropped_attributes_count: 2,
         }];
-        assert_eq!(
-            decode_events(&encode(&EventsJson(&events))).unwrap(),
-            events
-        );
+        assert_eq!(decode_events(&encode(&EventsJson(&events)))?, events);
 
         let links = vec![Link {
             trace_id: (0..16).collect(),
@@ -826,19 +827,19 @@ mod tests {
             dropped_attributes_count: 1,
             flags: 0x301,
         }];
-        assert_eq!(decode_links(&encode(&LinksJson(&links))).unwrap(), links);
+        assert_eq!(decode_links(&encode(&LinksJson(&links)))?, links);
+        Ok(())
     }
 
     #[test]
-    fn non_finite_doubles_round_trip() {
+    fn non_finite_doubles_round_trip() -> TestResult {
         let attrs = vec![
             kv("nan", Value::DoubleValue(f64::NAN)),
             kv("inf", Value::DoubleValue(f64::INFINITY)),
             kv("ninf", Value::DoubleValue(f64::NEG_INFINITY)),
         ];
         // The proto serde loses them:
-        let lossy: Vec<KeyValue> =
-            serde_json::from_str(&serde_json::to_string(&attrs).unwrap()).unwrap();
+        let lossy: Vec<KeyValue> = serde_json::from_str(&serde_json::to_string(&attrs)?)?;
         assert_eq!(lossy[0].value, Some(AnyValue { value: None }));
 
         let json = encode(&KeyValuesJson::all(&attrs));
@@ -846,7 +847,7 @@ mod tests {
             json,
             r#"[{"key":"nan","value":{"doubleValue":"NaN"}},{"key":"inf","value":{"doubleValue":"Infinity"}},{"key":"ninf","value":{"doubleValue":"-Infinity"}}]"#
         );
-        let back = decode_key_values(&json).unwrap();
+        let back = decode_key_values(&json)?;
         let Some(Value::DoubleValue(nan)) = back[0].value.as_ref().and_then(|v| v.value.clone())
         else {
             panic!("not a double: {back:?}");
@@ -859,10 +860,11 @@ mod tests {
             ..Default::default()
         }];
         assert!(encode(&ExemplarsJson(&exemplars)).contains(r#""asDouble":"-Infinity""#));
+        Ok(())
     }
 
     #[test]
-    fn doubles_round_trip_bit_exactly() {
+    fn doubles_round_trip_bit_exactly() -> TestResult {
         let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
         let mut attrs = Vec::new();
         for _ in 0..20_000 {
@@ -872,7 +874,7 @@ mod tests {
             attrs.push(kv("d", Value::DoubleValue(f64::from_bits(x))));
         }
         attrs.push(kv("min", Value::DoubleValue(f64::MIN_POSITIVE / 4.0)));
-        let back = decode_key_values(&encode(&KeyValuesJson::all(&attrs))).unwrap();
+        let back = decode_key_values(&encode(&KeyValuesJson::all(&attrs)))?;
         assert_eq!(back.len(), attrs.len());
         for (a, b) in attrs.iter().zip(&back) {
             let bits = |kv: &KeyValue| match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
@@ -885,10 +887,11 @@ mod tests {
                 assert_eq!(a, b);
             }
         }
+        Ok(())
     }
 
     #[test]
-    fn deep_nesting_round_trips() {
+    fn deep_nesting_round_trips() -> TestResult {
         let mut value = s("leaf");
         for depth in 0..40 {
             value = if depth % 2 == 0 {
@@ -915,7 +918,7 @@ mod tests {
             key_strindex: 0,
         }];
         let json = encode(&KeyValuesJson::all(&attrs));
-        assert_eq!(decode_key_values(&json).unwrap(), attrs);
+        assert_eq!(decode_key_values(&json)?, attrs);
 
         // 32 nested kvlists in an event: about 135 JSON levels, beyond serde_json's limit of 128.
         let mut value = s("leaf");
@@ -940,22 +943,23 @@ mod tests {
         }];
         let json = encode(&EventsJson(&events));
         assert!(serde_json::from_str::<serde_json::Value>(&json).is_err());
-        assert_eq!(decode_events(&json).unwrap(), events);
+        assert_eq!(decode_events(&json)?, events);
 
         let too_deep = "[".repeat(MAX_NESTING + 1);
         assert!(matches!(
             decode_key_values(&too_deep),
             Err(ConvertError::Json { .. })
         ));
+        Ok(())
     }
 
     #[test]
-    fn decoder_accepts_proto_serde_variants() {
+    fn decoder_accepts_proto_serde_variants() -> TestResult {
         let json = r#" [ {"key":"i","value":{"intValue":12}}, {"key":"s","value":{"stringValue":null}},
             {"key":"u","value":{"unknown":[1,{"a":true}],"boolValue":false}},
             {"key":"e","value":{"stringValue":"\u00e9\ud83d\ude00\n\/"},"extra":"x"},
             {"key":"n","value":null}, {"key":"d","value":{"doubleValue":3}} ] "#;
-        let attrs = decode_key_values(json).unwrap();
+        let attrs = decode_key_values(json)?;
         assert_eq!(
             attrs,
             vec![
@@ -975,10 +979,11 @@ mod tests {
                 kv("d", Value::DoubleValue(3.0)),
             ]
         );
+        Ok(())
     }
 
     #[test]
-    fn decoder_rejects_malformed_json() {
+    fn decoder_rejects_malformed_json() -> TestResult {
         for bad in [
             "",
             "[",
@@ -997,5 +1002,6 @@ mod tests {
             );
         }
         assert!(decode_links(r#"[{"traceId":"zz"}]"#).is_err());
+        Ok(())
     }
 }

@@ -638,62 +638,67 @@ mod tests {
         }
     }
 
-    fn col<'a, T: 'static>(batch: &'a RecordBatch, name: &str) -> &'a T {
+    type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+    fn col<'a, T: 'static>(batch: &'a RecordBatch, name: &str) -> Result<&'a T, String> {
         batch
             .column_by_name(name)
-            .unwrap()
-            .as_any()
-            .downcast_ref::<T>()
-            .unwrap()
+            .and_then(|c| c.as_any().downcast_ref::<T>())
+            .ok_or_else(|| format!("no column {name} of the expected type"))
     }
 
-    fn strings(batch: &RecordBatch, name: &str) -> Vec<Option<String>> {
-        let a = col::<StringArray>(batch, name);
-        (0..a.len())
+    fn strings(batch: &RecordBatch, name: &str) -> Result<Vec<Option<String>>, String> {
+        let a = col::<StringArray>(batch, name)?;
+        Ok((0..a.len())
             .map(|i| a.is_valid(i).then(|| a.value(i).to_owned()))
-            .collect()
+            .collect())
     }
 
     fn values<T, A: Array + 'static>(
         batch: &RecordBatch,
         name: &str,
         get: impl Fn(&A, usize) -> T,
-    ) -> Vec<Option<T>> {
-        let a = col::<A>(batch, name);
-        (0..a.len())
+    ) -> Result<Vec<Option<T>>, String> {
+        let a = col::<A>(batch, name)?;
+        Ok((0..a.len())
             .map(|i| a.is_valid(i).then(|| get(a, i)))
-            .collect()
+            .collect())
     }
 
     fn list<A: Array + 'static, T>(
         batch: &RecordBatch,
         name: &str,
         get: impl Fn(&A, usize) -> T,
-    ) -> Vec<Option<Vec<T>>> {
-        let a = col::<ListArray>(batch, name);
-        (0..a.len())
-            .map(|i| {
-                a.is_valid(i).then(|| {
-                    let inner = a.value(i);
-                    let inner = inner.as_any().downcast_ref::<A>().unwrap();
-                    (0..inner.len()).map(|j| get(inner, j)).collect()
-                })
-            })
-            .collect()
+    ) -> Result<Vec<Option<Vec<T>>>, String> {
+        let a = col::<ListArray>(batch, name)?;
+        let mut out = Vec::new();
+        for i in 0..a.len() {
+            if a.is_null(i) {
+                out.push(None);
+                continue;
+            }
+            let inner = a.value(i);
+            let inner = inner
+                .as_any()
+                .downcast_ref::<A>()
+                .ok_or_else(|| format!("unexpected item type in {name}"))?;
+            out.push(Some((0..inner.len()).map(|j| get(inner, j)).collect()));
+        }
+        Ok(out)
     }
 
     #[test]
-    fn every_kind_of_point() {
-        let batch = metrics_to_batch(&request()).unwrap();
+    fn every_kind_of_point() -> TestResult {
+        let batch = metrics_to_batch(&request())?;
         assert_eq!(batch.schema(), *METRIC_POINTS_SCHEMA);
         assert_eq!(batch.num_rows(), 6);
         let s = |v: &str| Some(v.to_owned());
 
-        assert_eq!(strings(&batch, "service_name"), vec![s("mesh"); 6]);
-        assert_eq!(strings(&batch, "resource_attributes"), vec![s("[]"); 6]);
-        assert_eq!(strings(&batch, "scope_name"), vec![s("meter"); 6]);
+        assert_eq!(strings(&batch, "service_name")?, vec![s("mesh"); 6]);
+        assert_eq!(strings(&batch, "resource_attributes")?, vec![s("[]"); 6]);
+        assert_eq!(strings(&batch, "scope_name")?, vec![s("meter"); 6]);
         assert_eq!(
-            strings(&batch, "metric_name"),
+            strings(&batch, "metric_name")?,
             vec![
                 s("queue.depth"),
                 s("queue.depth"),
@@ -704,7 +709,7 @@ mod tests {
             ]
         );
         assert_eq!(
-            strings(&batch, "metric_type"),
+            strings(&batch, "metric_type")?,
             vec![
                 s("gauge"),
                 s("gauge"),
@@ -715,35 +720,35 @@ mod tests {
             ]
         );
         assert_eq!(
-            strings(&batch, "metric_description"),
+            strings(&batch, "metric_description")?,
             vec![s("queue depth"), s("queue depth"), None, None, None, None]
         );
-        assert_eq!(strings(&batch, "metric_unit")[0], s("{item}"));
-        assert_eq!(strings(&batch, "metric_unit")[2], None);
+        assert_eq!(strings(&batch, "metric_unit")?[0], s("{item}"));
+        assert_eq!(strings(&batch, "metric_unit")?[2], None);
         assert_eq!(
-            strings(&batch, "metric_metadata")[0],
+            strings(&batch, "metric_metadata")?[0],
             s(r#"[{"key":"meta","value":{"boolValue":true}}]"#)
         );
-        assert_eq!(strings(&batch, "metric_metadata")[2], s("[]"));
+        assert_eq!(strings(&batch, "metric_metadata")?[2], s("[]"));
         assert_eq!(
-            strings(&batch, "aggregation_temporality"),
+            strings(&batch, "aggregation_temporality")?,
             vec![None, None, s("cumulative"), s("delta"), s("7"), None]
         );
         assert_eq!(
-            values(&batch, "is_monotonic", BooleanArray::value),
+            values(&batch, "is_monotonic", BooleanArray::value)?,
             vec![None, None, Some(true), None, None, None]
         );
         assert_eq!(
-            strings(&batch, "attributes")[0],
+            strings(&batch, "attributes")?[0],
             s(r#"[{"key":"queue","value":{"stringValue":"a"}}]"#)
         );
-        assert_eq!(strings(&batch, "attributes")[1], s("[]"));
+        assert_eq!(strings(&batch, "attributes")?[1], s("[]"));
         assert_eq!(
-            values(&batch, "start_time", TimestampNanosecondArray::value),
+            values(&batch, "start_time", TimestampNanosecondArray::value)?,
             vec![None, None, Some(500), Some(100), None, None]
         );
         assert_eq!(
-            values(&batch, "time", TimestampNanosecondArray::value),
+            values(&batch, "time", TimestampNanosecondArray::value)?,
             vec![
                 Some(1_000),
                 Some(2_000),
@@ -754,78 +759,78 @@ mod tests {
             ]
         );
         assert_eq!(
-            values(&batch, "flags", UInt32Array::value),
+            values(&batch, "flags", UInt32Array::value)?,
             vec![Some(1), Some(0), Some(0), Some(0), Some(0), Some(0)]
         );
         assert_eq!(
-            values(&batch, "value_double", Float64Array::value),
+            values(&batch, "value_double", Float64Array::value)?,
             vec![Some(2.5), None, None, None, None, None]
         );
         assert_eq!(
-            values(&batch, "value_int", Int64Array::value),
+            values(&batch, "value_int", Int64Array::value)?,
             vec![None, Some(-7), Some(10), None, None, None]
         );
         assert_eq!(
-            values(&batch, "count", UInt64Array::value),
+            values(&batch, "count", UInt64Array::value)?,
             vec![None, None, None, Some(6), Some(9), Some(4)]
         );
         assert_eq!(
-            values(&batch, "sum", Float64Array::value),
+            values(&batch, "sum", Float64Array::value)?,
             vec![None, None, None, Some(12.5), Some(3.0), Some(10.0)]
         );
         assert_eq!(
-            values(&batch, "min", Float64Array::value),
+            values(&batch, "min", Float64Array::value)?,
             vec![None, None, None, Some(0.5), Some(-1.0), None]
         );
         assert_eq!(
-            values(&batch, "max", Float64Array::value),
+            values(&batch, "max", Float64Array::value)?,
             vec![None, None, None, None, Some(8.0), None]
         );
         assert_eq!(
-            list(&batch, "bucket_counts", UInt64Array::value),
+            list(&batch, "bucket_counts", UInt64Array::value)?,
             vec![None, None, None, Some(vec![1, 2, 3]), None, None]
         );
         assert_eq!(
-            list(&batch, "explicit_bounds", Float64Array::value),
+            list(&batch, "explicit_bounds", Float64Array::value)?,
             vec![None, None, None, Some(vec![1.0, 5.0]), None, None]
         );
         assert_eq!(
-            values(&batch, "exp_scale", Int32Array::value),
+            values(&batch, "exp_scale", Int32Array::value)?,
             vec![None, None, None, None, Some(-2), None]
         );
         assert_eq!(
-            values(&batch, "exp_zero_count", UInt64Array::value)[4],
+            values(&batch, "exp_zero_count", UInt64Array::value)?[4],
             Some(1)
         );
         assert_eq!(
-            values(&batch, "exp_zero_threshold", Float64Array::value)[4],
+            values(&batch, "exp_zero_threshold", Float64Array::value)?[4],
             Some(0.001)
         );
         assert_eq!(
-            values(&batch, "exp_positive_offset", Int32Array::value),
+            values(&batch, "exp_positive_offset", Int32Array::value)?,
             vec![None, None, None, None, Some(3), None]
         );
         assert_eq!(
-            list(&batch, "exp_positive_bucket_counts", UInt64Array::value)[4],
+            list(&batch, "exp_positive_bucket_counts", UInt64Array::value)?[4],
             Some(vec![4, 4])
         );
         assert_eq!(
-            values(&batch, "exp_negative_offset", Int32Array::value)[4],
+            values(&batch, "exp_negative_offset", Int32Array::value)?[4],
             None
         );
         assert_eq!(
-            list(&batch, "exp_negative_bucket_counts", UInt64Array::value)[4],
+            list(&batch, "exp_negative_bucket_counts", UInt64Array::value)?[4],
             None
         );
         assert_eq!(
-            list(&batch, "quantiles", Float64Array::value),
+            list(&batch, "quantiles", Float64Array::value)?,
             vec![None, None, None, None, None, Some(vec![0.5, 0.99])]
         );
         assert_eq!(
-            list(&batch, "quantile_values", Float64Array::value),
+            list(&batch, "quantile_values", Float64Array::value)?,
             vec![None, None, None, None, None, Some(vec![2.0, 4.0])]
         );
-        let exemplars = strings(&batch, "exemplars");
+        let exemplars = strings(&batch, "exemplars")?;
         assert_eq!(
             exemplars[0],
             s(concat!(
@@ -835,12 +840,14 @@ mod tests {
             ))
         );
         assert_eq!(exemplars[1..], vec![s("[]"); 5][..]);
+        Ok(())
     }
 
     #[test]
-    fn no_points_no_rows() {
-        let batch = metrics_to_batch(&ExportMetricsServiceRequest::default()).unwrap();
+    fn no_points_no_rows() -> TestResult {
+        let batch = metrics_to_batch(&ExportMetricsServiceRequest::default())?;
         assert_eq!(batch.num_rows(), 0);
         assert_eq!(batch.schema(), *METRIC_POINTS_SCHEMA);
+        Ok(())
     }
 }

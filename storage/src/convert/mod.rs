@@ -108,8 +108,10 @@ mod tests {
 
     use super::*;
 
+    type TestResult = Result<(), Box<dyn std::error::Error>>;
+
     #[test]
-    fn attributes_json_round_trip() {
+    fn attributes_json_round_trip() -> TestResult {
         let attrs = vec![
             KeyValue {
                 key: "n".to_owned(),
@@ -131,12 +133,13 @@ mod tests {
             json,
             r#"[{"key":"n","value":{"doubleValue":"Infinity"}},{"key":"s","value":{"stringValue":"v"}}]"#
         );
-        assert_eq!(attributes_from_json(&json).unwrap(), attrs);
+        assert_eq!(attributes_from_json(&json)?, attrs);
         assert_eq!(attributes_to_json(&[]), "[]");
-        assert!(attributes_from_json("[]").unwrap().is_empty());
+        assert!(attributes_from_json("[]")?.is_empty());
         assert!(matches!(
             attributes_from_json("{"),
             Err(ConvertError::Json { .. })
         ));
+        Ok(())
     }
 }

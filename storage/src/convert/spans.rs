@@ -624,6 +624,8 @@ mod tests {
 
     use super::*;
 
+    type TestResult = Result<(), Box<dyn std::error::Error>>;
+
     fn any(value: Value) -> AnyValue {
         AnyValue { value: Some(value) }
     }
@@ -850,13 +852,13 @@ mod tests {
     }
 
     #[test]
-    fn spans_round_trip() {
+    fn spans_round_trip() -> TestResult {
         let request = request();
-        let batch = spans_to_batch(&request).unwrap();
+        let batch = spans_to_batch(&request)?;
         assert_eq!(batch.schema(), *SPANS_SCHEMA);
         assert_eq!(batch.num_rows(), 4);
 
-        let mut back = batch_to_spans(&batch).unwrap();
+        let mut back = batch_to_spans(&batch)?;
         let mut want = expected(&request);
         normalize(&mut back);
         normalize(&mut want);
@@ -864,82 +866,91 @@ mod tests {
         for (got, want) in back.iter().zip(&want) {
             assert_eq!(got, want);
         }
+        Ok(())
     }
 
     #[test]
-    fn column_values() {
-        let batch = spans_to_batch(&request()).unwrap();
-        let strings = |name: &str| {
-            let array = batch.column_by_name(name).unwrap();
-            let array = array.as_any().downcast_ref::<StringArray>().unwrap();
-            (0..array.len())
+    fn column_values() -> TestResult {
+        let batch = spans_to_batch(&request())?;
+        let strings = |name: &str| -> Result<Vec<Option<String>>, String> {
+            let array = batch
+                .column_by_name(name)
+                .and_then(|a| a.as_any().downcast_ref::<StringArray>())
+                .ok_or_else(|| format!("no string column {name}"))?;
+            Ok((0..array.len())
                 .map(|i| array.is_valid(i).then(|| array.value(i).to_owned()))
-                .collect::<Vec<_>>()
+                .collect())
         };
         let s = |v: &str| Some(v.to_owned());
         assert_eq!(
-            strings("service_name"),
+            strings("service_name")?,
             vec![s("checkout"), s("checkout"), s("checkout"), None]
         );
+        let resource_attributes = strings("resource_attributes")?;
         assert!(
-            !strings("resource_attributes")[0]
-                .clone()
-                .unwrap()
+            !resource_attributes[0]
+                .as_deref()
+                .unwrap_or_default()
                 .contains("service.name")
         );
         assert!(
-            strings("resource_attributes")[3]
-                .clone()
-                .unwrap()
+            resource_attributes[3]
+                .as_deref()
+                .unwrap_or_default()
                 .contains("service.name")
         );
         assert_eq!(
-            strings("kind"),
+            strings("kind")?,
             vec![s("server"), s("42"), s("42"), s("server")]
         );
         assert_eq!(
-            strings("status_code"),
+            strings("status_code")?,
             vec![s("error"), s("unset"), s("unset"), s("error")]
         );
-        assert_eq!(strings("status_message")[1], None);
-        assert_eq!(strings("trace_state")[1], None);
-        assert_eq!(strings("scope_name")[2], None);
-        assert_eq!(strings("scope_name")[3], None);
-        assert_eq!(strings("scope_version")[0], s("1.2.3"));
-        assert_eq!(strings("resource_schema_url")[3], None);
-        assert_eq!(strings("http_request_method")[0], s("GET"));
-        assert_eq!(strings("http_route")[0], None);
-        assert_eq!(strings("events")[1], s("[]"));
-        assert_eq!(strings("links")[1], s("[]"));
-        assert_eq!(strings("scope_attributes")[2], s("[]"));
-        let attributes = strings("attributes")[0].clone().unwrap();
+        assert_eq!(strings("status_message")?[1], None);
+        assert_eq!(strings("trace_state")?[1], None);
+        assert_eq!(strings("scope_name")?[2], None);
+        assert_eq!(strings("scope_name")?[3], None);
+        assert_eq!(strings("scope_version")?[0], s("1.2.3"));
+        assert_eq!(strings("resource_schema_url")?[3], None);
+        assert_eq!(strings("http_request_method")?[0], s("GET"));
+        assert_eq!(strings("http_route")?[0], None);
+        assert_eq!(strings("events")?[1], s("[]"));
+        assert_eq!(strings("links")?[1], s("[]"));
+        assert_eq!(strings("scope_attributes")?[2], s("[]"));
+        let attributes = strings("attributes")?[0].clone().unwrap_or_default();
         assert!(attributes.contains(r#"{"key":"server.port","value":{"stringValue":"8080"}}"#));
         assert!(attributes.contains(r#""doubleValue":"NaN""#));
         assert!(!attributes.contains("http.request.method"));
-        assert_eq!(strings("attributes")[1], s("[]"));
+        assert_eq!(strings("attributes")?[1], s("[]"));
 
-        let ints = |name: &str| {
-            let array = batch.column_by_name(name).unwrap();
-            let array = array.as_any().downcast_ref::<Int64Array>().unwrap();
-            (0..array.len())
+        let ints = |name: &str| -> Result<Vec<Option<i64>>, String> {
+            let array = batch
+                .column_by_name(name)
+                .and_then(|a| a.as_any().downcast_ref::<Int64Array>())
+                .ok_or_else(|| format!("no int column {name}"))?;
+            Ok((0..array.len())
                 .map(|i| array.is_valid(i).then(|| array.value(i)))
-                .collect::<Vec<_>>()
+                .collect())
         };
-        assert_eq!(ints("http_response_status_code")[0], Some(503));
-        assert_eq!(ints("server_port")[0], None);
-        assert_eq!(ints("mesh_retry_attempt")[0], Some(2));
+        assert_eq!(ints("http_response_status_code")?[0], Some(503));
+        assert_eq!(ints("server_port")?[0], None);
+        assert_eq!(ints("mesh_retry_attempt")?[0], Some(2));
         assert_eq!(
-            ints("duration_ns"),
+            ints("duration_ns")?,
             vec![Some(250_000_000), Some(-10), Some(-10), Some(250_000_000)]
         );
 
-        let parents = batch.column_by_name("parent_span_id").unwrap();
+        let parents = batch
+            .column_by_name("parent_span_id")
+            .ok_or("no parent_span_id")?;
         assert!(parents.is_valid(0));
         assert!(parents.is_null(1));
+        Ok(())
     }
 
     #[test]
-    fn timestamps_beyond_i64_round_trip() {
+    fn timestamps_beyond_i64_round_trip() -> TestResult {
         let mut span = minimal_span();
         span.start_time_unix_nano = u64::MAX;
         span.end_time_unix_nano = 1;
@@ -952,29 +963,31 @@ mod tests {
                 ..ResourceSpans::default()
             }],
         };
-        let back = batch_to_spans(&spans_to_batch(&request).unwrap()).unwrap();
+        let back = batch_to_spans(&spans_to_batch(&request)?)?;
         assert_eq!(back[0].span.start_time_unix_nano, u64::MAX);
         assert_eq!(back[0].span.end_time_unix_nano, 1);
+        Ok(())
     }
 
     #[test]
-    fn empty_request_gives_empty_batch() {
-        let batch = spans_to_batch(&ExportTraceServiceRequest::default()).unwrap();
+    fn empty_request_gives_empty_batch() -> TestResult {
+        let batch = spans_to_batch(&ExportTraceServiceRequest::default())?;
         assert_eq!(batch.num_rows(), 0);
-        assert!(batch_to_spans(&batch).unwrap().is_empty());
+        assert!(batch_to_spans(&batch)?.is_empty());
+        Ok(())
     }
 
     #[test]
-    fn reads_reordered_and_view_typed_columns() {
+    fn reads_reordered_and_view_typed_columns() -> TestResult {
         let request = request();
-        let batch = spans_to_batch(&request).unwrap();
+        let batch = spans_to_batch(&request)?;
         // Reverse the columns and turn strings into views, as a Parquet scan may.
         let schema = batch.schema();
         let mut fields = Vec::new();
         let mut columns = Vec::new();
         for (field, column) in schema.fields().iter().zip(batch.columns()).rev() {
             let column = if field.data_type() == &DataType::Utf8 {
-                cast(column, &DataType::Utf8View).unwrap()
+                cast(column, &DataType::Utf8View)?
             } else {
                 Arc::clone(column)
             };
@@ -987,27 +1000,28 @@ mod tests {
             columns.push(column);
         }
         let schema = Arc::new(datafusion::arrow::datatypes::Schema::new(fields));
-        let reordered = RecordBatch::try_new(schema, columns).unwrap();
-        let mut got = batch_to_spans(&reordered).unwrap();
-        let mut want = batch_to_spans(&batch).unwrap();
+        let reordered = RecordBatch::try_new(schema, columns)?;
+        let mut got = batch_to_spans(&reordered)?;
+        let mut want = batch_to_spans(&batch)?;
         normalize(&mut got);
         normalize(&mut want);
         assert_eq!(got, want);
+        Ok(())
     }
 
     #[test]
-    fn reports_bad_columns() {
-        let batch = spans_to_batch(&request()).unwrap();
-        let without = batch.project(&[0, 1, 2]).unwrap();
+    fn reports_bad_columns() -> TestResult {
+        let batch = spans_to_batch(&request())?;
+        let without = batch.project(&[0, 1, 2])?;
         assert!(matches!(
             batch_to_spans(&without),
             Err(ConvertError::MissingColumn(_))
         ));
 
-        let index = batch.schema().index_of("kind").unwrap();
+        let index = batch.schema().index_of("kind")?;
         let mut columns = batch.columns().to_vec();
         columns[index] = Arc::new(StringArray::from(vec!["server", "nope", "1", "2"]));
-        let bad = RecordBatch::try_new(batch.schema(), columns).unwrap();
+        let bad = RecordBatch::try_new(batch.schema(), columns)?;
         assert!(matches!(
             batch_to_spans(&bad),
             Err(ConvertError::InvalidValue {
@@ -1017,10 +1031,10 @@ mod tests {
             })
         ));
 
-        let index = batch.schema().index_of("events").unwrap();
+        let index = batch.schema().index_of("events")?;
         let mut columns = batch.columns().to_vec();
         columns[index] = Arc::new(StringArray::from(vec!["[]", "[]", "[{", "[]"]));
-        let bad = RecordBatch::try_new(batch.schema(), columns).unwrap();
+        let bad = RecordBatch::try_new(batch.schema(), columns)?;
         assert!(matches!(
             batch_to_spans(&bad),
             Err(ConvertError::InvalidValue {
@@ -1029,5 +1043,6 @@ mod tests {
                 ..
             })
         ));
+        Ok(())
     }
 }
