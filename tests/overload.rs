@@ -11,21 +11,19 @@ use std::time::Duration;
 use common::*;
 use prost::Message;
 
+/// A 4 MiB budget, a 1 h flush interval and a flush size above the budget: only pressure triggers a flush.
+const PRESSURE_ONLY: &[&str] = &[
+    "--memory-limit",
+    "4MiB",
+    "--flush-bytes",
+    "64MiB",
+    "--flush-interval",
+    "1h",
+];
+
 #[tokio::test]
 async fn overload_is_refused_retryably_and_recovers_without_loss() {
-    // A 1 h flush interval and a flush size above the budget: only pressure triggers a flush.
-    let collector = Collector::start_with(
-        "overload",
-        &[
-            "--memory-limit",
-            "4MiB",
-            "--flush-bytes",
-            "64MiB",
-            "--flush-interval",
-            "1h",
-        ],
-    )
-    .await;
+    let collector = Collector::start_with("overload", PRESSURE_ONLY).await;
     let mut acknowledged = 0i64;
     let mut refusal = None;
     for _ in 0..400 {
@@ -95,18 +93,7 @@ async fn overload_is_refused_retryably_and_recovers_without_loss() {
 
 #[tokio::test]
 async fn overload_over_grpc_is_resource_exhausted_with_retry_info() {
-    let collector = Collector::start_with(
-        "overload-grpc",
-        &[
-            "--memory-limit",
-            "4MiB",
-            "--flush-bytes",
-            "64MiB",
-            "--flush-interval",
-            "1h",
-        ],
-    )
-    .await;
+    let collector = Collector::start_with("overload-grpc", PRESSURE_ONLY).await;
     let mut client = collector.trace_client().await;
     let mut status = None;
     for _ in 0..400 {
