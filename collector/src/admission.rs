@@ -1,5 +1,5 @@
-//! Admission control: a memory budget shared by requests being processed and rows waiting in the
-//! memtable. A request that would overrun it is refused with a retryable error before any work is done,
+//! Admission control: a memory budget shared by requests being processed, rows waiting in the
+//! memtable, and the working memory of flushes and compactions. A request that would overrun it is refused with a retryable error before any work is done,
 //! so the collector never grows without bound and never drops what it has acknowledged.
 
 use std::sync::Arc;
@@ -50,7 +50,7 @@ impl Admission {
             bytes: wanted,
             in_flight: self.in_flight.clone(),
         };
-        let used = before + self.store.memtable_bytes();
+        let used = before + self.store.memory_bytes();
         if used + wanted > self.limit {
             self.store.request_flush();
             return Err(IngestError::Overloaded {

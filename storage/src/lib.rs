@@ -12,6 +12,7 @@
 //!                                                            └──── snapshot ◄─────┘  (read by query)
 //! ```
 
+mod compaction;
 pub mod convert;
 pub mod manifest;
 pub mod memtable;
@@ -46,6 +47,9 @@ pub enum StorageError {
     /// The object store failed.
     #[error("object store: {0}")]
     Object(#[from] object_store::Error),
+    /// Merging files during compaction failed.
+    #[error("compaction merge: {0}")]
+    Merge(String),
     /// Local file-system I/O failed.
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),

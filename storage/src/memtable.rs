@@ -54,6 +54,8 @@ pub struct Chunk {
     pub batch: RecordBatch,
     /// Time span of the rows, for pruning.
     pub time_range: TimeRange,
+    /// Arrow memory the rows hold.
+    pub bytes: usize,
 }
 
 #[derive(Default)]
@@ -79,13 +81,15 @@ impl Memtable {
             .inner
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        inner.bytes += batch.get_array_memory_size();
+        let bytes = batch.get_array_memory_size();
+        inner.bytes += bytes;
         inner.oldest.get_or_insert_with(Instant::now);
         inner.chunks.push(Chunk {
             seq,
             table,
             batch,
             time_range,
+            bytes,
         });
     }
 
@@ -121,11 +125,7 @@ impl Memtable {
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         inner.chunks.retain(|chunk| chunk.seq > seq);
-        inner.bytes = inner
-            .chunks
-            .iter()
-            .map(|chunk| chunk.batch.get_array_memory_size())
-            .sum();
+        inner.bytes = inner.chunks.iter().map(|chunk| chunk.bytes).sum();
         inner.oldest = if inner.chunks.is_empty() {
             None
         } else {

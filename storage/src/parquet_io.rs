@@ -1,11 +1,12 @@
-//! Encoding table rows as Parquet files and reading them back (for compaction).
+//! Encoding table rows as Parquet files: their order, encodings and statistics.
 //!
-//! Rows are sorted by service, then name, then time before writing, so resource and scope columns
-//! collapse into long runs and dictionaries. Files use zstd, dictionaries, page-level statistics and,
+//! Span rows are sorted by service, then trace id, then start time before writing: resource and scope
+//! columns collapse into long runs and dictionaries, the spans of one trace in one service sit together
+//! (so their shared trace id and attribute values compress), and page statistics on `trace_id` become
+//! narrow enough to skip most pages on a trace-id lookup. Metric points are sorted by service, metric
+//! name and time. Files use zstd, dictionaries, page-level statistics and,
 //! on `spans`, a bloom filter on `trace_id`, which DataFusion consults to skip row groups on trace-id
 //! lookups that carry no time hint.
-
-use std::sync::Arc;
 
 use bytes::Bytes;
 use datafusion::arrow::compute::{
@@ -13,7 +14,6 @@ use datafusion::arrow::compute::{
 };
 use datafusion::arrow::record_batch::RecordBatch;
 use parquet::arrow::ArrowWriter;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
@@ -22,16 +22,20 @@ use crate::StorageError;
 use crate::schema::Table;
 
 /// Rows per row group; large enough for good compression, small enough for bloom-filter pruning to pay.
-const ROW_GROUP_ROWS: usize = 128 * 1024;
+pub(crate) const ROW_GROUP_ROWS: usize = 128 * 1024;
 
-/// Concatenates and sorts rows of one table into the on-disk order (service, name, time).
+/// The on-disk row order of a table, as column names (all ascending, nulls first).
+pub fn sort_keys(table: Table) -> &'static [&'static str] {
+    match table {
+        Table::Spans => &["service_name", "trace_id", "start_time"],
+        Table::MetricPoints => &["service_name", "metric_name", "time"],
+    }
+}
+
+/// Concatenates and sorts rows of one table into the on-disk order ([`sort_keys`]).
 pub fn sort_rows(table: Table, batches: &[RecordBatch]) -> Result<RecordBatch, StorageError> {
     let batch = concat_batches(&table.schema(), batches)?;
-    let keys: &[&str] = match table {
-        Table::Spans => &["service_name", "name", "start_time"],
-        Table::MetricPoints => &["service_name", "metric_name", "time"],
-    };
-    let columns = keys
+    let columns = sort_keys(table)
         .iter()
         .filter_map(|name| batch.column_by_name(name))
         .map(|values| SortColumn {
@@ -46,7 +50,8 @@ pub fn sort_rows(table: Table, batches: &[RecordBatch]) -> Result<RecordBatch, S
     Ok(take_record_batch(&batch, &indices)?)
 }
 
-fn writer_properties(table: Table, rows: usize) -> WriterProperties {
+/// Encoding settings of a file of `rows` rows of `table`.
+pub(crate) fn writer_properties(table: Table, rows: usize) -> WriterProperties {
     let mut builder = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()))
         .set_dictionary_enabled(true)
@@ -72,21 +77,4 @@ pub fn encode(table: Table, batch: &RecordBatch) -> Result<Bytes, StorageError> 
     writer.write(batch)?;
     writer.close()?;
     Ok(Bytes::from(buffer))
-}
-
-/// Decodes a whole Parquet file of `table`.
-pub fn decode(table: Table, bytes: Bytes) -> Result<Vec<RecordBatch>, StorageError> {
-    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)?
-        .with_batch_size(64 * 1024)
-        .build()?;
-    let schema: Arc<_> = table.schema();
-    reader
-        .map(|batch| {
-            let batch = batch?;
-            Ok(RecordBatch::try_new(
-                schema.clone(),
-                batch.columns().to_vec(),
-            )?)
-        })
-        .collect()
 }

@@ -5,6 +5,7 @@
 //! than its `flushed_seq`, so a flush in progress never shows a row twice or not at all.
 
 use std::path::{Path as FsPath, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -22,9 +23,10 @@ use prost::Message;
 use tokio::sync::Notify;
 
 use crate::StorageError;
+use crate::compaction;
 use crate::convert::{metrics_to_batch, spans_to_batch};
 use crate::manifest::{FileMeta, Manifest};
-use crate::memtable::{Memtable, TimeRange};
+use crate::memtable::{Chunk, Memtable, TimeRange};
 use crate::parquet_io;
 use crate::schema::Table;
 use crate::wal::{RecordKind, Wal, WalOptions, WalRecord};
@@ -38,6 +40,9 @@ pub struct StoreOptions {
     pub data_dir: PathBuf,
     /// Flush the memtable once it holds this many bytes of Arrow data.
     pub flush_bytes: usize,
+    /// A flush writes the memtable in slices of at most this many bytes (one file per slice and hour),
+    /// so its sorted copies stay small whatever the memtable holds.
+    pub flush_slice_bytes: usize,
     /// Flush the memtable once its oldest row has waited this long.
     pub flush_interval: Duration,
     /// Drop Parquet files whose newest row is older than this.
@@ -46,6 +51,8 @@ pub struct StoreOptions {
     pub compaction_min_files: usize,
     /// Files at least this large are left alone by compaction.
     pub compaction_file_bytes: u64,
+    /// At most this many files are merged at once (each holds a row group in memory while merging).
+    pub compaction_max_files: usize,
     /// WAL settings.
     pub wal: WalOptions,
 }
@@ -56,10 +63,12 @@ impl StoreOptions {
         StoreOptions {
             data_dir: data_dir.into(),
             flush_bytes: 128 * 1024 * 1024,
+            flush_slice_bytes: 32 * 1024 * 1024,
             flush_interval: Duration::from_secs(30),
             retention: Duration::from_secs(7 * 24 * 3600),
             compaction_min_files: 4,
             compaction_file_bytes: 64 * 1024 * 1024,
+            compaction_max_files: 8,
             wal: WalOptions::default(),
         }
     }
@@ -81,9 +90,35 @@ pub struct Store {
     memtable: Arc<Memtable>,
     objects: Arc<dyn ObjectStore>,
     manifest: RwLock<Manifest>,
-    /// Serialises every manifest edit (flush, compaction, retention).
+    /// Serialises every manifest edit (flush, compaction's publish, retention).
     maintenance: tokio::sync::Mutex<()>,
+    /// Serialises compactions, which merge outside `maintenance` so flushes go on meanwhile.
+    compaction: tokio::sync::Mutex<()>,
     flush_wanted: Notify,
+    /// Estimated bytes that running flushes and compactions hold beside the memtable.
+    working: Arc<AtomicUsize>,
+}
+
+/// Memory a flush or compaction holds, counted in [`Store::memory_bytes`] until dropped.
+struct WorkingSet {
+    bytes: usize,
+    working: Arc<AtomicUsize>,
+}
+
+impl WorkingSet {
+    fn new(working: &Arc<AtomicUsize>, bytes: usize) -> WorkingSet {
+        working.fetch_add(bytes, Ordering::AcqRel);
+        WorkingSet {
+            bytes,
+            working: working.clone(),
+        }
+    }
+}
+
+impl Drop for WorkingSet {
+    fn drop(&mut self) {
+        self.working.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
 }
 
 impl Store {
@@ -139,7 +174,9 @@ impl Store {
             objects,
             manifest: RwLock::new(manifest),
             maintenance: tokio::sync::Mutex::new(()),
+            compaction: tokio::sync::Mutex::new(()),
             flush_wanted: Notify::new(),
+            working: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -199,9 +236,15 @@ impl Store {
             .clone()
     }
 
-    /// Bytes of Arrow data waiting in the memtable (for admission control).
+    /// Bytes of Arrow data waiting in the memtable.
     pub fn memtable_bytes(&self) -> usize {
         self.memtable.bytes()
+    }
+
+    /// Memory the store holds: the memtable plus what running flushes and compactions hold (for
+    /// admission control).
+    pub fn memory_bytes(&self) -> usize {
+        self.memtable.bytes() + self.working.load(Ordering::Acquire)
     }
 
     /// Asks the maintenance loop to flush now, whatever the size and age thresholds (used under memory
@@ -211,12 +254,37 @@ impl Store {
     }
 
     /// Writes every memtable row to Parquet, publishes the files, then drops the flushed WAL segments.
+    /// Works in slices of [`StoreOptions::flush_slice_bytes`], oldest first, publishing after each, so
+    /// memory is freed as it goes and the sorted copies never exceed one slice.
     pub async fn flush(&self) -> Result<(), StorageError> {
         let _edit = self.maintenance.lock().await;
         let chunks = self.memtable.chunks();
+        let mut rest = chunks.as_slice();
+        while !rest.is_empty() {
+            let mut bytes = 0;
+            let len = rest
+                .iter()
+                .take_while(|chunk| {
+                    let fits = bytes == 0 || bytes + chunk.bytes <= self.options.flush_slice_bytes;
+                    bytes += chunk.bytes;
+                    fits
+                })
+                .count();
+            let (slice, later) = rest.split_at(len);
+            self.flush_slice(slice).await?;
+            rest = later;
+        }
+        Ok(())
+    }
+
+    /// Flushes consecutive chunks; the caller holds `maintenance`.
+    async fn flush_slice(&self, chunks: &[Chunk]) -> Result<(), StorageError> {
         let Some(through) = chunks.last().map(|chunk| chunk.seq) else {
             return Ok(());
         };
+        // A concatenated copy and a sorted copy of the slice live while it is encoded.
+        let bytes: usize = chunks.iter().map(|chunk| chunk.bytes).sum();
+        let _working = WorkingSet::new(&self.working, 2 * bytes);
         let mut new_files = Vec::new();
         for table in Table::ALL {
             let batches: Vec<RecordBatch> = chunks
@@ -242,7 +310,7 @@ impl Store {
         if let Some(wal) = &self.wal {
             wal.truncate_through(through)?;
         }
-        tracing::debug!(through, "memtable flushed");
+        tracing::debug!(through, "memtable slice flushed");
         Ok(())
     }
 
@@ -251,14 +319,7 @@ impl Store {
         table: Table,
         part: EncodedPartition,
     ) -> Result<FileMeta, StorageError> {
-        let hour = chrono::DateTime::from_timestamp(part.partition, 0).unwrap_or_default();
-        let path = format!(
-            "tables/{}/date={}/hour={}/{}.parquet",
-            table.name(),
-            hour.format("%Y-%m-%d"),
-            hour.format("%H"),
-            uuid::Uuid::new_v4()
-        );
+        let path = new_file_path(table, part.partition);
         let bytes = part.bytes.len() as u64;
         self.objects
             .put(&Path::from(path.as_str()), part.bytes.into())
@@ -296,51 +357,86 @@ impl Store {
         Ok(())
     }
 
-    /// Merges small files of one hour partition into one; returns how many files were merged away.
+    /// Merges small files of each hour partition, at most [`StoreOptions::compaction_max_files`] at a
+    /// time, streaming; returns how many files were merged away. Flushes go on while it merges: the
+    /// manifest is locked only to publish, and a merge whose inputs vanished meanwhile (retention) is
+    /// dropped.
     pub async fn compact(&self) -> Result<usize, StorageError> {
-        let _edit = self.maintenance.lock().await;
-        let manifest = self.manifest();
+        let _compacting = self.compaction.lock().await;
         let mut groups: std::collections::BTreeMap<(Table, i64), Vec<FileMeta>> =
             Default::default();
-        for file in manifest
+        for file in self
+            .manifest()
             .files
-            .iter()
+            .into_iter()
             .filter(|f| f.bytes < self.options.compaction_file_bytes)
         {
             groups
                 .entry((file.table, file.partition))
                 .or_default()
-                .push(file.clone());
+                .push(file);
         }
         let mut merged = 0;
-        for ((table, partition), files) in groups {
+        for ((table, partition), mut files) in groups {
             if files.len() < self.options.compaction_min_files {
                 continue;
             }
-            let mut batches = Vec::new();
-            for file in &files {
-                let bytes = self
-                    .objects
-                    .get(&Path::from(file.path.as_str()))
-                    .await?
-                    .bytes()
-                    .await?;
-                batches.extend(parquet_io::decode(table, bytes)?);
-            }
-            let encoded =
-                tokio::task::spawn_blocking(move || encode_partition(table, partition, &batches))
-                    .await??;
-            let Some(part) = encoded else { continue };
-            let file = self.write_file(table, part).await?;
-            let mut next = self.manifest();
-            next.files
-                .retain(|live| !files.iter().any(|old| old.path == live.path));
-            next.files.push(file);
-            self.publish(next).await?;
-            merged += files.len();
-            self.delete_later(files);
+            files.sort_by_key(|file| file.bytes);
+            files.truncate(self.options.compaction_max_files.max(2));
+            merged += self.merge(table, partition, files).await?;
         }
         Ok(merged)
+    }
+
+    /// Merges `files` into one new file and publishes the swap; returns how many files went away.
+    async fn merge(
+        &self,
+        table: Table,
+        partition: i64,
+        files: Vec<FileMeta>,
+    ) -> Result<usize, StorageError> {
+        let working_bytes = files.iter().map(compaction::input_working_bytes).sum();
+        let _working = WorkingSet::new(&self.working, working_bytes);
+        let path = new_file_path(table, partition);
+        let objects = self.objects.clone();
+        let inputs = files.clone();
+        let output = Path::from(path.as_str());
+        // Decoding and encoding are CPU work: run the merge on a blocking-pool thread, not on a runtime
+        // worker that serves ingest.
+        let runtime = tokio::runtime::Handle::current();
+        let rows = tokio::task::spawn_blocking(move || {
+            runtime.block_on(compaction::merge_files(objects, table, &inputs, &output))
+        })
+        .await??;
+        let bytes = self.objects.head(&Path::from(path.as_str())).await?.size;
+        self.sync_local(&path)?;
+        let file = FileMeta {
+            table,
+            path,
+            partition,
+            min_time: files.iter().map(|f| f.min_time).min().unwrap_or(0),
+            max_time: files.iter().map(|f| f.max_time).max().unwrap_or(0),
+            rows,
+            bytes,
+        };
+
+        let _edit = self.maintenance.lock().await;
+        let mut next = self.manifest();
+        let all_live = files
+            .iter()
+            .all(|old| next.files.iter().any(|live| live.path == old.path));
+        if !all_live {
+            drop(_edit);
+            self.delete_later(vec![file]);
+            return Ok(0);
+        }
+        next.files
+            .retain(|live| !files.iter().any(|old| old.path == live.path));
+        next.files.push(file);
+        self.publish(next).await?;
+        let count = files.len();
+        self.delete_later(files);
+        Ok(count)
     }
 
     /// Drops files whose newest row is older than the retention period; returns how many.
@@ -377,19 +473,17 @@ impl Store {
         });
     }
 
-    /// Runs flushes (by size and age), compaction and retention until `shutdown` resolves, then flushes
-    /// once more and closes the WAL.
+    /// Runs flushes (by size and age) until `shutdown` resolves, with compaction and retention in a
+    /// task of their own so a long merge never delays a flush; then flushes once more and closes the WAL.
     pub async fn run_maintenance(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let background = tokio::spawn(self.clone().compact_and_expire(stopped));
         tokio::pin!(shutdown);
         let mut tick = tokio::time::interval(Duration::from_secs(1));
-        let mut ticks: u64 = 0;
         loop {
             let wanted = tokio::select! {
                 _ = &mut shutdown => break,
-                _ = tick.tick() => {
-                    ticks += 1;
-                    false
-                }
+                _ = tick.tick() => false,
                 _ = self.flush_wanted.notified() => true,
             };
             let aged = self
@@ -401,20 +495,38 @@ impl Store {
                     tracing::error!(%error, "flush failed; rows stay in the WAL and memtable");
                 }
             }
-            if ticks % 30 == 0 {
-                match self.compact().await {
+        }
+        // A merge cut short leaves an unpublished file, which the next start removes.
+        let _ = stop.send(true);
+        if let Err(error) = background.await {
+            tracing::error!(%error, "compaction task failed");
+        }
+        self.close().await;
+    }
+
+    /// Every 30 s: compaction, then retention, until `stop` turns true.
+    async fn compact_and_expire(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let period = Duration::from_secs(30);
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        loop {
+            tokio::select! {
+                _ = stop.changed() => return,
+                _ = tick.tick() => {}
+            }
+            tokio::select! {
+                _ = stop.changed() => return,
+                result = self.compact() => match result {
                     Ok(0) => {}
                     Ok(merged) => tracing::info!(merged, "compacted small files"),
                     Err(error) => tracing::error!(%error, "compaction failed"),
-                }
-                match self.enforce_retention().await {
-                    Ok(0) => {}
-                    Ok(dropped) => tracing::info!(dropped, "dropped files past retention"),
-                    Err(error) => tracing::error!(%error, "retention failed"),
-                }
+                },
+            }
+            match self.enforce_retention().await {
+                Ok(0) => {}
+                Ok(dropped) => tracing::info!(dropped, "dropped files past retention"),
+                Err(error) => tracing::error!(%error, "retention failed"),
             }
         }
-        self.close().await;
     }
 
     /// Flushes what is in memory and closes the WAL (everything is fsynced).
@@ -426,6 +538,18 @@ impl Store {
             wal.close();
         }
     }
+}
+
+/// A fresh object path in the hour partition starting at `partition` (Unix seconds).
+fn new_file_path(table: Table, partition: i64) -> String {
+    let hour = chrono::DateTime::from_timestamp(partition, 0).unwrap_or_default();
+    format!(
+        "tables/{}/date={}/hour={}/{}.parquet",
+        table.name(),
+        hour.format("%Y-%m-%d"),
+        hour.format("%H"),
+        uuid::Uuid::new_v4()
+    )
 }
 
 fn table_of(kind: RecordKind) -> Table {

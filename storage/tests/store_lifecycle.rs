@@ -150,6 +150,83 @@ async fn compaction_merges_small_files_of_one_hour() {
 }
 
 #[tokio::test]
+async fn compaction_merges_at_most_max_files_in_sort_order() {
+    let dir = temp_dir();
+    let mut opts = options(&dir);
+    opts.compaction_max_files = 3;
+    let store = Store::open(opts).await.expect("open");
+    let start = now_nanos();
+    for tag in [17, 11, 15, 12, 14] {
+        append(&store, &request(tag, 20, start)).await;
+        store.flush().await.expect("flush");
+    }
+    assert_eq!(store.compact().await.expect("compact"), 3);
+    assert_eq!(store.manifest().files.len(), 3);
+    assert_eq!(store.compact().await.expect("compact"), 3);
+    let manifest = store.manifest();
+    assert_eq!(manifest.files.len(), 1);
+    assert_eq!(manifest.files[0].rows, 100);
+    assert_eq!(visible_rows(&store), 100);
+
+    let bytes = std::fs::read(dir.join(&manifest.files[0].path)).expect("read merged file");
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(
+        bytes::Bytes::from(bytes),
+        1024,
+    )
+    .expect("parquet");
+    let mut keys = Vec::new();
+    for batch in reader {
+        let batch = batch.expect("batch");
+        let ids = batch
+            .column_by_name("trace_id")
+            .expect("trace_id")
+            .as_any()
+            .downcast_ref::<datafusion::arrow::array::BinaryArray>()
+            .expect("binary")
+            .clone();
+        let starts = batch
+            .column_by_name("start_time")
+            .expect("start_time")
+            .as_any()
+            .downcast_ref::<datafusion::arrow::array::TimestampNanosecondArray>()
+            .expect("timestamps")
+            .clone();
+        keys.extend((0..batch.num_rows()).map(|i| (ids.value(i).to_vec(), starts.value(i))));
+    }
+    assert_eq!(keys.len(), 100);
+    assert!(
+        keys.windows(2).all(|pair| pair[0] <= pair[1]),
+        "a merged file keeps the (service, trace_id, start_time) order"
+    );
+}
+
+#[tokio::test]
+async fn flush_writes_the_memtable_in_bounded_slices() {
+    let dir = temp_dir();
+    let mut opts = options(&dir);
+    opts.flush_slice_bytes = 1;
+    let store = Store::open(opts).await.expect("open");
+    let start = now_nanos();
+    for tag in 50..53 {
+        append(&store, &request(tag, 10, start)).await;
+    }
+    store.flush().await.expect("flush");
+    let manifest = store.manifest();
+    assert_eq!(manifest.files.len(), 3, "one file per slice");
+    assert_eq!(manifest.flushed_seq, 3);
+    assert_eq!(
+        store.memory_bytes(),
+        0,
+        "memtable and working set are empty"
+    );
+    assert_eq!(visible_rows(&store), 30);
+    store.close().await;
+    drop(store);
+    let reopened = Store::open(options(&dir)).await.expect("reopen");
+    assert_eq!(visible_rows(&reopened), 30);
+}
+
+#[tokio::test]
 async fn retention_drops_old_files_only() {
     let dir = temp_dir();
     let mut opts = options(&dir);
