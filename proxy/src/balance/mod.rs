@@ -1,0 +1,153 @@
+//! Choosing an endpoint of an upstream for each attempt.
+//!
+//! Written here rather than taken from `tower::balance`: tower's p2c balancer is a `Service` that needs
+//! `&mut self` and readiness polling, so sharing it across connections means a `Buffer` task hop per
+//! request; it offers only P2C, not the round-robin and weighted policies; and its load figures live
+//! inside wrapper services where retries (avoid the endpoint that just failed) and, later, fleet
+//! signals from the collector cannot reach them. Here every policy reads one shared endpoint table,
+//! picking is a few atomic operations, and the arithmetic is unit-tested below.
+
+mod endpoint;
+mod p2c;
+mod smooth;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+pub(crate) use endpoint::Endpoint;
+
+use crate::config::BalancerKind;
+
+/// A load balancing policy with whatever state it keeps between picks.
+#[derive(Debug)]
+pub(crate) enum Balancer {
+    /// Next endpoint in turn.
+    RoundRobin(AtomicUsize),
+    /// Nginx's smooth weighted round robin.
+    WeightedRoundRobin(smooth::SmoothWeighted),
+    /// Uniform random.
+    Random,
+    /// Random in proportion to weight.
+    WeightedRandom,
+    /// Power of two choices by requests in flight per unit of weight.
+    LeastRequest,
+    /// Power of two choices by peak-EWMA cost.
+    PeakEwma,
+}
+
+impl Balancer {
+    /// A balancer of the given kind for `endpoints`.
+    pub(crate) fn new(kind: BalancerKind, endpoints: &[Arc<Endpoint>]) -> Self {
+        match kind {
+            BalancerKind::RoundRobin => Balancer::RoundRobin(AtomicUsize::new(0)),
+            BalancerKind::WeightedRoundRobin => {
+                Balancer::WeightedRoundRobin(smooth::SmoothWeighted::new(endpoints))
+            }
+            BalancerKind::Random => Balancer::Random,
+            BalancerKind::WeightedRandom => Balancer::WeightedRandom,
+            BalancerKind::LeastRequest => Balancer::LeastRequest,
+            BalancerKind::PeakEwma => Balancer::PeakEwma,
+        }
+    }
+
+    /// Index of the endpoint to use, preferring one other than `avoid` (the endpoint a failed attempt
+    /// just used) when there is a choice; `None` only when there are no endpoints.
+    pub(crate) fn pick(&self, endpoints: &[Arc<Endpoint>], avoid: Option<usize>) -> Option<usize> {
+        let first = self.pick_once(endpoints)?;
+        if Some(first) == avoid && endpoints.len() > 1 {
+            return self.pick_once(endpoints);
+        }
+        Some(first)
+    }
+
+    fn pick_once(&self, endpoints: &[Arc<Endpoint>]) -> Option<usize> {
+        if endpoints.is_empty() {
+            return None;
+        }
+        Some(match self {
+            Balancer::RoundRobin(next) => next.fetch_add(1, Ordering::Relaxed) % endpoints.len(),
+            Balancer::WeightedRoundRobin(state) => state.pick(endpoints),
+            Balancer::Random => fastrand::usize(..endpoints.len()),
+            Balancer::WeightedRandom => {
+                weighted_random(endpoints, fastrand::u64(..total_weight(endpoints)))
+            }
+            Balancer::LeastRequest => p2c::pick(endpoints, p2c::least_request_cost),
+            Balancer::PeakEwma => p2c::pick(endpoints, p2c::peak_ewma_cost),
+        })
+    }
+}
+
+fn total_weight(endpoints: &[Arc<Endpoint>]) -> u64 {
+    endpoints.iter().map(|e| u64::from(e.weight())).sum()
+}
+
+/// The endpoint whose cumulative weight range holds `point` (in `0..total_weight`).
+fn weighted_random(endpoints: &[Arc<Endpoint>], mut point: u64) -> usize {
+    for (i, endpoint) in endpoints.iter().enumerate() {
+        let weight = u64::from(endpoint.weight());
+        if point < weight {
+            return i;
+        }
+        point -= weight;
+    }
+    endpoints.len() - 1
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use http::uri::Authority;
+
+    /// Endpoints with the given weights, named `e0:1`, `e1:1`, ...
+    pub(crate) fn endpoints(weights: &[u32]) -> Vec<Arc<Endpoint>> {
+        weights
+            .iter()
+            .enumerate()
+            .map(|(i, w)| {
+                let address = Authority::try_from(format!("e{i}:1").as_str())
+                    .unwrap_or_else(|_| Authority::from_static("e:1"));
+                Arc::new(Endpoint::new(address, *w))
+            })
+            .collect()
+    }
+
+    fn counts(balancer: &Balancer, endpoints: &[Arc<Endpoint>], n: usize) -> Vec<usize> {
+        let mut counts = vec![0; endpoints.len()];
+        for _ in 0..n {
+            if let Some(i) = balancer.pick(endpoints, None) {
+                counts[i] += 1;
+            }
+        }
+        counts
+    }
+
+    #[test]
+    fn round_robin_cycles() {
+        let eps = endpoints(&[1, 1, 1]);
+        let b = Balancer::new(BalancerKind::RoundRobin, &eps);
+        let picks: Vec<_> = (0..6).filter_map(|_| b.pick(&eps, None)).collect();
+        assert_eq!(picks, vec![0, 1, 2, 0, 1, 2]);
+    }
+
+    #[test]
+    fn weighted_random_follows_cumulative_ranges() {
+        let eps = endpoints(&[1, 3]);
+        assert_eq!(weighted_random(&eps, 0), 0);
+        assert_eq!(weighted_random(&eps, 1), 1);
+        assert_eq!(weighted_random(&eps, 3), 1);
+        let b = Balancer::new(BalancerKind::WeightedRandom, &eps);
+        let c = counts(&b, &eps, 4000);
+        assert!((800..1200).contains(&c[0]), "{c:?}");
+    }
+
+    #[test]
+    fn avoid_moves_off_the_failed_endpoint() {
+        let eps = endpoints(&[1, 1]);
+        let b = Balancer::new(BalancerKind::RoundRobin, &eps);
+        assert_eq!(b.pick(&eps, Some(0)), Some(1));
+        assert_eq!(
+            Balancer::new(BalancerKind::Random, &[]).pick(&[], None),
+            None
+        );
+    }
+}

@@ -1,0 +1,427 @@
+//! The configuration file's shape, one Rust type per TOML table.
+//!
+//! Every table denies unknown keys so a typo is an error rather than a silently ignored setting.
+//! Values with a syntax of their own (durations, addresses, regexes, methods, URLs) are parsed while the
+//! file is read, so their errors carry the TOML line and column. Cross-field rules live in `validate`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+use http::uri::{Authority, Scheme};
+use serde::Deserialize;
+
+/// A whole proxy configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The service this proxy sits beside.
+    pub service: ServiceConfig,
+    /// Traffic coming in to the local application; absent for a proxy that only sends.
+    #[serde(default)]
+    pub inbound: Option<InboundConfig>,
+    /// Listeners the local application sends its outgoing requests to (`[[outbound]]`).
+    #[serde(default)]
+    pub outbound: Vec<OutboundConfig>,
+    /// The services that outbound routes send to (`[[upstream]]`).
+    #[serde(default, rename = "upstream")]
+    pub upstreams: Vec<UpstreamConfig>,
+    /// Where spans and metrics go.
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
+}
+
+/// `[service]`: who this proxy speaks for.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// The local service's name, used in telemetry and error messages.
+    pub name: String,
+    /// How long shutdown waits for in-flight requests before closing connections.
+    #[serde(default = "defaults::drain_timeout")]
+    pub drain_timeout: HumanDuration,
+}
+
+/// `[inbound]`: requests from the mesh to the local application.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InboundConfig {
+    /// Socket the proxy accepts mesh traffic on.
+    pub listen: SocketAddr,
+    /// The local application, `host:port`.
+    pub app: Address,
+    /// HTTP version spoken to the application.
+    #[serde(default)]
+    pub protocol: Protocol,
+    /// Limit on establishing a connection to the application.
+    #[serde(default = "defaults::connect_timeout")]
+    pub connect_timeout: HumanDuration,
+    /// Limit on waiting for the application's response headers; none if absent.
+    #[serde(default)]
+    pub timeout: Option<HumanDuration>,
+}
+
+/// `[[outbound]]`: a listener for the local application's outgoing requests, with its routes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboundConfig {
+    /// Socket the local application sends to.
+    pub listen: SocketAddr,
+    /// Routes, tried in order; the first that matches wins (`[[outbound.route]]`).
+    #[serde(default, rename = "route")]
+    pub routes: Vec<RouteConfig>,
+}
+
+/// `[[outbound.route]]`: which requests go where, and under which timeout and retry policy.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Name shown in logs and errors.
+    pub name: String,
+    /// Conditions a request must meet; an empty match takes every request.
+    #[serde(default, rename = "match")]
+    pub matches: MatchConfig,
+    /// Shorthand for a single split of weight 1 to this upstream.
+    #[serde(default)]
+    pub upstream: Option<String>,
+    /// Weighted destinations (`[[outbound.route.split]]`), for canaries and migrations.
+    #[serde(default, rename = "split")]
+    pub splits: Vec<SplitConfig>,
+    /// Limit on waiting for response headers, across all attempts.
+    #[serde(default)]
+    pub timeout: Option<HumanDuration>,
+    /// Retry policy; no retries if absent.
+    #[serde(default)]
+    pub retry: Option<RetryConfig>,
+}
+
+/// `[outbound.route.match]`: request conditions, all of which must hold.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatchConfig {
+    /// Host (authority without port), compared case-insensitively.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Path starts with this.
+    #[serde(default)]
+    pub path_prefix: Option<String>,
+    /// Path equals this.
+    #[serde(default)]
+    pub path_exact: Option<String>,
+    /// Path matches this regex as a whole.
+    #[serde(default)]
+    pub path_regex: Option<Pattern>,
+    /// Request method.
+    #[serde(default)]
+    pub method: Option<MethodName>,
+    /// Header conditions by header name.
+    #[serde(default)]
+    pub headers: BTreeMap<String, HeaderMatchConfig>,
+}
+
+/// One header condition: exactly one of its fields is set.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderMatchConfig {
+    /// Value equals this.
+    #[serde(default)]
+    pub exact: Option<String>,
+    /// Value starts with this.
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// Value matches this regex as a whole.
+    #[serde(default)]
+    pub regex: Option<Pattern>,
+    /// Header is present (`true`) or absent (`false`).
+    #[serde(default)]
+    pub present: Option<bool>,
+}
+
+/// `[[outbound.route.split]]`: one weighted destination of a route.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SplitConfig {
+    /// Name of an `[[upstream]]`.
+    pub upstream: String,
+    /// Relative share of requests; 0 turns the split off.
+    #[serde(default = "defaults::weight")]
+    pub weight: u32,
+}
+
+/// `[outbound.route.retry]`: when and how a failed attempt is tried again.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    /// Retries after the first attempt.
+    pub attempts: u32,
+    /// Limit on each attempt's wait for response headers.
+    #[serde(default)]
+    pub per_try_timeout: Option<HumanDuration>,
+    /// Failures that are retried.
+    #[serde(default = "defaults::retry_on")]
+    pub on: Vec<RetryOn>,
+    /// First backoff; each later one doubles, plus up to 100% jitter.
+    #[serde(default = "defaults::backoff_base")]
+    pub backoff_base: HumanDuration,
+    /// Ceiling on any backoff.
+    #[serde(default = "defaults::backoff_max")]
+    pub backoff_max: HumanDuration,
+    /// Retry methods that are not idempotent (POST, PATCH, ...) too.
+    #[serde(default)]
+    pub retry_non_idempotent: bool,
+    /// Largest request body kept in memory so it can be sent again.
+    #[serde(default = "defaults::max_replay_bytes")]
+    pub max_replay_bytes: u64,
+}
+
+/// A failure class that a retry policy can name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum RetryOn {
+    /// The TCP connection to the endpoint could not be made.
+    #[serde(rename = "connect-failure")]
+    ConnectFailure,
+    /// Any 5xx response, a connect failure, or a per-try timeout (Envoy's `5xx`).
+    #[serde(rename = "5xx")]
+    ServerError,
+    /// 502, 503 or 504, a connect failure, or a per-try timeout (Envoy's `gateway-error`).
+    #[serde(rename = "gateway-error")]
+    GatewayError,
+}
+
+/// `[[upstream]]`: a destination service, its endpoints and how to spread load over them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Name that routes refer to.
+    pub name: String,
+    /// Load balancing policy across the endpoints.
+    #[serde(default)]
+    pub balancer: BalancerKind,
+    /// HTTP version spoken to the endpoints.
+    #[serde(default)]
+    pub protocol: Protocol,
+    /// Limit on establishing a connection to an endpoint.
+    #[serde(default = "defaults::connect_timeout")]
+    pub connect_timeout: HumanDuration,
+    /// The instances of the service (`[[upstream.endpoints]]` or an inline array).
+    #[serde(default)]
+    pub endpoints: Vec<EndpointConfig>,
+    /// Cap on retries sent to this upstream.
+    #[serde(default)]
+    pub retry_budget: RetryBudgetConfig,
+}
+
+/// One instance of an upstream service.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointConfig {
+    /// `host:port` of the instance.
+    pub address: Address,
+    /// Relative share for the weighted balancers.
+    #[serde(default = "defaults::weight")]
+    pub weight: u32,
+}
+
+/// `[upstream.retry_budget]`: retries allowed as a share of recent requests, plus a floor.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryBudgetConfig {
+    /// Retries allowed per request sent (0.2 = one retry per five requests).
+    #[serde(default = "defaults::budget_ratio")]
+    pub ratio: f32,
+    /// Retries always allowed per second, whatever the traffic.
+    #[serde(default = "defaults::budget_min_per_second")]
+    pub min_per_second: u32,
+    /// How long a request counts towards the budget (1s to 60s).
+    #[serde(default = "defaults::budget_ttl")]
+    pub ttl: HumanDuration,
+}
+
+impl Default for RetryBudgetConfig {
+    fn default() -> Self {
+        Self {
+            ratio: defaults::budget_ratio(),
+            min_per_second: defaults::budget_min_per_second(),
+            ttl: defaults::budget_ttl(),
+        }
+    }
+}
+
+/// `[telemetry]`: span and metric export.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// OTLP/gRPC collector URL, e.g. `http://127.0.0.1:4317`.
+    #[serde(default)]
+    pub otlp_endpoint: Option<OtlpEndpoint>,
+}
+
+/// Load balancing policy of an upstream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BalancerKind {
+    /// Each endpoint in turn.
+    RoundRobin,
+    /// In turn, in proportion to weight, interleaved (nginx's smooth algorithm).
+    WeightedRoundRobin,
+    /// Uniformly at random.
+    Random,
+    /// At random, in proportion to weight.
+    WeightedRandom,
+    /// The less busy of two random endpoints (fewest requests in flight, per unit of weight).
+    #[default]
+    LeastRequest,
+    /// The cheaper of two random endpoints, cost = peak-sensitive latency average × (in flight + 1).
+    PeakEwma,
+}
+
+/// HTTP version used towards an upstream or the local application.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    /// The version the request arrived with.
+    #[default]
+    Auto,
+    /// HTTP/1.1.
+    Http1,
+    /// HTTP/2 over cleartext with prior knowledge (h2c).
+    Http2,
+}
+
+/// A duration written as text: `250ms`, `2s`, `1m 30s`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct HumanDuration(pub Duration);
+
+impl TryFrom<String> for HumanDuration {
+    type Error = String;
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        humantime::parse_duration(&text)
+            .map(HumanDuration)
+            .map_err(|e| format!("invalid duration {text:?} ({e}); write e.g. \"250ms\" or \"2s\""))
+    }
+}
+
+impl fmt::Display for HumanDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", humantime::format_duration(self.0))
+    }
+}
+
+/// A `host:port` network address (an IP or a DNS name, and a port).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct Address(pub Authority);
+
+impl TryFrom<String> for Address {
+    type Error = String;
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        let authority = Authority::from_str(&text)
+            .map_err(|e| format!("invalid address {text:?} ({e}); write host:port"))?;
+        if authority.port_u16().is_none() {
+            return Err(format!("address {text:?} has no port; write host:port"));
+        }
+        if text.contains('@') {
+            return Err(format!("address {text:?} must not contain credentials"));
+        }
+        Ok(Address(authority))
+    }
+}
+
+impl fmt::Display for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A regular expression that must match a whole value (it is anchored when compiled).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(try_from = "String")]
+pub struct Pattern(pub regex::Regex);
+
+impl TryFrom<String> for Pattern {
+    type Error = String;
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        regex::Regex::new(&format!("^(?:{text})$"))
+            .map(Pattern)
+            .map_err(|e| format!("invalid regex {text:?}: {e}"))
+    }
+}
+
+/// An HTTP method name such as `GET`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct MethodName(pub http::Method);
+
+impl TryFrom<String> for MethodName {
+    type Error = String;
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        http::Method::from_bytes(text.as_bytes())
+            .map(MethodName)
+            .map_err(|_| format!("invalid HTTP method {text:?}"))
+    }
+}
+
+/// The URL of an OTLP/gRPC collector (`http://` or `https://`, host and port).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct OtlpEndpoint(pub http::Uri);
+
+impl TryFrom<String> for OtlpEndpoint {
+    type Error = String;
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        let uri = http::Uri::from_str(&text).map_err(|e| format!("invalid URL {text:?}: {e}"))?;
+        let scheme_ok = uri.scheme() == Some(&Scheme::HTTP) || uri.scheme() == Some(&Scheme::HTTPS);
+        if !scheme_ok || uri.authority().is_none() {
+            return Err(format!(
+                "OTLP endpoint {text:?} must look like http://host:4317"
+            ));
+        }
+        Ok(OtlpEndpoint(uri))
+    }
+}
+
+impl fmt::Display for OtlpEndpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Default values, named so the reference in docs/proxy-config.md can point at them.
+mod defaults {
+    use super::{HumanDuration, RetryOn};
+    use std::time::Duration;
+
+    pub(super) fn drain_timeout() -> HumanDuration {
+        HumanDuration(Duration::from_secs(10))
+    }
+    pub(super) fn connect_timeout() -> HumanDuration {
+        HumanDuration(Duration::from_secs(1))
+    }
+    pub(super) fn weight() -> u32 {
+        1
+    }
+    pub(super) fn retry_on() -> Vec<RetryOn> {
+        vec![RetryOn::ConnectFailure, RetryOn::GatewayError]
+    }
+    pub(super) fn backoff_base() -> HumanDuration {
+        HumanDuration(Duration::from_millis(25))
+    }
+    pub(super) fn backoff_max() -> HumanDuration {
+        HumanDuration(Duration::from_millis(250))
+    }
+    pub(super) fn max_replay_bytes() -> u64 {
+        64 * 1024
+    }
+    pub(super) fn budget_ratio() -> f32 {
+        0.2
+    }
+    pub(super) fn budget_min_per_second() -> u32 {
+        10
+    }
+    pub(super) fn budget_ttl() -> HumanDuration {
+        HumanDuration(Duration::from_secs(10))
+    }
+}

@@ -1,0 +1,367 @@
+//! Rules that span more than one value, checked after the file parsed; every broken rule is reported.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use super::locate::ConfigPath;
+use super::model::{
+    Config, HeaderMatchConfig, MatchConfig, RetryConfig, RouteConfig, UpstreamConfig,
+};
+
+/// Upper bound on `retry.attempts`: more than this is a retry storm, not a policy.
+const MAX_RETRY_ATTEMPTS: u32 = 10;
+/// Upper bound on `retry.max_replay_bytes`, so one request cannot pin much memory.
+const MAX_REPLAY_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Collects problems as (path, message) pairs.
+#[derive(Default)]
+struct Problems(Vec<(ConfigPath, String)>);
+
+impl Problems {
+    fn add(&mut self, path: ConfigPath, message: impl Into<String>) {
+        self.0.push((path, message.into()));
+    }
+}
+
+/// Every rule `config` breaks, in file order.
+pub(super) fn check(config: &Config) -> Vec<(ConfigPath, String)> {
+    let mut problems = Problems::default();
+    let root = ConfigPath::default();
+
+    if config.service.name.trim().is_empty() {
+        problems.add(root.key("service").key("name"), "must not be empty");
+    }
+    if config.inbound.is_none() && config.outbound.is_empty() {
+        problems.add(
+            root.key("service"),
+            "no listener: add an [inbound] table or an [[outbound]] table",
+        );
+    }
+
+    let mut listens = HashMap::new();
+    if let Some(inbound) = &config.inbound {
+        listens.insert(inbound.listen, "inbound".to_owned());
+        positive(
+            &mut problems,
+            root.key("inbound").key("connect_timeout"),
+            inbound.connect_timeout.0,
+        );
+        if let Some(timeout) = inbound.timeout {
+            positive(&mut problems, root.key("inbound").key("timeout"), timeout.0);
+        }
+    }
+
+    let mut upstream_names = HashSet::new();
+    for (i, upstream) in config.upstreams.iter().enumerate() {
+        let path = root.key("upstream").index(i);
+        if !upstream_names.insert(upstream.name.as_str()) {
+            problems.add(
+                path.key("name"),
+                format!("upstream {:?} is defined more than once", upstream.name),
+            );
+        }
+        check_upstream(&mut problems, &path, upstream);
+    }
+
+    for (i, outbound) in config.outbound.iter().enumerate() {
+        let path = root.key("outbound").index(i);
+        let this = format!("outbound[{i}]");
+        if let Some(other) = listens.insert(outbound.listen, this) {
+            problems.add(
+                path.key("listen"),
+                format!("{} is already used by {other}", outbound.listen),
+            );
+        }
+        if outbound.routes.is_empty() {
+            problems.add(
+                path.clone(),
+                "no routes: add at least one [[outbound.route]]",
+            );
+        }
+        let mut route_names = HashSet::new();
+        let mut catch_all: Option<&str> = None;
+        for (j, route) in outbound.routes.iter().enumerate() {
+            let route_path = path.key("route").index(j);
+            if route.name.trim().is_empty() {
+                problems.add(route_path.key("name"), "must not be empty");
+            } else if !route_names.insert(route.name.as_str()) {
+                problems.add(
+                    route_path.key("name"),
+                    format!("route {:?} is defined more than once", route.name),
+                );
+            }
+            if let Some(earlier) = catch_all {
+                problems.add(
+                    route_path.key("name"),
+                    format!("unreachable: route {earlier:?} before it matches every request"),
+                );
+            }
+            if matches_everything(&route.matches) {
+                catch_all.get_or_insert(route.name.as_str());
+            }
+            check_route(&mut problems, &route_path, route, &upstream_names);
+        }
+    }
+    problems.0
+}
+
+fn positive(problems: &mut Problems, path: ConfigPath, value: Duration) {
+    if value.is_zero() {
+        problems.add(path, "must be greater than zero");
+    }
+}
+
+fn check_upstream(problems: &mut Problems, path: &ConfigPath, upstream: &UpstreamConfig) {
+    if upstream.name.trim().is_empty() {
+        problems.add(path.key("name"), "must not be empty");
+    }
+    positive(
+        problems,
+        path.key("connect_timeout"),
+        upstream.connect_timeout.0,
+    );
+    for (i, endpoint) in upstream.endpoints.iter().enumerate() {
+        if endpoint.weight == 0 {
+            problems.add(
+                path.key("endpoints").index(i).key("weight"),
+                "must be at least 1 (remove the endpoint instead)",
+            );
+        }
+    }
+    let budget = &upstream.retry_budget;
+    let budget_path = path.key("retry_budget");
+    if !(0.0..=1000.0).contains(&budget.ratio) {
+        problems.add(budget_path.key("ratio"), "must be between 0 and 1000");
+    }
+    if !(Duration::from_secs(1)..=Duration::from_secs(60)).contains(&budget.ttl.0) {
+        problems.add(budget_path.key("ttl"), "must be between 1s and 60s");
+    }
+    if budget.min_per_second >= i32::MAX as u32 {
+        problems.add(budget_path.key("min_per_second"), "is too large");
+    }
+}
+
+fn check_route(
+    problems: &mut Problems,
+    path: &ConfigPath,
+    route: &RouteConfig,
+    upstreams: &HashSet<&str>,
+) {
+    match (&route.upstream, route.splits.is_empty()) {
+        (Some(_), false) => problems.add(
+            path.key("upstream"),
+            "set either `upstream` or [[split]] tables, not both",
+        ),
+        (None, true) => problems.add(
+            path.key("name"),
+            "no destination: set `upstream` or add [[split]] tables",
+        ),
+        _ => {}
+    }
+    if let Some(name) = &route.upstream
+        && !upstreams.contains(name.as_str())
+    {
+        problems.add(
+            path.key("upstream"),
+            format!("no [[upstream]] is named {name:?}"),
+        );
+    }
+    for (i, split) in route.splits.iter().enumerate() {
+        if !upstreams.contains(split.upstream.as_str()) {
+            problems.add(
+                path.key("split").index(i).key("upstream"),
+                format!("no [[upstream]] is named {:?}", split.upstream),
+            );
+        }
+    }
+    if !route.splits.is_empty() && route.splits.iter().all(|s| s.weight == 0) {
+        problems.add(
+            path.key("split"),
+            "all split weights are 0: at least one must be positive",
+        );
+    }
+    if let Some(timeout) = route.timeout {
+        positive(problems, path.key("timeout"), timeout.0);
+    }
+    check_match(problems, &path.key("match"), &route.matches);
+    if let Some(retry) = &route.retry {
+        check_retry(problems, &path.key("retry"), retry);
+    }
+}
+
+fn check_match(problems: &mut Problems, path: &ConfigPath, matches: &MatchConfig) {
+    let path_rules = [
+        matches.path_prefix.is_some(),
+        matches.path_exact.is_some(),
+        matches.path_regex.is_some(),
+    ];
+    if path_rules.iter().filter(|set| **set).count() > 1 {
+        problems.add(
+            path.clone(),
+            "set at most one of path_prefix, path_exact, path_regex",
+        );
+    }
+    for (key, value) in [
+        ("path_prefix", &matches.path_prefix),
+        ("path_exact", &matches.path_exact),
+    ] {
+        if let Some(value) = value
+            && !value.starts_with('/')
+        {
+            problems.add(path.key(key), format!("{value:?} must start with '/'"));
+        }
+    }
+    if let Some(host) = &matches.host
+        && host.trim().is_empty()
+    {
+        problems.add(path.key("host"), "must not be empty");
+    }
+    for (name, rule) in &matches.headers {
+        let header_path = path.key("headers").key(name);
+        if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            problems.add(
+                header_path.clone(),
+                format!("{name:?} is not a valid header name"),
+            );
+        }
+        if set_fields(rule) != 1 {
+            problems.add(
+                header_path,
+                "set exactly one of exact, prefix, regex, present",
+            );
+        }
+    }
+}
+
+fn set_fields(rule: &HeaderMatchConfig) -> usize {
+    [
+        rule.exact.is_some(),
+        rule.prefix.is_some(),
+        rule.regex.is_some(),
+        rule.present.is_some(),
+    ]
+    .iter()
+    .filter(|set| **set)
+    .count()
+}
+
+fn matches_everything(matches: &MatchConfig) -> bool {
+    let MatchConfig {
+        host,
+        path_prefix,
+        path_exact,
+        path_regex,
+        method,
+        headers,
+    } = matches;
+    host.is_none()
+        && path_exact.is_none()
+        && path_regex.is_none()
+        && method.is_none()
+        && headers.is_empty()
+        && path_prefix.as_deref().is_none_or(|prefix| prefix == "/")
+}
+
+fn check_retry(problems: &mut Problems, path: &ConfigPath, retry: &RetryConfig) {
+    if retry.attempts > MAX_RETRY_ATTEMPTS {
+        problems.add(
+            path.key("attempts"),
+            format!("at most {MAX_RETRY_ATTEMPTS}"),
+        );
+    }
+    if retry.attempts > 0 && retry.on.is_empty() {
+        problems.add(
+            path.key("on"),
+            "attempts > 0 but no retry condition: list e.g. [\"gateway-error\"]",
+        );
+    }
+    if let Some(per_try) = retry.per_try_timeout {
+        positive(problems, path.key("per_try_timeout"), per_try.0);
+    }
+    positive(problems, path.key("backoff_base"), retry.backoff_base.0);
+    if retry.backoff_max.0 < retry.backoff_base.0 {
+        problems.add(
+            path.key("backoff_max"),
+            format!("must be at least backoff_base ({})", retry.backoff_base),
+        );
+    }
+    if retry.max_replay_bytes > MAX_REPLAY_BYTES {
+        problems.add(
+            path.key("max_replay_bytes"),
+            format!("at most {MAX_REPLAY_BYTES}"),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{ConfigError, parse};
+
+    #[test]
+    fn reports_every_problem_with_its_line() {
+        let text = r#"
+[service]
+name = "web"
+
+[[outbound]]
+listen = "127.0.0.1:0"
+
+[[outbound.route]]
+name = "all"
+upstream = "missing"
+
+[[outbound.route]]
+name = "later"
+match = { path_prefix = "api", path_exact = "/x" }
+upstream = "b"
+
+[[upstream]]
+name = "b"
+endpoints = [{ address = "127.0.0.1:1", weight = 0 }]
+[upstream.retry_budget]
+ttl = "0s"
+"#;
+        let Err(ConfigError::Invalid { problems, .. }) = parse(text, "p.toml") else {
+            panic!("expected validation problems");
+        };
+        let found: Vec<(Option<usize>, &str)> =
+            problems.iter().map(|p| (p.line, p.path.as_str())).collect();
+        assert_eq!(
+            found,
+            vec![
+                (Some(19), "upstream[0].endpoints[0].weight"),
+                (Some(21), "upstream[0].retry_budget.ttl"),
+                (Some(10), "outbound[0].route[0].upstream"),
+                (Some(13), "outbound[0].route[1].name"),
+                (Some(14), "outbound[0].route[1].match"),
+                (Some(14), "outbound[0].route[1].match.path_prefix"),
+            ]
+        );
+    }
+
+    #[test]
+    fn syntax_errors_carry_line_and_column() {
+        let text = "[service]\nname = \"web\"\nbogus = 1\n";
+        let Err(ConfigError::Syntax {
+            line,
+            column,
+            message,
+            ..
+        }) = parse(text, "p.toml")
+        else {
+            panic!("expected a syntax error");
+        };
+        assert_eq!((line, column), (3, 1));
+        assert!(message.contains("bogus"), "{message}");
+    }
+
+    #[test]
+    fn bad_values_are_syntax_errors_at_their_line() {
+        let text = "[service]\nname = \"web\"\n\n[inbound]\nlisten = \"127.0.0.1:0\"\napp = \"localhost\"\n";
+        let Err(ConfigError::Syntax { line, message, .. }) = parse(text, "p.toml") else {
+            panic!("expected a syntax error");
+        };
+        assert_eq!(line, 6);
+        assert!(message.contains("no port"), "{message}");
+    }
+}

@@ -1,0 +1,269 @@
+//! Forwarding one request: route → split → balancer → endpoint, with timeouts and retries.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use http::header::{self, HeaderValue};
+use http::request::Parts;
+use http::uri::Authority;
+use http::{Request, Response, StatusCode, Uri, Version};
+use http_body::Body as _;
+use hyper::body::Incoming;
+use tower::retry::backoff::Backoff;
+
+use crate::body::{self, ProxyBody, Replayable};
+use crate::headers::{append_forwarded_for, strip_hop_by_hop};
+use crate::retry::Outcome;
+use crate::route::{Route, RouteTable};
+use crate::upstream::Upstream;
+
+/// Header naming why the proxy itself answered, so clients and tests can tell it from the app.
+const ERROR_HEADER: &str = "x-meshscope-error";
+
+/// Answers one downstream request from `client` using `routes`. Never fails: every problem becomes
+/// an HTTP error response with a plain-text reason.
+pub(crate) async fn handle(
+    routes: &RouteTable,
+    client: SocketAddr,
+    request: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let Some(route) = routes.find(&request) else {
+        let reason = format!(
+            "no route matches {} {}",
+            request.method(),
+            request.uri().path()
+        );
+        return error(StatusCode::NOT_FOUND, "no-route", reason);
+    };
+    let Some(upstream) = route.pick_upstream() else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no-upstream",
+            format!("route {:?} has no upstream", route.name()),
+        );
+    };
+    let (mut parts, body) = request.into_parts();
+    strip_hop_by_hop(&mut parts.headers, true);
+    append_forwarded_for(&mut parts.headers, client.ip());
+
+    // A body can be sent again only if it was kept; it is kept only when a retry could need it and
+    // its declared length is within the cap, so streams (gRPC, chunked uploads) are never buffered.
+    let replay_cap = route
+        .retry()
+        .filter(|p| p.allows_method(&parts.method))
+        .map(|p| p.max_replay_bytes());
+    let body = match replay_cap {
+        Some(cap) if body.size_hint().exact().is_some_and(|len| len <= cap) => {
+            match Replayable::read(body).await {
+                Ok(kept) => RequestBody::Replayable(kept),
+                Err(e) => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        "request-body",
+                        format!("reading the request body failed: {e}"),
+                    );
+                }
+            }
+        }
+        _ => RequestBody::Streaming(Some(body)),
+    };
+
+    let attempts = send(route, upstream, &parts, body);
+    match route.timeout() {
+        None => attempts.await,
+        Some(limit) => match tokio::time::timeout(limit, attempts).await {
+            Ok(response) => response,
+            Err(_) => error(
+                StatusCode::GATEWAY_TIMEOUT,
+                "timeout",
+                format!(
+                    "upstream {:?} did not answer within {}",
+                    upstream.name(),
+                    humantime::format_duration(limit)
+                ),
+            ),
+        },
+    }
+}
+
+/// The request body as each attempt sees it.
+enum RequestBody {
+    /// Kept in memory: every attempt gets a copy.
+    Replayable(Replayable),
+    /// Passed through as it arrives: only one attempt can have it.
+    Streaming(Option<Incoming>),
+}
+
+impl RequestBody {
+    fn next(&mut self) -> Option<ProxyBody> {
+        match self {
+            RequestBody::Replayable(kept) => Some(kept.body()),
+            RequestBody::Streaming(body) => body.take().map(body::stream),
+        }
+    }
+
+    fn can_replay(&self) -> bool {
+        matches!(self, RequestBody::Replayable(_))
+    }
+}
+
+/// Sends attempts until one succeeds or retrying is not allowed, and answers with the last result.
+async fn send(
+    route: &Route,
+    upstream: &Upstream,
+    parts: &Parts,
+    mut body: RequestBody,
+) -> Response<ProxyBody> {
+    upstream.deposit();
+    let policy = route.retry().filter(|_| body.can_replay());
+    let mut backoff = policy.map(|p| p.backoff());
+    let mut avoid = None;
+    let mut retries = 0;
+    loop {
+        let Some((index, endpoint)) = upstream.pick(avoid) else {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no-endpoints",
+                format!("upstream {:?} has no endpoints", upstream.name()),
+            );
+        };
+        let Some(attempt_body) = body.next() else {
+            return error(
+                StatusCode::BAD_GATEWAY,
+                "body-consumed",
+                "the request body was already sent".to_owned(),
+            );
+        };
+        let (client, h2) = upstream.client(parts.version == Version::HTTP_2);
+        let request = match upstream_request(parts, endpoint.address(), attempt_body, h2) {
+            Ok(request) => request,
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "bad-request",
+                    format!("cannot forward this request: {e}"),
+                );
+            }
+        };
+
+        let in_flight = endpoint.start();
+        let per_try = policy.and_then(|p| p.per_try_timeout());
+        let result = with_optional_timeout(per_try, client.request(request)).await;
+        let (outcome, answer) = match result {
+            Some(Ok(response)) => {
+                in_flight.finish();
+                (Outcome::Status(response.status()), Ok(response))
+            }
+            Some(Err(e)) if e.is_connect() => (Outcome::ConnectFailure, Err(e.to_string())),
+            Some(Err(e)) => (Outcome::Broken, Err(e.to_string())),
+            None => (Outcome::PerTryTimeout, Err("per-try timeout".to_owned())),
+        };
+
+        let retry = policy.is_some_and(|p| retries < p.attempts() && p.retries(outcome));
+        if !retry || !upstream.withdraw() {
+            if retry {
+                tracing::debug!(upstream = upstream.name(), "retry budget exhausted");
+            }
+            return finish(upstream, endpoint.address(), outcome, answer);
+        }
+        tracing::debug!(upstream = upstream.name(), endpoint = %endpoint.address(), ?outcome, "retrying");
+        drop(answer);
+        if let Some(backoff) = backoff.as_mut() {
+            backoff.next_backoff().await;
+        }
+        retries += 1;
+        avoid = Some(index);
+    }
+}
+
+/// Runs `future`, giving up after `limit` if there is one; `None` means it timed out.
+async fn with_optional_timeout<F: Future>(limit: Option<Duration>, future: F) -> Option<F::Output> {
+    match limit {
+        Some(limit) => tokio::time::timeout(limit, future).await.ok(),
+        None => Some(future.await),
+    }
+}
+
+/// The downstream answer for the last attempt.
+fn finish(
+    upstream: &Upstream,
+    address: &Authority,
+    outcome: Outcome,
+    answer: Result<Response<Incoming>, String>,
+) -> Response<ProxyBody> {
+    match answer {
+        Ok(response) => {
+            let (mut parts, body) = response.into_parts();
+            strip_hop_by_hop(&mut parts.headers, false);
+            Response::from_parts(parts, body::stream(body))
+        }
+        Err(reason) => {
+            let name = upstream.name();
+            let (status, kind, text) = match outcome {
+                Outcome::ConnectFailure => (
+                    StatusCode::BAD_GATEWAY,
+                    "connect-failure",
+                    format!("cannot connect to upstream {name:?} at {address}: {reason}"),
+                ),
+                Outcome::PerTryTimeout => (
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "timeout",
+                    format!("upstream {name:?} at {address} timed out"),
+                ),
+                Outcome::Broken | Outcome::Status(_) => (
+                    StatusCode::BAD_GATEWAY,
+                    "upstream-reset",
+                    format!("upstream {name:?} at {address} failed: {reason}"),
+                ),
+            };
+            error(status, kind, text)
+        }
+    }
+}
+
+/// The request to send to `address`: same method, path, headers and body; HTTP version of the
+/// upstream; `Host` kept, or taken from the original URI when an HTTP/2 request goes out as HTTP/1.
+fn upstream_request(
+    parts: &Parts,
+    address: &Authority,
+    body: ProxyBody,
+    h2: bool,
+) -> Result<Request<ProxyBody>, http::Error> {
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let uri = Uri::builder()
+        .scheme("http")
+        .authority(address.clone())
+        .path_and_query(path)
+        .build()?;
+    let mut request = Request::builder()
+        .method(parts.method.clone())
+        .uri(uri)
+        .version(if h2 {
+            Version::HTTP_2
+        } else {
+            Version::HTTP_11
+        })
+        .body(body)?;
+    *request.headers_mut() = parts.headers.clone();
+    if !h2
+        && !request.headers().contains_key(header::HOST)
+        && let Some(authority) = parts.uri.authority()
+        && let Ok(host) = HeaderValue::from_str(authority.as_str())
+    {
+        request.headers_mut().insert(header::HOST, host);
+    }
+    Ok(request)
+}
+
+/// A response from the proxy itself.
+fn error(status: StatusCode, kind: &'static str, reason: String) -> Response<ProxyBody> {
+    let mut response = Response::new(body::text(format!("meshscope-proxy: {reason}\n")));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert(ERROR_HEADER, HeaderValue::from_static(kind));
+    response
+}

@@ -1,0 +1,122 @@
+//! Retry policies: which failures are retried, how many times, with what backoff.
+//!
+//! Backoff comes from `tower::retry::backoff` and the budget from `tower::retry::budget` (kept per
+//! upstream, see `upstream.rs`); the attempt loop itself is in `forward.rs`, because the tower `Retry`
+//! middleware cannot pick a new endpoint per attempt or stream a body it is not allowed to keep.
+
+use std::time::Duration;
+
+use http::{Method, StatusCode};
+use tower::retry::backoff::{ExponentialBackoff, ExponentialBackoffMaker, MakeBackoff};
+use tower::util::rng::HasherRng;
+
+use crate::config::{RetryConfig, RetryOn};
+
+/// Backoff jitter as a fraction of the base delay: each wait is uniform in `[base, 2 × base]`, capped.
+const JITTER: f64 = 1.0;
+
+/// How one attempt ended, as far as retrying is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// Response headers arrived with this status.
+    Status(StatusCode),
+    /// No TCP connection could be made.
+    ConnectFailure,
+    /// The per-try timeout expired.
+    PerTryTimeout,
+    /// The connection failed after it was made (reset, protocol error).
+    Broken,
+}
+
+/// A compiled `[outbound.route.retry]` table.
+#[derive(Debug)]
+pub(crate) struct RetryPolicy {
+    attempts: u32,
+    per_try_timeout: Option<Duration>,
+    on: Vec<RetryOn>,
+    backoff: ExponentialBackoffMaker,
+    retry_non_idempotent: bool,
+    max_replay_bytes: u64,
+}
+
+impl RetryPolicy {
+    /// The policy for a validated retry table; `None` when it allows no retries.
+    pub(crate) fn from_config(config: &RetryConfig) -> Option<Self> {
+        if config.attempts == 0 {
+            return None;
+        }
+        let backoff = ExponentialBackoffMaker::new(
+            config.backoff_base.0,
+            config.backoff_max.0,
+            JITTER,
+            HasherRng::default(),
+        )
+        .ok()?;
+        Some(Self {
+            attempts: config.attempts,
+            per_try_timeout: config.per_try_timeout.map(|t| t.0),
+            on: config.on.clone(),
+            backoff,
+            retry_non_idempotent: config.retry_non_idempotent,
+            max_replay_bytes: config.max_replay_bytes,
+        })
+    }
+
+    /// Retries allowed after the first attempt.
+    pub(crate) fn attempts(&self) -> u32 {
+        self.attempts
+    }
+
+    /// Limit on each attempt.
+    pub(crate) fn per_try_timeout(&self) -> Option<Duration> {
+        self.per_try_timeout
+    }
+
+    /// Largest body kept for replay.
+    pub(crate) fn max_replay_bytes(&self) -> u64 {
+        self.max_replay_bytes
+    }
+
+    /// Whether requests with this method may be retried at all.
+    pub(crate) fn allows_method(&self, method: &Method) -> bool {
+        self.retry_non_idempotent || method.is_idempotent()
+    }
+
+    /// A fresh backoff sequence for one request.
+    pub(crate) fn backoff(&self) -> ExponentialBackoff {
+        self.backoff.clone().make_backoff()
+    }
+
+    /// Whether an attempt that ended with `outcome` should be tried again.
+    pub(crate) fn retries(&self, outcome: Outcome) -> bool {
+        self.on.iter().any(|condition| matches(*condition, outcome))
+    }
+}
+
+fn matches(condition: RetryOn, outcome: Outcome) -> bool {
+    match (condition, outcome) {
+        (_, Outcome::ConnectFailure) => true,
+        (RetryOn::ConnectFailure, _) => false,
+        (RetryOn::ServerError, Outcome::Status(status)) => status.is_server_error(),
+        (RetryOn::GatewayError, Outcome::Status(status)) => matches!(status.as_u16(), 502..=504),
+        (_, Outcome::PerTryTimeout | Outcome::Broken) => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conditions() {
+        let s = |code: u16| Outcome::Status(StatusCode::from_u16(code).unwrap_or(StatusCode::OK));
+        assert!(matches(RetryOn::ConnectFailure, Outcome::ConnectFailure));
+        assert!(!matches(RetryOn::ConnectFailure, s(503)));
+        assert!(!matches(RetryOn::ConnectFailure, Outcome::PerTryTimeout));
+        assert!(matches(RetryOn::GatewayError, s(503)));
+        assert!(!matches(RetryOn::GatewayError, s(500)));
+        assert!(matches(RetryOn::ServerError, s(500)));
+        assert!(!matches(RetryOn::ServerError, s(404)));
+        assert!(matches(RetryOn::GatewayError, Outcome::PerTryTimeout));
+    }
+}
