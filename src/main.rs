@@ -12,6 +12,11 @@ mod units;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc instead of glibc malloc: ingest allocates and frees many small buffers on many threads, where
+/// glibc's per-thread arenas cost CPU and keep freed memory resident (measured in bench/README.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Meshscope: a service mesh that watches itself, and its trace backend.
 #[derive(Debug, Parser)]
 #[command(version, about)]

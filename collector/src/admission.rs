@@ -1,6 +1,7 @@
 //! Admission control: a memory budget shared by requests being processed, rows waiting in the
-//! memtable, and the working memory of flushes and compactions. A request that would overrun it is refused with a retryable error before any work is done,
-//! so the collector never grows without bound and never drops what it has acknowledged.
+//! memtable, and the working memory of flushes and compactions. A request that would overrun it is
+//! refused with a retryable error before any work is done, so the collector never grows without bound
+//! and never drops what it has acknowledged.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -32,7 +33,7 @@ impl Drop for Permit {
 }
 
 impl Admission {
-    /// A budget of `limit` bytes covering in-flight requests and the store's memtable.
+    /// A budget of `limit` bytes covering in-flight requests and the store's memory.
     pub fn new(limit: usize, store: Arc<Store>) -> Admission {
         Admission {
             limit,

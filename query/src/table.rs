@@ -2,9 +2,11 @@
 //!
 //! Pruning: filters on the table's time column (`start_time` for spans, `time` for metric points) are
 //! turned into a time range that drops whole memtable batches and whole files (through the manifest)
-//! before anything is opened. All filters are then passed to DataFusion's Parquet scan, which prunes row
-//! groups by statistics and by the `trace_id` bloom filter. Every filter is reported `Inexact`, so the
-//! engine re-checks rows; nothing here has to be exact to be correct.
+//! before anything is opened. The remaining files go straight from the manifest (paths and sizes known,
+//! so nothing is listed) into DataFusion's Parquet scan, with the session's Parquet options (filter
+//! pushdown on), which prunes row groups by statistics and by the `trace_id` bloom filter, pages by the
+//! page index, and decodes other columns only for rows that pass. Every filter is reported `Inexact`, so
+//! the engine re-checks rows; nothing here has to be exact to be correct.
 
 use std::fmt;
 use std::sync::Arc;
@@ -14,16 +16,18 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::Session;
 use datafusion::common::{Result, ScalarValue};
 use datafusion::datasource::TableProvider;
+use datafusion::datasource::file_format::FileFormat;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::listing::{
-    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
-};
+use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder};
+use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::logical_expr::{
     BinaryExpr, Expr, Operator, TableProviderFilterPushDown, TableType,
 };
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::union::UnionExec;
+use meshscope_storage::manifest::FileMeta;
 use meshscope_storage::{Store, Table, TimeRange};
 
 /// URL under which the store's object store is registered with DataFusion.
@@ -79,18 +83,18 @@ impl TableProvider for StoreTable {
         let schema = self.table.schema();
         let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
         if !snapshot.files.is_empty() {
-            let urls = snapshot
-                .files
-                .iter()
-                .map(|file| ListingTableUrl::parse(format!("{STORE_URL}{}", file.path)))
-                .collect::<Result<Vec<_>>>()?;
-            let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
-                .with_file_extension(".parquet");
-            let config = ListingTableConfig::new_with_multi_paths(urls)
-                .with_listing_options(options)
-                .with_schema(schema.clone());
-            let files = ListingTable::try_new(config)?;
-            inputs.push(files.scan(state, projection, filters, limit).await?);
+            let format =
+                ParquetFormat::default().with_options(state.table_options().parquet.clone());
+            let groups = file_groups(&snapshot.files, state.config().target_partitions());
+            let config = FileScanConfigBuilder::new(
+                ObjectStoreUrl::parse(STORE_URL)?,
+                format.file_source(schema.clone().into()),
+            )
+            .with_file_groups(groups)
+            .with_projection_indices(projection.cloned())?
+            .with_limit(limit)
+            .build();
+            inputs.push(format.create_physical_plan(state, config).await?);
         }
         if !snapshot.batches.is_empty() || inputs.is_empty() {
             inputs.push(MemorySourceConfig::try_new_exec(
@@ -101,6 +105,27 @@ impl TableProvider for StoreTable {
         }
         UnionExec::try_new(inputs)
     }
+}
+
+/// Spreads `files` over at most `partitions` groups of similar byte size (largest first, each to the
+/// lightest group), so the scan's partitions finish at about the same time.
+fn file_groups(files: &[FileMeta], partitions: usize) -> Vec<FileGroup> {
+    let mut files: Vec<&FileMeta> = files.iter().collect();
+    files.sort_by_key(|file| std::cmp::Reverse(file.bytes));
+    let mut groups: Vec<(u64, Vec<PartitionedFile>)> =
+        vec![(0, Vec::new()); partitions.clamp(1, files.len().max(1))];
+    for file in files {
+        if let Some(lightest) = groups.iter_mut().min_by_key(|(bytes, _)| *bytes) {
+            lightest.0 += file.bytes;
+            lightest
+                .1
+                .push(PartitionedFile::new(file.path.clone(), file.bytes));
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(_, files)| FileGroup::new(files))
+        .collect()
 }
 
 /// The time range implied by the conjunction of `filters` on `column` (everything when none applies).
