@@ -1,0 +1,233 @@
+//! HTTP/1.1 keep-alive and chunked bodies, HTTP/2 prior knowledge, full-duplex streaming and
+//! trailers, through a running proxy.
+
+mod common;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use common::{TestBody, bounded, client, get, h2_client, named, proxy, serve};
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Version};
+use http_body::Frame;
+use http_body_util::{BodyExt, StreamBody};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+/// A proxy whose inbound listener forwards to `app` with `protocol`.
+async fn inbound_to(app: SocketAddr, protocol: &str) -> common::RunningProxy {
+    proxy(&format!(
+        "[service]\nname = \"svc\"\n\n[inbound]\nlisten = \"127.0.0.1:0\"\napp = \"{app}\"\nprotocol = \"{protocol}\"\n"
+    ))
+    .await
+}
+
+/// An upstream that streams each request body straight back, frame by frame, as it arrives.
+async fn echo() -> common::TestServer {
+    serve(Arc::new(|request: Request<hyper::body::Incoming>, _| {
+        Box::pin(async move {
+            let body: TestBody = request.into_body().map_err(Into::into).boxed_unsync();
+            Response::new(body)
+        })
+    }))
+    .await
+}
+
+/// One frame of a test request body.
+type FrameResult = Result<Frame<Bytes>, Infallible>;
+
+/// A streaming request body fed through the returned sender.
+fn channel_body() -> (
+    mpsc::Sender<FrameResult>,
+    StreamBody<ReceiverStream<FrameResult>>,
+) {
+    let (tx, rx) = mpsc::channel(4);
+    (tx, StreamBody::new(ReceiverStream::new(rx)))
+}
+
+async fn next_data<B>(body: &mut B) -> Bytes
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Debug,
+{
+    loop {
+        match body.frame().await {
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) if !data.is_empty() => return data,
+                _ => continue,
+            },
+            other => panic!("expected a data frame, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn http2_prior_knowledge_end_to_end_and_to_http1() {
+    bounded(async {
+        let app = named("app").await;
+        let auto = inbound_to(app.addr, "auto").await;
+        let response = match h2_client()
+            .get(format!("http://{}/", auto.inbound()))
+            .send()
+            .await
+        {
+            Ok(response) => response,
+            Err(e) => panic!("h2 request failed: {e}"),
+        };
+        assert_eq!(response.version(), Version::HTTP_2);
+        assert_eq!(
+            response.headers()["x-version"],
+            "HTTP/2.0",
+            "auto keeps the downstream version"
+        );
+
+        let downgrade = inbound_to(app.addr, "http1").await;
+        let response = match h2_client()
+            .get(format!("http://{}/", downgrade.inbound()))
+            .send()
+            .await
+        {
+            Ok(response) => response,
+            Err(e) => panic!("h2 request failed: {e}"),
+        };
+        assert_eq!(response.version(), Version::HTTP_2);
+        assert_eq!(response.headers()["x-version"], "HTTP/1.1");
+        let host = downgrade.inbound().to_string();
+        assert_eq!(
+            response.headers()["x-echo-host"],
+            host.as_str(),
+            "the :authority becomes Host"
+        );
+
+        let upgrade = inbound_to(app.addr, "http2").await;
+        let (status, _, _) = get(&client(), &format!("http://{}/", upgrade.inbound())).await;
+        assert_eq!(status, StatusCode::OK);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn http1_keep_alive_reuses_pooled_upstream_connections() {
+    bounded(async {
+        let app = named("app").await;
+        let proxy = inbound_to(app.addr, "auto").await;
+        let http = client();
+        for _ in 0..20 {
+            assert_eq!(
+                get(&http, &format!("http://{}/", proxy.inbound())).await.0,
+                StatusCode::OK
+            );
+        }
+        assert_eq!(app.hits(), 20);
+        assert_eq!(app.connections.load(std::sync::atomic::Ordering::SeqCst), 1);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn http1_chunked_bodies_stream_both_ways() {
+    bounded(async {
+        let app = echo().await;
+        let proxy = inbound_to(app.addr, "auto").await;
+        let stream = match TcpStream::connect(proxy.inbound()).await {
+            Ok(stream) => stream,
+            Err(e) => panic!("connect failed: {e}"),
+        };
+        let (mut sender, connection) =
+            match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await {
+                Ok(pair) => pair,
+                Err(e) => panic!("handshake failed: {e}"),
+            };
+        tokio::spawn(connection);
+        let (tx, body) = channel_body();
+        let request = match Request::post("/echo").header("host", "svc").body(body) {
+            Ok(request) => request,
+            Err(e) => panic!("bad request: {e}"),
+        };
+        let feeder = tokio::spawn(async move {
+            for chunk in ["alpha ", "beta ", "gamma"] {
+                let _ = tx.send(Ok(Frame::data(Bytes::from(chunk)))).await;
+            }
+        });
+        let response = match sender.send_request(request).await {
+            Ok(response) => response,
+            Err(e) => panic!("request failed: {e}"),
+        };
+        assert_eq!(
+            response.headers().get("transfer-encoding"),
+            Some(&HeaderValue::from_static("chunked"))
+        );
+        let body = match response.into_body().collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(e) => panic!("body failed: {e}"),
+        };
+        assert_eq!(body, "alpha beta gamma");
+        let _ = feeder.await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn http2_streams_full_duplex_and_passes_trailers() {
+    bounded(async {
+        let app = echo().await;
+        let proxy = inbound_to(app.addr, "auto").await;
+        let stream = match TcpStream::connect(proxy.inbound()).await {
+            Ok(stream) => stream,
+            Err(e) => panic!("connect failed: {e}"),
+        };
+        let (mut sender, connection) =
+            match hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+                .await
+            {
+                Ok(pair) => pair,
+                Err(e) => panic!("handshake failed: {e}"),
+            };
+        tokio::spawn(connection);
+        let (tx, body) = channel_body();
+        let request = match Request::post(format!("http://{}/echo", proxy.inbound())).body(body) {
+            Ok(request) => request,
+            Err(e) => panic!("bad request: {e}"),
+        };
+        let response = match sender.send_request(request).await {
+            Ok(response) => response,
+            Err(e) => panic!("request failed: {e}"),
+        };
+        let mut body = response.into_body();
+        // Each message comes back before the next is sent: nothing on the path buffers the stream.
+        for message in ["ping 1", "ping 2", "ping 3"] {
+            if tx
+                .send(Ok(Frame::data(Bytes::from(message))))
+                .await
+                .is_err()
+            {
+                panic!("request stream closed early");
+            }
+            assert_eq!(next_data(&mut body).await, message);
+        }
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", HeaderValue::from_static("0"));
+        trailers.insert("x-checksum", HeaderValue::from_static("abc"));
+        if tx
+            .send(Ok(Frame::trailers(trailers.clone())))
+            .await
+            .is_err()
+        {
+            panic!("request stream closed early");
+        }
+        drop(tx);
+        let rest = match body.collect().await {
+            Ok(rest) => rest,
+            Err(e) => panic!("body failed: {e}"),
+        };
+        assert_eq!(
+            rest.trailers(),
+            Some(&trailers),
+            "request trailers reach the app and its trailers come back"
+        );
+    })
+    .await;
+}
