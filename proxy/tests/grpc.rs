@@ -1,9 +1,18 @@
 //! gRPC through the mesh: a tonic client calls a tonic server via the caller's outbound proxy and
-//! the callee's inbound proxy, as two sidecars would carry it.
+//! the callee's inbound proxy, as two sidecars would carry it. The unary case uses the OTLP
+//! TraceService; the bidirectional streaming case a small echo service on tonic's generic codec API.
 
 mod common;
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::pin::Pin;
+
+use bytes::{Buf, BufMut, Bytes};
+use futures::{Stream, StreamExt};
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codegen::{BoxFuture, Service, http};
+use tonic::server::{NamedService, StreamingService};
 
 use common::{RunningProxy, bounded, proxy};
 use meshscope_proto::collector::trace::v1::trace_service_client::TraceServiceClient;
@@ -40,6 +49,91 @@ impl TraceService for Receiver {
     }
 }
 
+/// Messages as raw bytes, so the echo service needs no generated code.
+#[derive(Debug, Clone, Copy, Default)]
+struct RawCodec;
+
+impl Codec for RawCodec {
+    type Encode = Bytes;
+    type Decode = Bytes;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+    fn encoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+    fn decoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+}
+
+impl Encoder for RawCodec {
+    type Item = Bytes;
+    type Error = Status;
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.put(item);
+        Ok(())
+    }
+}
+
+impl Decoder for RawCodec {
+    type Item = Bytes;
+    type Error = Status;
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+        Ok(Some(src.copy_to_bytes(src.remaining())))
+    }
+}
+
+/// `test.Echo/Chat`: answers each message with `echo: <message>` as it arrives; the message `fail`
+/// ends the stream with ABORTED.
+#[derive(Debug, Clone, Copy)]
+struct EchoService;
+
+impl NamedService for EchoService {
+    const NAME: &'static str = "test.Echo";
+}
+
+type MessageStream = Pin<Box<dyn Stream<Item = Result<Bytes, Status>> + Send>>;
+
+impl StreamingService<Bytes> for EchoService {
+    type Response = Bytes;
+    type ResponseStream = MessageStream;
+    type Future = BoxFuture<Response<MessageStream>, Status>;
+
+    fn call(&mut self, request: Request<tonic::Streaming<Bytes>>) -> Self::Future {
+        Box::pin(async move {
+            let replies = request.into_inner().map(|message| match message {
+                Ok(message) if message.as_ref() == b"fail" => Err(Status::aborted("asked to fail")),
+                Ok(message) => Ok(Bytes::from(
+                    [b"echo: ".as_slice(), message.as_ref()].concat(),
+                )),
+                Err(status) => Err(status),
+            });
+            Ok(Response::new(Box::pin(replies) as MessageStream))
+        })
+    }
+}
+
+impl Service<http::Request<tonic::body::Body>> for EchoService {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Infallible>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Infallible>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        Box::pin(async move {
+            Ok(tonic::server::Grpc::new(RawCodec)
+                .streaming(EchoService, request)
+                .await)
+        })
+    }
+}
+
 async fn grpc_server() -> SocketAddr {
     let listener = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
         Ok(listener) => listener,
@@ -52,6 +146,7 @@ async fn grpc_server() -> SocketAddr {
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(TraceServiceServer::new(Receiver))
+            .add_service(EchoService)
             .serve_with_incoming(TcpListenerStream::new(listener)),
     );
     addr
@@ -74,6 +169,12 @@ listen = "127.0.0.1:0"
 [[outbound.route]]
 name = "traces"
 match = {{ path_prefix = "/opentelemetry.proto.collector.trace.v1.TraceService/" }}
+upstream = "receiver"
+timeout = "5s"
+
+[[outbound.route]]
+name = "echo"
+match = {{ path_exact = "/test.Echo/Chat", method = "POST" }}
 upstream = "receiver"
 timeout = "5s"
 
@@ -125,6 +226,80 @@ async fn unary_grpc_through_two_proxies_keeps_status_and_messages() {
             if let Err(status) = client.export(request).await {
                 panic!("export failed: {status}");
             }
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn bidirectional_streaming_grpc_through_two_proxies() {
+    bounded(async {
+        let app = grpc_server().await;
+        let (_callee, caller) = two_sidecars(app).await;
+        let channel = match tonic::transport::Endpoint::from_shared(format!(
+            "http://{}",
+            caller.outbound()
+        )) {
+            Ok(endpoint) => match endpoint.connect().await {
+                Ok(channel) => channel,
+                Err(e) => panic!("cannot connect: {e}"),
+            },
+            Err(e) => panic!("bad endpoint: {e}"),
+        };
+        let mut grpc = tonic::client::Grpc::new(channel);
+        let path = http::uri::PathAndQuery::from_static("/test.Echo/Chat");
+
+        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(1);
+        if let Err(e) = grpc.ready().await {
+            panic!("channel not ready: {e}");
+        }
+        let requests = tokio_stream::wrappers::ReceiverStream::new(rx);
+        let response = match grpc
+            .streaming(Request::new(requests), path.clone(), RawCodec)
+            .await
+        {
+            Ok(response) => response,
+            Err(status) => panic!("call failed: {status}"),
+        };
+        let mut replies = response.into_inner();
+        // Each reply arrives before the next message is sent: the stream is live end to end.
+        for message in ["one", "two", "three"] {
+            if tx.send(Bytes::from(message)).await.is_err() {
+                panic!("request stream closed early");
+            }
+            match replies.message().await {
+                Ok(Some(reply)) => assert_eq!(reply, format!("echo: {message}")),
+                other => panic!("expected a reply to {message}, got {other:?}"),
+            }
+        }
+        drop(tx);
+        match replies.message().await {
+            Ok(None) => {}
+            other => panic!("expected a clean end of stream (grpc-status 0), got {other:?}"),
+        }
+
+        // An error status sent after messages travels in the trailers through both proxies.
+        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(2);
+        if let Err(e) = grpc.ready().await {
+            panic!("channel not ready: {e}");
+        }
+        let requests = tokio_stream::wrappers::ReceiverStream::new(rx);
+        let _ = tx.send(Bytes::from_static(b"hello")).await;
+        let _ = tx.send(Bytes::from_static(b"fail")).await;
+        let mut replies = match grpc.streaming(Request::new(requests), path, RawCodec).await {
+            Ok(response) => response.into_inner(),
+            Err(status) => panic!("call failed: {status}"),
+        };
+        match replies.message().await {
+            Ok(Some(reply)) => assert_eq!(reply, "echo: hello"),
+            other => panic!("expected the first reply, got {other:?}"),
+        }
+        match replies.message().await {
+            Err(status) => assert_eq!(
+                (status.code(), status.message()),
+                (Code::Aborted, "asked to fail")
+            ),
+            other => panic!("expected ABORTED, got {other:?}"),
         }
     })
     .await;
