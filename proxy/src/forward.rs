@@ -68,7 +68,8 @@ pub(crate) async fn handle(
         _ => RequestBody::Streaming(Some(body)),
     };
 
-    let attempts = send(route, upstream, &parts, body);
+    let key = upstream.request_key(&parts.headers, client.ip());
+    let attempts = send(route, upstream, &parts, body, key);
     match route.timeout() {
         None => attempts.await,
         Some(limit) => match tokio::time::timeout(limit, attempts).await {
@@ -113,6 +114,7 @@ async fn send(
     upstream: &Upstream,
     parts: &Parts,
     mut body: RequestBody,
+    key: Option<u64>,
 ) -> Response<ProxyBody> {
     upstream.deposit();
     let policy = route.retry().filter(|_| body.can_replay());
@@ -120,7 +122,7 @@ async fn send(
     let mut avoid = None;
     let mut retries = 0;
     loop {
-        let Some((index, endpoint)) = upstream.pick(avoid) else {
+        let Some((index, endpoint)) = upstream.pick(avoid, key) else {
             return error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "no-endpoints",

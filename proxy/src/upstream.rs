@@ -1,16 +1,20 @@
 //! An upstream service at run time: its endpoints, its balancer, its connection pools, its retry budget.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
+
+use http::HeaderMap;
+use http::header::COOKIE;
 
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tower::retry::budget::{Budget, TpsBudget};
 
-use crate::balance::{Balancer, Endpoint};
+use crate::balance::{Balancer, Endpoint, hash};
 use crate::body::ProxyBody;
-use crate::config::{BalancerKind, Protocol, RetryBudgetConfig, UpstreamConfig};
+use crate::config::{BalancerKind, HashKey, Protocol, RetryBudgetConfig, UpstreamConfig};
 
 /// Idle pooled connections are closed after this long.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -24,6 +28,7 @@ pub(crate) struct Upstream {
     name: Arc<str>,
     endpoints: Vec<Arc<Endpoint>>,
     balancer: Balancer,
+    hash_key: Option<HashKey>,
     protocol: Protocol,
     http1: HttpClient,
     http2: HttpClient,
@@ -38,14 +43,16 @@ impl Upstream {
             .iter()
             .map(|e| Arc::new(Endpoint::new(e.address.0.clone(), e.weight)))
             .collect();
-        Self::new(
+        let mut upstream = Self::new(
             &config.name,
             endpoints,
             config.balancer,
             config.protocol,
             config.connect_timeout.0,
             &config.retry_budget,
-        )
+        );
+        upstream.hash_key = config.hash_key.clone();
+        upstream
     }
 
     /// The local application behind the inbound listener, as a one-endpoint upstream.
@@ -83,6 +90,7 @@ impl Upstream {
             name: name.into(),
             endpoints,
             balancer,
+            hash_key: None,
             protocol,
             http1: client(connect_timeout, false),
             http2: client(connect_timeout, true),
@@ -96,9 +104,34 @@ impl Upstream {
         &self.name
     }
 
-    /// Picks an endpoint, steering away from `avoid` when possible.
-    pub(crate) fn pick(&self, avoid: Option<usize>) -> Option<(usize, &Arc<Endpoint>)> {
-        let index = self.balancer.pick(&self.endpoints, avoid)?;
+    /// The hash a consistent-hashing balancer uses for a request with `headers` from `client`;
+    /// `None` for other balancers or when the request lacks the key.
+    pub(crate) fn request_key(&self, headers: &HeaderMap, client: IpAddr) -> Option<u64> {
+        if !self.balancer.uses_key() {
+            return None;
+        }
+        let source_ip = || match client {
+            IpAddr::V4(ip) => hash(&ip.octets()),
+            IpAddr::V6(ip) => hash(&ip.octets()),
+        };
+        match &self.hash_key {
+            None | Some(HashKey::SourceIp) => Some(source_ip()),
+            Some(HashKey::Header(name)) => headers
+                .get(name.as_str())
+                .map(|value| hash(value.as_bytes())),
+            Some(HashKey::Cookie(name)) => {
+                cookie(headers, name).map(|value| hash(value.as_bytes()))
+            }
+        }
+    }
+
+    /// Picks an endpoint for a request with hash `key`, steering away from `avoid` when possible.
+    pub(crate) fn pick(
+        &self,
+        avoid: Option<usize>,
+        key: Option<u64>,
+    ) -> Option<(usize, &Arc<Endpoint>)> {
+        let index = self.balancer.pick(&self.endpoints, avoid, key)?;
         self.endpoints.get(index).map(|endpoint| (index, endpoint))
     }
 
@@ -123,6 +156,16 @@ impl Upstream {
     }
 }
 
+/// The value of cookie `name` in the request's `Cookie` headers.
+fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .find_map(|pair| pair.trim().strip_prefix(name)?.strip_prefix('='))
+}
+
 fn client(connect_timeout: Duration, http2_only: bool) -> HttpClient {
     let mut connector = HttpConnector::new();
     connector.set_connect_timeout(Some(connect_timeout));
@@ -133,4 +176,22 @@ fn client(connect_timeout: Duration, http2_only: bool) -> HttpClient {
         .timer(TokioTimer::new())
         .http2_only(http2_only)
         .build(connector)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_cookies_among_several() {
+        let mut headers = HeaderMap::new();
+        headers.append(
+            COOKIE,
+            http::HeaderValue::from_static("theme=dark; session=abc"),
+        );
+        headers.append(COOKIE, http::HeaderValue::from_static("sessionx=no"));
+        assert_eq!(cookie(&headers, "session"), Some("abc"));
+        assert_eq!(cookie(&headers, "theme"), Some("dark"));
+        assert_eq!(cookie(&headers, "missing"), None);
+    }
 }

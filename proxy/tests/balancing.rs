@@ -9,6 +9,16 @@ use http::StatusCode;
 
 /// A proxy with one route and one upstream of `balancer` over `endpoints` with `weights`.
 async fn balanced(balancer: &str, endpoints: &[&TestServer], weights: &[u32]) -> RunningProxy {
+    hashed(balancer, "", endpoints, weights).await
+}
+
+/// Like [`balanced`], with `extra` TOML lines in the upstream table (e.g. its `hash_key`).
+async fn hashed(
+    balancer: &str,
+    extra: &str,
+    endpoints: &[&TestServer],
+    weights: &[u32],
+) -> RunningProxy {
     let endpoints: Vec<String> = endpoints
         .iter()
         .zip(weights)
@@ -29,6 +39,7 @@ upstream = "svc"
 [[upstream]]
 name = "svc"
 balancer = "{balancer}"
+{extra}
 endpoints = [{}]
 "#,
         endpoints.join(", ")
@@ -146,6 +157,96 @@ async fn peak_ewma_prefers_the_fast_endpoint() {
         let counts = sequential(&proxy, &servers, 60).await;
         // After one slow answer its latency estimate dwarfs the fast one's for the rest of the test.
         assert!(counts[1] >= 50, "{counts:?}");
+    })
+    .await;
+}
+
+/// Sends one GET per user (`user-0` … `user-{n-1}`), `rounds` times over, with the user in
+/// `header`, and returns which endpoint answered each user in each round.
+async fn by_user(
+    proxy: &RunningProxy,
+    header: &str,
+    value: impl Fn(usize) -> String,
+    n: usize,
+    rounds: usize,
+) -> Vec<Vec<String>> {
+    let http = client();
+    let url = format!("http://{}/", proxy.outbound());
+    let mut answers = vec![Vec::new(); n];
+    for _ in 0..rounds {
+        for (user, seen) in answers.iter_mut().enumerate() {
+            let (status, who, _) = common::send(http.get(&url).header(header, value(user))).await;
+            assert_eq!(status, StatusCode::OK);
+            seen.push(who);
+        }
+    }
+    answers
+}
+
+/// Every user always reached the same endpoint, and the users are spread over all `endpoints`.
+fn assert_sticky_and_spread(answers: &[Vec<String>], endpoints: usize) {
+    for (user, seen) in answers.iter().enumerate() {
+        assert!(
+            seen.iter().all(|who| who == &seen[0]),
+            "user-{user} moved: {seen:?}"
+        );
+    }
+    let mut distinct: Vec<&String> = answers.iter().map(|seen| &seen[0]).collect();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), endpoints, "users landed on {distinct:?}");
+}
+
+#[tokio::test]
+async fn ring_hash_keeps_each_header_value_on_one_endpoint() {
+    bounded(async {
+        let (a, b, c) = (named("a").await, named("b").await, named("c").await);
+        let proxy = hashed(
+            "ring_hash",
+            "hash_key = { header = \"x-user\" }",
+            &[&a, &b, &c],
+            &[1, 1, 1],
+        )
+        .await;
+        let answers = by_user(&proxy, "x-user", |u| format!("user-{u}"), 40, 3).await;
+        assert_sticky_and_spread(&answers, 3);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn maglev_keeps_each_cookie_on_one_endpoint() {
+    bounded(async {
+        let (a, b, c) = (named("a").await, named("b").await, named("c").await);
+        let proxy = hashed(
+            "maglev",
+            "hash_key = { cookie = \"session\" }",
+            &[&a, &b, &c],
+            &[1, 1, 1],
+        )
+        .await;
+        let answers = by_user(
+            &proxy,
+            "cookie",
+            |u| format!("theme=dark; session=s{u}"),
+            40,
+            3,
+        )
+        .await;
+        assert_sticky_and_spread(&answers, 3);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn source_ip_hash_sends_one_client_to_one_endpoint() {
+    bounded(async {
+        let (a, b, c) = (named("a").await, named("b").await, named("c").await);
+        let servers = [&a, &b, &c];
+        let proxy = balanced("source_ip_hash", &servers, &[1, 1, 1]).await;
+        let mut counts = sequential(&proxy, &servers, 30).await;
+        counts.sort_unstable();
+        assert_eq!(counts, vec![0, 0, 30]);
     })
     .await;
 }

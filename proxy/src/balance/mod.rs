@@ -8,6 +8,7 @@
 //! picking is a few atomic operations, and the arithmetic is unit-tested below.
 
 mod endpoint;
+mod hash;
 mod p2c;
 mod smooth;
 
@@ -15,6 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 pub(crate) use endpoint::Endpoint;
+pub(crate) use hash::hash;
 
 use crate::config::BalancerKind;
 
@@ -33,6 +35,12 @@ pub(crate) enum Balancer {
     LeastRequest,
     /// Power of two choices by peak-EWMA cost.
     PeakEwma,
+    /// Consistent hashing on a ring.
+    RingHash(hash::Ring),
+    /// Consistent hashing with a Maglev table.
+    Maglev(hash::Maglev),
+    /// Hash of the client address modulo the number of endpoints (nginx's `ip_hash`).
+    SourceIpHash,
 }
 
 impl Balancer {
@@ -47,32 +55,57 @@ impl Balancer {
             BalancerKind::WeightedRandom => Balancer::WeightedRandom,
             BalancerKind::LeastRequest => Balancer::LeastRequest,
             BalancerKind::PeakEwma => Balancer::PeakEwma,
+            BalancerKind::RingHash => Balancer::RingHash(hash::Ring::new(endpoints)),
+            BalancerKind::Maglev => Balancer::Maglev(hash::Maglev::new(endpoints)),
+            BalancerKind::SourceIpHash => Balancer::SourceIpHash,
         }
     }
 
+    /// Whether picks depend on a per-request hash key.
+    pub(crate) fn uses_key(&self) -> bool {
+        matches!(
+            self,
+            Balancer::RingHash(_) | Balancer::Maglev(_) | Balancer::SourceIpHash
+        )
+    }
+
     /// Index of the endpoint to use, preferring one other than `avoid` (the endpoint a failed attempt
-    /// just used) when there is a choice; `None` only when there are no endpoints.
-    pub(crate) fn pick(&self, endpoints: &[Arc<Endpoint>], avoid: Option<usize>) -> Option<usize> {
-        let first = self.pick_once(endpoints)?;
+    /// just used) when there is a choice; `None` only when there are no endpoints. `key` is the
+    /// request's hash key for the hashing balancers; without one they pick at random.
+    pub(crate) fn pick(
+        &self,
+        endpoints: &[Arc<Endpoint>],
+        avoid: Option<usize>,
+        key: Option<u64>,
+    ) -> Option<usize> {
+        let first = self.pick_once(endpoints, key)?;
         if Some(first) == avoid && endpoints.len() > 1 {
-            return self.pick_once(endpoints);
+            // Hashing balancers would land on the same endpoint again: rehash to move on.
+            let rehashed = key.map(|key| hash(&key.to_le_bytes()));
+            return self.pick_once(endpoints, rehashed);
         }
         Some(first)
     }
 
-    fn pick_once(&self, endpoints: &[Arc<Endpoint>]) -> Option<usize> {
+    fn pick_once(&self, endpoints: &[Arc<Endpoint>], key: Option<u64>) -> Option<usize> {
         if endpoints.is_empty() {
             return None;
         }
+        let random = || fastrand::usize(..endpoints.len());
         Some(match self {
             Balancer::RoundRobin(next) => next.fetch_add(1, Ordering::Relaxed) % endpoints.len(),
             Balancer::WeightedRoundRobin(state) => state.pick(endpoints),
-            Balancer::Random => fastrand::usize(..endpoints.len()),
+            Balancer::Random => random(),
             Balancer::WeightedRandom => {
                 weighted_random(endpoints, fastrand::u64(..total_weight(endpoints)))
             }
             Balancer::LeastRequest => p2c::pick(endpoints, p2c::least_request_cost),
             Balancer::PeakEwma => p2c::pick(endpoints, p2c::peak_ewma_cost),
+            Balancer::RingHash(ring) => key.and_then(|key| ring.pick(key)).unwrap_or_else(random),
+            Balancer::Maglev(table) => key.and_then(|key| table.pick(key)).unwrap_or_else(random),
+            Balancer::SourceIpHash => {
+                key.map_or_else(random, |key| (key % endpoints.len() as u64) as usize)
+            }
         })
     }
 }
@@ -114,7 +147,7 @@ pub(crate) mod tests {
     fn counts(balancer: &Balancer, endpoints: &[Arc<Endpoint>], n: usize) -> Vec<usize> {
         let mut counts = vec![0; endpoints.len()];
         for _ in 0..n {
-            if let Some(i) = balancer.pick(endpoints, None) {
+            if let Some(i) = balancer.pick(endpoints, None, None) {
                 counts[i] += 1;
             }
         }
@@ -125,7 +158,7 @@ pub(crate) mod tests {
     fn round_robin_cycles() {
         let eps = endpoints(&[1, 1, 1]);
         let b = Balancer::new(BalancerKind::RoundRobin, &eps);
-        let picks: Vec<_> = (0..6).filter_map(|_| b.pick(&eps, None)).collect();
+        let picks: Vec<_> = (0..6).filter_map(|_| b.pick(&eps, None, None)).collect();
         assert_eq!(picks, vec![0, 1, 2, 0, 1, 2]);
     }
 
@@ -144,9 +177,9 @@ pub(crate) mod tests {
     fn avoid_moves_off_the_failed_endpoint() {
         let eps = endpoints(&[1, 1]);
         let b = Balancer::new(BalancerKind::RoundRobin, &eps);
-        assert_eq!(b.pick(&eps, Some(0)), Some(1));
+        assert_eq!(b.pick(&eps, Some(0), None), Some(1));
         assert_eq!(
-            Balancer::new(BalancerKind::Random, &[]).pick(&[], None),
+            Balancer::new(BalancerKind::Random, &[]).pick(&[], None, None),
             None
         );
     }

@@ -12,9 +12,10 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use model::{
-    Address, BalancerKind, Config, EndpointConfig, HeaderMatchConfig, HumanDuration, InboundConfig,
-    MatchConfig, MethodName, OtlpEndpoint, OutboundConfig, Pattern, Protocol, RetryBudgetConfig,
-    RetryConfig, RetryOn, RouteConfig, ServiceConfig, SplitConfig, TelemetryConfig, UpstreamConfig,
+    Address, BalancerKind, Config, EndpointConfig, HashKey, HeaderMatchConfig, HumanDuration,
+    InboundConfig, MatchConfig, MethodName, OtlpEndpoint, OutboundConfig, Pattern, Protocol,
+    RetryBudgetConfig, RetryConfig, RetryOn, RouteConfig, ServiceConfig, SplitConfig,
+    TelemetryConfig, UpstreamConfig,
 };
 
 /// Why a configuration was refused.

@@ -199,6 +199,9 @@ pub struct UpstreamConfig {
     /// Load balancing policy across the endpoints.
     #[serde(default)]
     pub balancer: BalancerKind,
+    /// What `ring_hash` and `maglev` hash; required by them, refused by the others.
+    #[serde(default)]
+    pub hash_key: Option<HashKey>,
     /// HTTP version spoken to the endpoints.
     #[serde(default)]
     pub protocol: Protocol,
@@ -275,6 +278,25 @@ pub enum BalancerKind {
     LeastRequest,
     /// The cheaper of two random endpoints, cost = peak-sensitive latency average × (in flight + 1).
     PeakEwma,
+    /// Consistent hashing of `hash_key` on a ring (Ketama-style, as Envoy's `RING_HASH`).
+    RingHash,
+    /// Consistent hashing of `hash_key` with a Maglev lookup table.
+    Maglev,
+    /// Hash of the client's IP address modulo the number of endpoints (nginx's `ip_hash`).
+    SourceIpHash,
+}
+
+/// What the consistent-hashing balancers hash: `{ header = "x-user" }`, `{ cookie = "session" }` or
+/// `"source_ip"`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HashKey {
+    /// The value of this request header.
+    Header(String),
+    /// The value of this cookie.
+    Cookie(String),
+    /// The client's IP address.
+    SourceIp,
 }
 
 /// HTTP version used towards an upstream or the local application.

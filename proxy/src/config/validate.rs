@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use super::locate::ConfigPath;
 use super::model::{
-    Config, HeaderMatchConfig, MatchConfig, RetryConfig, RouteConfig, UpstreamConfig,
+    BalancerKind, Config, HashKey, HeaderMatchConfig, MatchConfig, RetryConfig, RouteConfig,
+    UpstreamConfig,
 };
 
 /// Upper bound on `retry.attempts`: more than this is a retry storm, not a policy.
@@ -120,6 +121,24 @@ fn check_upstream(problems: &mut Problems, path: &ConfigPath, upstream: &Upstrea
         path.key("connect_timeout"),
         upstream.connect_timeout.0,
     );
+    let hashing = matches!(
+        upstream.balancer,
+        BalancerKind::RingHash | BalancerKind::Maglev
+    );
+    match &upstream.hash_key {
+        None if hashing => problems.add(
+            path.key("balancer"),
+            "ring_hash and maglev need a hash_key: { header = \"...\" }, { cookie = \"...\" } or \"source_ip\"",
+        ),
+        Some(_) if !hashing => problems.add(path.key("hash_key"), "hash_key applies only to ring_hash and maglev"),
+        Some(HashKey::Header(name)) if http::HeaderName::from_bytes(name.as_bytes()).is_err() => {
+            problems.add(path.key("hash_key"), format!("{name:?} is not a valid header name"))
+        }
+        Some(HashKey::Cookie(name)) if name.is_empty() || name.contains([';', '=', ' ']) => {
+            problems.add(path.key("hash_key"), format!("{name:?} is not a valid cookie name"))
+        }
+        _ => {}
+    }
     for (i, endpoint) in upstream.endpoints.iter().enumerate() {
         if endpoint.weight == 0 {
             problems.add(
@@ -335,6 +354,46 @@ ttl = "0s"
                 (Some(13), "outbound[0].route[1].name"),
                 (Some(14), "outbound[0].route[1].match"),
                 (Some(14), "outbound[0].route[1].match.path_prefix"),
+            ]
+        );
+    }
+
+    #[test]
+    fn hash_key_goes_with_hashing_balancers_only() {
+        let text = r#"
+[service]
+name = "web"
+
+[[outbound]]
+listen = "127.0.0.1:0"
+route = [{ name = "all", upstream = "a" }]
+
+[[upstream]]
+name = "a"
+balancer = "ring_hash"
+
+[[upstream]]
+name = "b"
+hash_key = "source_ip"
+
+[[upstream]]
+name = "c"
+balancer = "maglev"
+hash_key = { header = "x-user" }
+"#;
+        let Err(ConfigError::Invalid { problems, .. }) = parse(text, "p.toml") else {
+            panic!(
+                "expected validation problems, got {:?}",
+                parse(text, "p.toml").err()
+            );
+        };
+        let found: Vec<(Option<usize>, &str)> =
+            problems.iter().map(|p| (p.line, p.path.as_str())).collect();
+        assert_eq!(
+            found,
+            vec![
+                (Some(11), "upstream[0].balancer"),
+                (Some(15), "upstream[1].hash_key")
             ]
         );
     }
