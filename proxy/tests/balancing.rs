@@ -108,41 +108,48 @@ async fn weighted_random_follows_weights() {
     .await;
 }
 
+/// Ten concurrent senders over a slow and a fast endpoint: the slow one keeps requests in flight,
+/// so a load-aware balancer sends most requests to the fast one (round robin would split 40/40).
+async fn steers_away_from_the_busy_endpoint(balancer: &str) {
+    let (busy, idle) = (
+        slow("busy", Duration::from_millis(300)).await,
+        named("idle").await,
+    );
+    let proxy = balanced(balancer, &[&busy, &idle], &[1, 1]).await;
+    let url = format!("http://{}/", proxy.outbound());
+    let http = client();
+    let senders: Vec<_> = (0..10)
+        .map(|_| {
+            let (http, url) = (http.clone(), url.clone());
+            tokio::spawn(async move {
+                for _ in 0..8 {
+                    assert_eq!(get(&http, &url).await.0, StatusCode::OK);
+                }
+            })
+        })
+        .collect();
+    for sender in senders {
+        if let Err(e) = sender.await {
+            panic!("sender failed: {e}");
+        }
+    }
+    assert_eq!(busy.hits() + idle.hits(), 80);
+    assert!(
+        idle.hits() >= 60,
+        "{balancer}: busy {} idle {}",
+        busy.hits(),
+        idle.hits()
+    );
+}
+
 #[tokio::test]
 async fn least_request_avoids_the_busy_endpoint() {
-    bounded(async {
-        let (busy, idle) = (
-            slow("busy", Duration::from_millis(300)).await,
-            named("idle").await,
-        );
-        let proxy = balanced("least_request", &[&busy, &idle], &[1, 1]).await;
-        let url = format!("http://{}/", proxy.outbound());
-        let http = client();
-        // Ten concurrent senders: the slow endpoint keeps requests in flight, so P2C steers away.
-        let senders: Vec<_> = (0..10)
-            .map(|_| {
-                let (http, url) = (http.clone(), url.clone());
-                tokio::spawn(async move {
-                    for _ in 0..8 {
-                        assert_eq!(get(&http, &url).await.0, StatusCode::OK);
-                    }
-                })
-            })
-            .collect();
-        for sender in senders {
-            if let Err(e) = sender.await {
-                panic!("sender failed: {e}");
-            }
-        }
-        assert_eq!(busy.hits() + idle.hits(), 80);
-        assert!(
-            idle.hits() >= 60,
-            "busy {} idle {}",
-            busy.hits(),
-            idle.hits()
-        );
-    })
-    .await;
+    bounded(steers_away_from_the_busy_endpoint("least_request")).await;
+}
+
+#[tokio::test]
+async fn least_connections_avoids_the_busy_endpoint() {
+    bounded(steers_away_from_the_busy_endpoint("least_connections")).await;
 }
 
 #[tokio::test]

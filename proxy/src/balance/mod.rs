@@ -33,6 +33,8 @@ pub(crate) enum Balancer {
     WeightedRandom,
     /// Power of two choices by requests in flight per unit of weight.
     LeastRequest,
+    /// Full scan for the fewest requests in flight per unit of weight; the counter rotates ties.
+    LeastConnections(AtomicUsize),
     /// Power of two choices by peak-EWMA cost.
     PeakEwma,
     /// Consistent hashing on a ring.
@@ -54,6 +56,7 @@ impl Balancer {
             BalancerKind::Random => Balancer::Random,
             BalancerKind::WeightedRandom => Balancer::WeightedRandom,
             BalancerKind::LeastRequest => Balancer::LeastRequest,
+            BalancerKind::LeastConnections => Balancer::LeastConnections(AtomicUsize::new(0)),
             BalancerKind::PeakEwma => Balancer::PeakEwma,
             BalancerKind::RingHash => Balancer::RingHash(hash::Ring::new(endpoints)),
             BalancerKind::Maglev => Balancer::Maglev(hash::Maglev::new(endpoints)),
@@ -100,6 +103,9 @@ impl Balancer {
                 weighted_random(endpoints, fastrand::u64(..total_weight(endpoints)))
             }
             Balancer::LeastRequest => p2c::pick(endpoints, p2c::least_request_cost),
+            Balancer::LeastConnections(next) => {
+                least_loaded(endpoints, next.fetch_add(1, Ordering::Relaxed))
+            }
             Balancer::PeakEwma => p2c::pick(endpoints, p2c::peak_ewma_cost),
             Balancer::RingHash(ring) => key.and_then(|key| ring.pick(key)).unwrap_or_else(random),
             Balancer::Maglev(table) => key.and_then(|key| table.pick(key)).unwrap_or_else(random),
@@ -112,6 +118,22 @@ impl Balancer {
 
 fn total_weight(endpoints: &[Arc<Endpoint>]) -> u64 {
     endpoints.iter().map(|e| u64::from(e.weight())).sum()
+}
+
+/// The endpoint with the lowest in-flight count per unit of weight; among equals, the first found
+/// scanning from `start` (mod the count), so ties rotate instead of always favouring endpoint 0.
+fn least_loaded(endpoints: &[Arc<Endpoint>], start: usize) -> usize {
+    let n = endpoints.len();
+    let mut best = start % n;
+    let mut best_cost = p2c::least_request_cost(&endpoints[best], std::time::Instant::now());
+    for step in 1..n {
+        let index = (start + step) % n;
+        let cost = p2c::least_request_cost(&endpoints[index], std::time::Instant::now());
+        if cost < best_cost {
+            (best, best_cost) = (index, cost);
+        }
+    }
+    best
 }
 
 /// The endpoint whose cumulative weight range holds `point` (in `0..total_weight`).
@@ -171,6 +193,25 @@ pub(crate) mod tests {
         let b = Balancer::new(BalancerKind::WeightedRandom, &eps);
         let c = counts(&b, &eps, 4000);
         assert!((800..1200).contains(&c[0]), "{c:?}");
+    }
+
+    #[test]
+    fn least_connections_takes_the_exact_minimum_and_rotates_ties() {
+        let eps = endpoints(&[1, 1, 1, 2]);
+        let _load = [
+            eps[0].start(),
+            eps[1].start(),
+            eps[3].start(),
+            eps[3].start(),
+        ];
+        // costs: 2, 2, 1, 1.5 (two in flight + the new one, over weight 2)
+        let b = Balancer::new(BalancerKind::LeastConnections, &eps);
+        assert!((0..8).all(|_| b.pick(&eps, None, None) == Some(2)));
+        let idle = endpoints(&[1, 1, 1]);
+        let picks: Vec<_> = (0..3).filter_map(|_| b.pick(&idle, None, None)).collect();
+        let mut sorted = picks.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, vec![0, 1, 2], "ties rotate: {picks:?}");
     }
 
     #[test]

@@ -276,6 +276,9 @@ pub enum BalancerKind {
     /// The less busy of two random endpoints (fewest requests in flight, per unit of weight).
     #[default]
     LeastRequest,
+    /// The endpoint with the fewest open requests per unit of weight, scanning all of them (HAProxy's
+    /// `leastconn`: each request holds one upstream connection or stream); ties go in turn.
+    LeastConnections,
     /// The cheaper of two random endpoints, cost = peak-sensitive latency average × (in flight + 1).
     PeakEwma,
     /// Consistent hashing of `hash_key` on a ring (Ketama-style, as Envoy's `RING_HASH`).
