@@ -5,20 +5,25 @@
 //!  mesh  ──► inbound listener  ──────────────────────────────────► local app
 //! ```
 //!
-//! Load a [`Config`] with [`config::load`], then call [`run`] (or [`Proxy::bind`] and
-//! [`Proxy::serve`] to learn the bound addresses first). The file format is described in
+//! [`run_file`] is the whole sidecar: it loads a configuration file, serves it, and applies each
+//! valid new version of the file. For more control, load a [`Config`] with [`config::load`] and call
+//! [`run`], or [`Proxy::bind`] (to learn the bound addresses), [`Proxy::reload_handle`] and
+//! [`Proxy::serve`]. The file format is described in
 //! `docs/proxy-config.md`, the design in `docs/proxy.md`.
 
 pub mod config;
 
 mod balance;
 mod body;
+mod build;
 mod forward;
 mod headers;
+mod reload;
 mod retry;
 mod route;
 mod server;
 mod upstream;
 
 pub use config::{Config, ConfigError};
-pub use server::{BoundAddresses, Proxy, ProxyError, run};
+pub use reload::ReloadHandle;
+pub use server::{BoundAddresses, Proxy, ProxyError, run, run_file};

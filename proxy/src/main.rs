@@ -1,8 +1,8 @@
 //! `meshscope-proxy --config FILE`: the sidecar as a standalone binary.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
-use anyhow::Context;
 use clap::Parser;
 
 /// Meshscope's sidecar proxy.
@@ -12,6 +12,9 @@ struct Args {
     /// Path of the proxy configuration file (TOML; see docs/proxy-config.md).
     #[arg(long, short)]
     config: PathBuf,
+    /// How often the file is checked for changes, which are applied without a restart.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    reload_interval: Duration,
 }
 
 #[tokio::main]
@@ -24,11 +27,7 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
-    let config = meshscope_proxy::config::load(&args.config)?;
-    let proxy = meshscope_proxy::Proxy::bind(&config)
-        .await
-        .context("starting the proxy")?;
-    proxy.serve(shutdown_signal()).await;
+    meshscope_proxy::run_file(&args.config, args.reload_interval, shutdown_signal()).await?;
     Ok(())
 }
 

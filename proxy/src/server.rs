@@ -1,9 +1,9 @@
 //! Listeners: binding sockets, accepting HTTP/1.1 and HTTP/2 connections, draining on shutdown.
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hyper::service::service_fn;
@@ -14,11 +14,11 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::balance::Endpoint;
-use crate::config::Config;
+use crate::build::build;
+use crate::config::{self, Config, ConfigError};
 use crate::forward;
-use crate::route::{Route, RouteTable};
-use crate::upstream::Upstream;
+use crate::reload::{Live, ReloadHandle};
+use crate::route::RouteTable;
 
 /// Pause after a failed `accept` (e.g. out of file descriptors) so the loop does not spin.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
@@ -35,6 +35,19 @@ pub enum ProxyError {
         address: SocketAddr,
         /// What the OS said.
         source: std::io::Error,
+    },
+    /// The configuration file could not be read or is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A reload asked for different listener addresses, which needs a restart.
+    #[error(
+        "listener addresses cannot change while running (running: {running}; new file: {wanted}); restart the proxy to apply"
+    )]
+    ListenersChanged {
+        /// The running listeners.
+        running: String,
+        /// The listeners the new configuration asks for.
+        wanted: String,
     },
     /// A route names an upstream that does not exist (a configuration that skipped validation).
     #[error("route {route:?} refers to an unknown upstream")]
@@ -59,66 +72,49 @@ pub struct Proxy {
     listeners: Vec<Listener>,
     addresses: BoundAddresses,
     drain_timeout: Duration,
+    live: Arc<Mutex<Live>>,
 }
 
-/// One bound socket and the routes its requests follow.
+/// One bound socket and the channel its current route table is read from.
 #[derive(Debug)]
 struct Listener {
     role: String,
     socket: TcpListener,
-    routes: Arc<RouteTable>,
+    routes: watch::Receiver<Arc<RouteTable>>,
 }
 
 impl Proxy {
     /// Builds upstreams and routes from a validated `config` and binds every listener.
     pub async fn bind(config: &Config) -> Result<Proxy, ProxyError> {
-        let upstreams: HashMap<String, Arc<Upstream>> = config
-            .upstreams
-            .iter()
-            .map(|u| (u.name.clone(), Arc::new(Upstream::from_config(u))))
-            .collect();
-
+        let tables = build(config, None)?;
         let mut listeners = Vec::new();
+        let mut senders = Vec::new();
         let mut addresses = BoundAddresses {
             inbound: None,
             outbound: Vec::new(),
         };
-        if let Some(inbound) = &config.inbound {
-            let app = Upstream::local_app(
-                &format!("{} (local app)", config.service.name),
-                Endpoint::new(inbound.app.0.clone(), 1),
-                inbound.protocol,
-                inbound.connect_timeout.0,
-            );
-            let routes = RouteTable::new(vec![Route::to_one(
-                "inbound",
-                Arc::new(app),
-                inbound.timeout.map(|t| t.0),
-            )]);
-            let listener = Listener::bind("inbound".to_owned(), inbound.listen, routes).await?;
-            addresses.inbound = Some(listener.local_addr(inbound.listen));
-            listeners.push(listener);
-        }
-        for (i, outbound) in config.outbound.iter().enumerate() {
-            let routes = outbound
-                .routes
-                .iter()
-                .map(|r| {
-                    Route::from_config(r, &upstreams).ok_or_else(|| ProxyError::UnknownUpstream {
-                        route: r.name.clone(),
-                    })
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            let listener = Listener::bind(
-                format!("outbound[{i}]"),
-                outbound.listen,
-                RouteTable::new(routes),
-            )
-            .await?;
-            addresses
-                .outbound
-                .push(listener.local_addr(outbound.listen));
-            listeners.push(listener);
+        for plan in &tables.listeners {
+            let socket =
+                TcpListener::bind(plan.listen)
+                    .await
+                    .map_err(|source| ProxyError::Bind {
+                        role: plan.role.clone(),
+                        address: plan.listen,
+                        source,
+                    })?;
+            let bound = socket.local_addr().unwrap_or(plan.listen);
+            if plan.role == "inbound" {
+                addresses.inbound = Some(bound);
+            } else {
+                addresses.outbound.push(bound);
+            }
+            let (sender, routes) = watch::channel(Arc::clone(&plan.routes));
+            senders.push(sender);
+            listeners.push(Listener {
+                role: plan.role.clone(),
+                socket,
+                routes,
+            });
         }
         if let Some(endpoint) = &config.telemetry.otlp_endpoint {
             tracing::info!(%endpoint, "OTLP endpoint configured; span export is not implemented yet");
@@ -127,7 +123,13 @@ impl Proxy {
             listeners,
             addresses,
             drain_timeout: config.service.drain_timeout.0,
+            live: Arc::new(Mutex::new(Live::new(tables, senders))),
         })
+    }
+
+    /// A handle that applies new configurations while the proxy serves.
+    pub fn reload_handle(&self) -> ReloadHandle {
+        ReloadHandle::new(Arc::clone(&self.live))
     }
 
     /// Where the listeners are.
@@ -168,36 +170,38 @@ impl Proxy {
     }
 }
 
-/// Binds and serves `config` until `shutdown` completes: the whole proxy in one call.
+/// Binds and serves `config` until `shutdown` completes, without watching any file.
 pub async fn run(config: &Config, shutdown: impl Future<Output = ()>) -> Result<(), ProxyError> {
     Proxy::bind(config).await?.serve(shutdown).await;
     Ok(())
 }
 
+/// Loads the configuration file at `path`, serves it until `shutdown` completes, and applies each
+/// valid new version of the file, checked every `reload_interval`: the whole sidecar in one call.
+pub async fn run_file(
+    path: &Path,
+    reload_interval: Duration,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ProxyError> {
+    let text = tokio::fs::read_to_string(path)
+        .await
+        .map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+    let config = config::parse(&text, &path.display().to_string())?;
+    let proxy = Proxy::bind(&config).await?;
+    let watcher = tokio::spawn(proxy.reload_handle().watch_file(
+        path.to_owned(),
+        text,
+        reload_interval,
+    ));
+    proxy.serve(shutdown).await;
+    watcher.abort();
+    Ok(())
+}
+
 impl Listener {
-    async fn bind(
-        role: String,
-        address: SocketAddr,
-        routes: RouteTable,
-    ) -> Result<Self, ProxyError> {
-        let socket = TcpListener::bind(address)
-            .await
-            .map_err(|source| ProxyError::Bind {
-                role: role.clone(),
-                address,
-                source,
-            })?;
-        Ok(Self {
-            role,
-            socket,
-            routes: Arc::new(routes),
-        })
-    }
-
-    fn local_addr(&self, configured: SocketAddr) -> SocketAddr {
-        self.socket.local_addr().unwrap_or(configured)
-    }
-
     /// Accepts connections until told to stop; each connection is served on its own task, speaking
     /// HTTP/1.1 or HTTP/2 (prior knowledge) as the client's first bytes say.
     async fn accept_loop(
@@ -223,10 +227,11 @@ impl Listener {
                 }
             };
             let _ = stream.set_nodelay(true);
-            let routes = Arc::clone(&self.routes);
+            let routes = self.routes.clone();
             let service = service_fn(move |request| {
-                let routes = Arc::clone(&routes);
-                async move { Ok::<_, Infallible>(forward::handle(&routes, peer, request).await) }
+                // The table current when the request arrives serves it to the end, reloads or not.
+                let table = Arc::clone(&routes.borrow());
+                async move { Ok::<_, Infallible>(forward::handle(&table, peer, request).await) }
             });
             let connection = graceful.watch(
                 builder

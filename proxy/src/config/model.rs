@@ -191,7 +191,7 @@ pub enum RetryOn {
 }
 
 /// `[[upstream]]`: a destination service, its endpoints and how to spread load over them.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
     /// Name that routes refer to.
@@ -217,7 +217,7 @@ pub struct UpstreamConfig {
 }
 
 /// One instance of an upstream service.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EndpointConfig {
     /// `host:port` of the instance.
@@ -228,7 +228,7 @@ pub struct EndpointConfig {
 }
 
 /// `[upstream.retry_budget]`: retries allowed as a share of recent requests, plus a floor.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RetryBudgetConfig {
     /// Retries allowed per request sent (0.2 = one retry per five requests).

@@ -1,0 +1,134 @@
+//! Turning a validated configuration into the tables each listener serves from.
+//!
+//! Used at start-up and on every reload. On a reload, an `[[upstream]]` whose table did not change
+//! keeps its run-time object, and with it its connection pools, balancer state, latency estimates and
+//! retry budget; only changed or new upstreams start fresh.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use crate::balance::Endpoint;
+use crate::config::{Config, UpstreamConfig};
+use crate::route::{Route, RouteTable};
+use crate::server::ProxyError;
+use crate::upstream::Upstream;
+
+/// Everything built from one configuration.
+#[derive(Debug)]
+pub(crate) struct Tables {
+    /// One entry per listener: the inbound one first (if any), then the outbound ones in order.
+    pub(crate) listeners: Vec<ListenerPlan>,
+    upstreams: HashMap<String, (UpstreamConfig, Arc<Upstream>)>,
+}
+
+/// A listener to run: its name, its configured address and its routes.
+#[derive(Debug)]
+pub(crate) struct ListenerPlan {
+    /// `inbound` or `outbound[i]`, for logs and errors.
+    pub(crate) role: String,
+    /// The configured socket address.
+    pub(crate) listen: SocketAddr,
+    /// The routes its requests follow.
+    pub(crate) routes: Arc<RouteTable>,
+}
+
+impl Tables {
+    /// The configured addresses of the listeners, in order.
+    pub(crate) fn listen_addresses(&self) -> Vec<(String, SocketAddr)> {
+        self.listeners
+            .iter()
+            .map(|l| (l.role.clone(), l.listen))
+            .collect()
+    }
+}
+
+/// Builds the tables for a validated `config`, reusing unchanged upstreams from `previous`.
+pub(crate) fn build(config: &Config, previous: Option<&Tables>) -> Result<Tables, ProxyError> {
+    let upstreams: HashMap<String, (UpstreamConfig, Arc<Upstream>)> = config
+        .upstreams
+        .iter()
+        .map(|wanted| {
+            let kept = previous
+                .and_then(|p| p.upstreams.get(&wanted.name))
+                .filter(|(old, _)| old == wanted)
+                .map(|(_, upstream)| Arc::clone(upstream));
+            let upstream = kept.unwrap_or_else(|| Arc::new(Upstream::from_config(wanted)));
+            (wanted.name.clone(), (wanted.clone(), upstream))
+        })
+        .collect();
+    let by_name: HashMap<String, Arc<Upstream>> = upstreams
+        .iter()
+        .map(|(name, (_, upstream))| (name.clone(), Arc::clone(upstream)))
+        .collect();
+
+    let mut listeners = Vec::new();
+    if let Some(inbound) = &config.inbound {
+        let app = Upstream::local_app(
+            &format!("{} (local app)", config.service.name),
+            Endpoint::new(inbound.app.0.clone(), 1),
+            inbound.protocol,
+            inbound.connect_timeout.0,
+        );
+        let route = Route::to_one("inbound", Arc::new(app), inbound.timeout.map(|t| t.0));
+        listeners.push(ListenerPlan {
+            role: "inbound".to_owned(),
+            listen: inbound.listen,
+            routes: Arc::new(RouteTable::new(vec![route])),
+        });
+    }
+    for (i, outbound) in config.outbound.iter().enumerate() {
+        let routes = outbound
+            .routes
+            .iter()
+            .map(|r| {
+                Route::from_config(r, &by_name).ok_or_else(|| ProxyError::UnknownUpstream {
+                    route: r.name.clone(),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        listeners.push(ListenerPlan {
+            role: format!("outbound[{i}]"),
+            listen: outbound.listen,
+            routes: Arc::new(RouteTable::new(routes)),
+        });
+    }
+    Ok(Tables {
+        listeners,
+        upstreams,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(b_weight: u32) -> Config {
+        let text = format!(
+            "[service]\nname = \"s\"\n[[outbound]]\nlisten = \"127.0.0.1:0\"\nroute = [{{ name = \"r\", upstream = \"a\" }}]\n\
+             [[upstream]]\nname = \"a\"\nendpoints = [{{ address = \"a:1\" }}]\n\
+             [[upstream]]\nname = \"b\"\nendpoints = [{{ address = \"b:1\", weight = {b_weight} }}]\n"
+        );
+        match crate::config::parse(&text, "t.toml") {
+            Ok(config) => config,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn reload_keeps_unchanged_upstreams_only() {
+        let (first, second) = (config(1), config(2));
+        let Ok(old) = build(&first, None) else {
+            panic!("build failed")
+        };
+        let Ok(new) = build(&second, Some(&old)) else {
+            panic!("build failed")
+        };
+        let same = |name: &str| Arc::ptr_eq(&old.upstreams[name].1, &new.upstreams[name].1);
+        assert!(
+            same("a"),
+            "unchanged upstream a keeps its pools and balancer state"
+        );
+        assert!(!same("b"), "changed upstream b is rebuilt");
+    }
+}
