@@ -15,6 +15,7 @@ use crate::body::{self, ProxyBody, Replayable};
 use crate::headers::{append_forwarded_for, strip_hop_by_hop};
 use crate::retry::Outcome;
 use crate::route::{Route, RouteTable};
+use crate::upgrade;
 use crate::upstream::Upstream;
 
 /// Header naming why the proxy itself answered, so clients and tests can tell it from the app.
@@ -42,6 +43,9 @@ pub(crate) async fn handle(
             format!("route {:?} has no upstream", route.name()),
         );
     };
+    if upgrade::is_upgrade(&request) {
+        return upgrade::forward(upstream, client, request, route.timeout()).await;
+    }
     let (mut parts, body) = request.into_parts();
     strip_hop_by_hop(&mut parts.headers, true);
     append_forwarded_for(&mut parts.headers, client.ip());
@@ -199,33 +203,41 @@ fn finish(
             strip_hop_by_hop(&mut parts.headers, false);
             Response::from_parts(parts, body::stream(body))
         }
-        Err(reason) => {
-            let name = upstream.name();
-            let (status, kind, text) = match outcome {
-                Outcome::ConnectFailure => (
-                    StatusCode::BAD_GATEWAY,
-                    "connect-failure",
-                    format!("cannot connect to upstream {name:?} at {address}: {reason}"),
-                ),
-                Outcome::PerTryTimeout => (
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "timeout",
-                    format!("upstream {name:?} at {address} timed out"),
-                ),
-                Outcome::Broken | Outcome::Status(_) => (
-                    StatusCode::BAD_GATEWAY,
-                    "upstream-reset",
-                    format!("upstream {name:?} at {address} failed: {reason}"),
-                ),
-            };
-            error(status, kind, text)
-        }
+        Err(reason) => failure(upstream, address, outcome, &reason),
     }
+}
+
+/// The proxy's own answer when an attempt to `address` got no response.
+pub(crate) fn failure(
+    upstream: &Upstream,
+    address: &Authority,
+    outcome: Outcome,
+    reason: &str,
+) -> Response<ProxyBody> {
+    let name = upstream.name();
+    let (status, kind, text) = match outcome {
+        Outcome::ConnectFailure => (
+            StatusCode::BAD_GATEWAY,
+            "connect-failure",
+            format!("cannot connect to upstream {name:?} at {address}: {reason}"),
+        ),
+        Outcome::PerTryTimeout => (
+            StatusCode::GATEWAY_TIMEOUT,
+            "timeout",
+            format!("upstream {name:?} at {address} timed out"),
+        ),
+        Outcome::Broken | Outcome::Status(_) => (
+            StatusCode::BAD_GATEWAY,
+            "upstream-reset",
+            format!("upstream {name:?} at {address} failed: {reason}"),
+        ),
+    };
+    error(status, kind, text)
 }
 
 /// The request to send to `address`: same method, path, headers and body; HTTP version of the
 /// upstream; `Host` kept, or taken from the original URI when an HTTP/2 request goes out as HTTP/1.
-fn upstream_request(
+pub(crate) fn upstream_request(
     parts: &Parts,
     address: &Authority,
     body: ProxyBody,
@@ -258,7 +270,7 @@ fn upstream_request(
 }
 
 /// A response from the proxy itself.
-fn error(status: StatusCode, kind: &'static str, reason: String) -> Response<ProxyBody> {
+pub(crate) fn error(status: StatusCode, kind: &'static str, reason: String) -> Response<ProxyBody> {
     let mut response = Response::new(body::text(format!("meshscope-proxy: {reason}\n")));
     *response.status_mut() = status;
     let headers = response.headers_mut();

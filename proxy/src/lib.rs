@@ -22,6 +22,7 @@ mod reload;
 mod retry;
 mod route;
 mod server;
+mod upgrade;
 mod upstream;
 
 pub use config::{Config, ConfigError};

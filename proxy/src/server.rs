@@ -235,7 +235,7 @@ impl Listener {
             });
             let connection = graceful.watch(
                 builder
-                    .serve_connection(TokioIo::new(stream), service)
+                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
                     .into_owned(),
             );
             let mut force = force.clone();

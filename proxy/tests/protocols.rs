@@ -13,6 +13,7 @@ use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Version};
 use http_body::Frame;
 use http_body_util::{BodyExt, StreamBody};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -228,6 +229,79 @@ async fn http2_streams_full_duplex_and_passes_trailers() {
             Some(&trailers),
             "request trailers reach the app and its trailers come back"
         );
+    })
+    .await;
+}
+
+/// An upstream that accepts `Upgrade: echo` with 101 and then echoes raw bytes on the connection.
+async fn upgrade_echo() -> common::TestServer {
+    serve(Arc::new(
+        |mut request: Request<hyper::body::Incoming>, _| {
+            Box::pin(async move {
+                if request.headers().get("upgrade").is_none_or(|p| p != "echo") {
+                    return common::reply(StatusCode::BAD_REQUEST, "upgrade to echo only");
+                }
+                let upgraded = hyper::upgrade::on(&mut request);
+                tokio::spawn(async move {
+                    let Ok(upgraded) = upgraded.await else { return };
+                    let mut io = TokioIo::new(upgraded);
+                    let mut buffer = [0u8; 1024];
+                    while let Ok(n) = io.read(&mut buffer).await {
+                        if n == 0 || io.write_all(&buffer[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+                let mut response = common::reply(StatusCode::SWITCHING_PROTOCOLS, "");
+                response
+                    .headers_mut()
+                    .insert("connection", HeaderValue::from_static("upgrade"));
+                response
+                    .headers_mut()
+                    .insert("upgrade", HeaderValue::from_static("echo"));
+                response
+            })
+        },
+    ))
+    .await
+}
+
+#[tokio::test]
+async fn http1_upgrade_is_tunnelled_both_ways() {
+    bounded(async {
+        let app = upgrade_echo().await;
+        let proxy = inbound_to(app.addr, "auto").await;
+        let mut stream = match TcpStream::connect(proxy.inbound()).await {
+            Ok(stream) => stream,
+            Err(e) => panic!("connect failed: {e}"),
+        };
+        let handshake =
+            "GET /chat HTTP/1.1\r\nHost: svc\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n";
+        if let Err(e) = stream.write_all(handshake.as_bytes()).await {
+            panic!("write failed: {e}");
+        }
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            match stream.read(&mut byte).await {
+                Ok(1) => head.push(byte[0]),
+                other => panic!("connection ended during the handshake: {other:?}"),
+            }
+        }
+        let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+        assert!(head.starts_with("http/1.1 101"), "{head}");
+        assert!(head.contains("upgrade: echo"), "{head}");
+
+        for message in ["hello", "through the tunnel"] {
+            if let Err(e) = stream.write_all(message.as_bytes()).await {
+                panic!("write failed: {e}");
+            }
+            let mut echoed = vec![0u8; message.len()];
+            if let Err(e) = stream.read_exact(&mut echoed).await {
+                panic!("read failed: {e}");
+            }
+            assert_eq!(echoed, message.as_bytes());
+        }
     })
     .await;
 }

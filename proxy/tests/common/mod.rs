@@ -108,7 +108,7 @@ pub async fn serve(handler: Handler) -> TestServer {
             });
             tokio::spawn(async move {
                 let _ = auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service)
+                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
                     .await;
             });
         }
