@@ -17,8 +17,10 @@ use crate::upstream::Upstream;
 /// Everything built from one configuration.
 #[derive(Debug)]
 pub(crate) struct Tables {
-    /// One entry per listener: the inbound one first (if any), then the outbound ones in order.
+    /// One entry per HTTP listener: the inbound one first (if any), then the outbound ones in order.
     pub(crate) listeners: Vec<ListenerPlan>,
+    /// One entry per `[[tcp]]` listener, in order.
+    pub(crate) tcp: Vec<TcpPlan>,
     upstreams: HashMap<String, (UpstreamConfig, Arc<Upstream>)>,
 }
 
@@ -33,13 +35,23 @@ pub(crate) struct ListenerPlan {
     pub(crate) routes: Arc<RouteTable>,
 }
 
+/// A TCP listener to run: its name, its configured address and where its connections go.
+#[derive(Debug)]
+pub(crate) struct TcpPlan {
+    /// `tcp[i]`, for logs and errors.
+    pub(crate) role: String,
+    /// The configured socket address.
+    pub(crate) listen: SocketAddr,
+    /// The upstream whose endpoints receive the connections.
+    pub(crate) upstream: Arc<Upstream>,
+}
+
 impl Tables {
-    /// The configured addresses of the listeners, in order.
+    /// The configured addresses of all listeners, HTTP then TCP, in order.
     pub(crate) fn listen_addresses(&self) -> Vec<(String, SocketAddr)> {
-        self.listeners
-            .iter()
-            .map(|l| (l.role.clone(), l.listen))
-            .collect()
+        let http = self.listeners.iter().map(|l| (l.role.clone(), l.listen));
+        let tcp = self.tcp.iter().map(|l| (l.role.clone(), l.listen));
+        http.chain(tcp).collect()
     }
 }
 
@@ -83,7 +95,7 @@ pub(crate) fn build(config: &Config, previous: Option<&Tables>) -> Result<Tables
             .iter()
             .map(|r| {
                 Route::from_config(r, &by_name).ok_or_else(|| ProxyError::UnknownUpstream {
-                    route: r.name.clone(),
+                    route: format!("route {:?}", r.name),
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -93,8 +105,27 @@ pub(crate) fn build(config: &Config, previous: Option<&Tables>) -> Result<Tables
             routes: Arc::new(RouteTable::new(routes)),
         });
     }
+    let tcp = config
+        .tcp
+        .iter()
+        .enumerate()
+        .map(|(i, tcp)| {
+            let upstream =
+                by_name
+                    .get(&tcp.upstream)
+                    .ok_or_else(|| ProxyError::UnknownUpstream {
+                        route: format!("tcp[{i}]"),
+                    })?;
+            Ok(TcpPlan {
+                role: format!("tcp[{i}]"),
+                listen: tcp.listen,
+                upstream: Arc::clone(upstream),
+            })
+        })
+        .collect::<Result<Vec<_>, ProxyError>>()?;
     Ok(Tables {
         listeners,
+        tcp,
         upstreams,
     })
 }

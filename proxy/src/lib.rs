@@ -22,6 +22,7 @@ mod reload;
 mod retry;
 mod route;
 mod server;
+mod tcp;
 mod upgrade;
 mod upstream;
 

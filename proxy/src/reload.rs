@@ -19,18 +19,29 @@ use crate::build::{Tables, build};
 use crate::config::{self, Config};
 use crate::route::RouteTable;
 use crate::server::ProxyError;
+use crate::upstream::Upstream;
 
 /// What a reload swaps: the current tables and the channels listeners read them from.
 #[derive(Debug)]
 pub(crate) struct Live {
     tables: Tables,
-    senders: Vec<watch::Sender<Arc<RouteTable>>>,
+    routes: Vec<watch::Sender<Arc<RouteTable>>>,
+    tcp: Vec<watch::Sender<Arc<Upstream>>>,
 }
 
 impl Live {
-    /// Live state for freshly built `tables`, whose listeners read from `senders` (same order).
-    pub(crate) fn new(tables: Tables, senders: Vec<watch::Sender<Arc<RouteTable>>>) -> Self {
-        Self { tables, senders }
+    /// Live state for freshly built `tables`, whose HTTP listeners read from `routes` and TCP
+    /// listeners from `tcp` (each in the tables' order).
+    pub(crate) fn new(
+        tables: Tables,
+        routes: Vec<watch::Sender<Arc<RouteTable>>>,
+        tcp: Vec<watch::Sender<Arc<Upstream>>>,
+    ) -> Self {
+        Self {
+            tables,
+            routes,
+            tcp,
+        }
     }
 }
 
@@ -60,8 +71,11 @@ impl ReloadHandle {
                 wanted: describe(&wanted),
             });
         }
-        for (sender, plan) in live.senders.iter().zip(&next.listeners) {
+        for (sender, plan) in live.routes.iter().zip(&next.listeners) {
             sender.send_replace(Arc::clone(&plan.routes));
+        }
+        for (sender, plan) in live.tcp.iter().zip(&next.tcp) {
+            sender.send_replace(Arc::clone(&plan.upstream));
         }
         live.tables = next;
         Ok(())

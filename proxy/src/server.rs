@@ -13,12 +13,14 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tokio_util::task::TaskTracker;
 
 use crate::build::build;
 use crate::config::{self, Config, ConfigError};
 use crate::forward;
 use crate::reload::{Live, ReloadHandle};
 use crate::route::RouteTable;
+use crate::tcp::TcpForwarder;
 
 /// Pause after a failed `accept` (e.g. out of file descriptors) so the loop does not spin.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
@@ -49,10 +51,11 @@ pub enum ProxyError {
         /// The listeners the new configuration asks for.
         wanted: String,
     },
-    /// A route names an upstream that does not exist (a configuration that skipped validation).
-    #[error("route {route:?} refers to an unknown upstream")]
+    /// A route or TCP listener names an upstream that does not exist (a configuration that skipped
+    /// validation).
+    #[error("{route} refers to an unknown upstream")]
     UnknownUpstream {
-        /// The route's name.
+        /// `route "name"` or `tcp[i]`.
         route: String,
     },
 }
@@ -64,6 +67,8 @@ pub struct BoundAddresses {
     pub inbound: Option<SocketAddr>,
     /// The outbound listeners, in configuration order.
     pub outbound: Vec<SocketAddr>,
+    /// The TCP forwarding listeners, in configuration order.
+    pub tcp: Vec<SocketAddr>,
 }
 
 /// A proxy whose sockets are bound and whose routes are built, ready to serve.
@@ -72,6 +77,7 @@ pub struct Proxy {
     listeners: Vec<Listener>,
     addresses: BoundAddresses,
     drain_timeout: Duration,
+    forwarders: Vec<TcpForwarder>,
     live: Arc<Mutex<Live>>,
 }
 
@@ -92,16 +98,10 @@ impl Proxy {
         let mut addresses = BoundAddresses {
             inbound: None,
             outbound: Vec::new(),
+            tcp: Vec::new(),
         };
         for plan in &tables.listeners {
-            let socket =
-                TcpListener::bind(plan.listen)
-                    .await
-                    .map_err(|source| ProxyError::Bind {
-                        role: plan.role.clone(),
-                        address: plan.listen,
-                        source,
-                    })?;
+            let socket = bind(&plan.role, plan.listen).await?;
             let bound = socket.local_addr().unwrap_or(plan.listen);
             if plan.role == "inbound" {
                 addresses.inbound = Some(bound);
@@ -116,6 +116,21 @@ impl Proxy {
                 routes,
             });
         }
+        let mut forwarders = Vec::new();
+        let mut tcp_senders = Vec::new();
+        for plan in &tables.tcp {
+            let socket = bind(&plan.role, plan.listen).await?;
+            addresses
+                .tcp
+                .push(socket.local_addr().unwrap_or(plan.listen));
+            let (sender, upstream) = watch::channel(Arc::clone(&plan.upstream));
+            tcp_senders.push(sender);
+            forwarders.push(TcpForwarder {
+                role: plan.role.clone(),
+                socket,
+                upstream,
+            });
+        }
         if let Some(endpoint) = &config.telemetry.otlp_endpoint {
             tracing::info!(%endpoint, "OTLP endpoint configured; span export is not implemented yet");
         }
@@ -123,7 +138,8 @@ impl Proxy {
             listeners,
             addresses,
             drain_timeout: config.service.drain_timeout.0,
-            live: Arc::new(Mutex::new(Live::new(tables, senders))),
+            forwarders,
+            live: Arc::new(Mutex::new(Live::new(tables, senders, tcp_senders))),
         })
     }
 
@@ -144,6 +160,15 @@ impl Proxy {
         let (stop_accepting, stop_rx) = watch::channel(false);
         let (force_close, force_rx) = watch::channel(false);
         let mut accept_loops = JoinSet::new();
+        let tunnels = TaskTracker::new();
+        for forwarder in self.forwarders {
+            tracing::info!(role = forwarder.role, address = ?forwarder.socket.local_addr().ok(), "forwarding TCP");
+            accept_loops.spawn(forwarder.accept_loop(
+                tunnels.clone(),
+                stop_rx.clone(),
+                force_rx.clone(),
+            ));
+        }
         for listener in self.listeners {
             tracing::info!(role = listener.role, address = ?listener.socket.local_addr().ok(), "listening");
             accept_loops.spawn(listener.accept_loop(
@@ -155,12 +180,18 @@ impl Proxy {
         shutdown.await;
         let _ = stop_accepting.send(true);
         while accept_loops.join_next().await.is_some() {}
+        tunnels.close();
         let Ok(graceful) = Arc::try_unwrap(graceful) else {
             let _ = force_close.send(true);
             return;
         };
-        tracing::info!(connections = graceful.count(), "draining");
-        if tokio::time::timeout(self.drain_timeout, graceful.shutdown())
+        tracing::info!(
+            http_connections = graceful.count(),
+            tcp_connections = tunnels.len(),
+            "draining"
+        );
+        let drained = async { tokio::join!(graceful.shutdown(), tunnels.wait()) };
+        if tokio::time::timeout(self.drain_timeout, drained)
             .await
             .is_err()
         {
@@ -168,6 +199,17 @@ impl Proxy {
             let _ = force_close.send(true);
         }
     }
+}
+
+/// Binds the socket of listener `role`.
+async fn bind(role: &str, address: SocketAddr) -> Result<TcpListener, ProxyError> {
+    TcpListener::bind(address)
+        .await
+        .map_err(|source| ProxyError::Bind {
+            role: role.to_owned(),
+            address,
+            source,
+        })
 }
 
 /// Binds and serves `config` until `shutdown` completes, without watching any file.

@@ -30,6 +30,7 @@ pub(crate) struct Upstream {
     balancer: Balancer,
     hash_key: Option<HashKey>,
     protocol: Protocol,
+    connect_timeout: Duration,
     http1: HttpClient,
     http2: HttpClient,
     budget: TpsBudget,
@@ -92,6 +93,7 @@ impl Upstream {
             balancer,
             hash_key: None,
             protocol,
+            connect_timeout,
             http1: client(connect_timeout, false),
             http2: client(connect_timeout, true),
             // Validation keeps ttl within 1..=60s and ratio within 0..=1000, which TpsBudget asserts.
@@ -133,6 +135,11 @@ impl Upstream {
     ) -> Option<(usize, &Arc<Endpoint>)> {
         let index = self.balancer.pick(&self.endpoints, avoid, key)?;
         self.endpoints.get(index).map(|endpoint| (index, endpoint))
+    }
+
+    /// Limit on opening a connection to an endpoint.
+    pub(crate) fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
     }
 
     /// The client for a request that arrived over HTTP/2 (`downstream_h2`) or HTTP/1.

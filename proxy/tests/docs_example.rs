@@ -1,4 +1,4 @@
-//! The examples in docs/proxy-config.md must stay valid.
+//! The examples in docs/proxy-config.md must stay valid configurations.
 
 const DOC: &str = include_str!("../../docs/proxy-config.md");
 
@@ -9,7 +9,13 @@ fn every_toml_example_in_the_docs_is_valid() {
         let Some((example, _)) = block.split_once("```") else {
             panic!("unterminated toml block in docs/proxy-config.md");
         };
-        if let Err(e) = meshscope_proxy::config::parse(example, "docs/proxy-config.md example") {
+        // Fragments that show one table get the one required table added.
+        let example = if example.contains("[service]") {
+            example.to_owned()
+        } else {
+            format!("[service]\nname = \"doc\"\n{example}")
+        };
+        if let Err(e) = meshscope_proxy::config::parse(&example, "docs/proxy-config.md example") {
             panic!("{e}\n--- example ---\n{example}");
         }
         examples += 1;

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 pub use model::{
     Address, BalancerKind, Config, EndpointConfig, HashKey, HeaderMatchConfig, HumanDuration,
     InboundConfig, MatchConfig, MethodName, OtlpEndpoint, OutboundConfig, Pattern, Protocol,
-    RetryBudgetConfig, RetryConfig, RetryOn, RouteConfig, ServiceConfig, SplitConfig,
+    RetryBudgetConfig, RetryConfig, RetryOn, RouteConfig, ServiceConfig, SplitConfig, TcpConfig,
     TelemetryConfig, UpstreamConfig,
 };
 

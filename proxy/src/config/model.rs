@@ -25,6 +25,9 @@ pub struct Config {
     /// Listeners the local application sends its outgoing requests to (`[[outbound]]`).
     #[serde(default)]
     pub outbound: Vec<OutboundConfig>,
+    /// Plain TCP forwarding for ports that do not speak HTTP (`[[tcp]]`).
+    #[serde(default)]
+    pub tcp: Vec<TcpConfig>,
     /// The services that outbound routes send to (`[[upstream]]`).
     #[serde(default, rename = "upstream")]
     pub upstreams: Vec<UpstreamConfig>,
@@ -72,6 +75,16 @@ pub struct OutboundConfig {
     /// Routes, tried in order; the first that matches wins (`[[outbound.route]]`).
     #[serde(default, rename = "route")]
     pub routes: Vec<RouteConfig>,
+}
+
+/// `[[tcp]]`: a port whose connections are forwarded byte for byte to an upstream's endpoints.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TcpConfig {
+    /// Socket to accept connections on.
+    pub listen: SocketAddr,
+    /// Name of the `[[upstream]]` whose endpoints receive the connections.
+    pub upstream: String,
 }
 
 /// `[[outbound.route]]`: which requests go where, and under which timeout and retry policy.

@@ -32,16 +32,16 @@ pub(super) fn check(config: &Config) -> Vec<(ConfigPath, String)> {
     if config.service.name.trim().is_empty() {
         problems.add(root.key("service").key("name"), "must not be empty");
     }
-    if config.inbound.is_none() && config.outbound.is_empty() {
+    if config.inbound.is_none() && config.outbound.is_empty() && config.tcp.is_empty() {
         problems.add(
             root.key("service"),
-            "no listener: add an [inbound] table or an [[outbound]] table",
+            "no listener: add an [inbound], [[outbound]] or [[tcp]] table",
         );
     }
 
-    let mut listens = HashMap::new();
+    let mut listens = Listens::default();
     if let Some(inbound) = &config.inbound {
-        listens.insert(inbound.listen, "inbound".to_owned());
+        listens.claim(&mut problems, root.key("inbound"), inbound.listen);
         positive(
             &mut problems,
             root.key("inbound").key("connect_timeout"),
@@ -66,13 +66,7 @@ pub(super) fn check(config: &Config) -> Vec<(ConfigPath, String)> {
 
     for (i, outbound) in config.outbound.iter().enumerate() {
         let path = root.key("outbound").index(i);
-        let this = format!("outbound[{i}]");
-        if let Some(other) = listens.insert(outbound.listen, this) {
-            problems.add(
-                path.key("listen"),
-                format!("{} is already used by {other}", outbound.listen),
-            );
-        }
+        listens.claim(&mut problems, path.clone(), outbound.listen);
         if outbound.routes.is_empty() {
             problems.add(
                 path.clone(),
@@ -103,7 +97,37 @@ pub(super) fn check(config: &Config) -> Vec<(ConfigPath, String)> {
             check_route(&mut problems, &route_path, route, &upstream_names);
         }
     }
+    for (i, tcp) in config.tcp.iter().enumerate() {
+        let path = root.key("tcp").index(i);
+        listens.claim(&mut problems, path.clone(), tcp.listen);
+        if !upstream_names.contains(tcp.upstream.as_str()) {
+            problems.add(
+                path.key("upstream"),
+                format!("no [[upstream]] is named {:?}", tcp.upstream),
+            );
+        }
+    }
     problems.0
+}
+
+/// Listen addresses taken so far, and by which listener.
+#[derive(Default)]
+struct Listens(HashMap<std::net::SocketAddr, String>);
+
+impl Listens {
+    /// Records that the listener at `path` uses `address`, reporting a clash. Port 0 never clashes:
+    /// each such listener gets its own free port.
+    fn claim(&mut self, problems: &mut Problems, path: ConfigPath, address: std::net::SocketAddr) {
+        if address.port() == 0 {
+            return;
+        }
+        if let Some(other) = self.0.insert(address, path.to_string()) {
+            problems.add(
+                path.key("listen"),
+                format!("{address} is already used by {other}"),
+            );
+        }
+    }
 }
 
 fn positive(problems: &mut Problems, path: ConfigPath, value: Duration) {
