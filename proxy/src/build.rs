@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use crate::balance::Endpoint;
 use crate::config::{Config, UpstreamConfig};
+use crate::forward::Side;
 use crate::route::{Route, RouteTable};
 use crate::server::ProxyError;
 use crate::upstream::Upstream;
@@ -31,6 +32,8 @@ pub(crate) struct ListenerPlan {
     pub(crate) role: String,
     /// The configured socket address.
     pub(crate) listen: SocketAddr,
+    /// Inbound (to the local app) or outbound (to the mesh).
+    pub(crate) side: Side,
     /// The routes its requests follow.
     pub(crate) routes: Arc<RouteTable>,
 }
@@ -86,6 +89,7 @@ pub(crate) fn build(config: &Config, previous: Option<&Tables>) -> Result<Tables
         listeners.push(ListenerPlan {
             role: "inbound".to_owned(),
             listen: inbound.listen,
+            side: Side::Inbound,
             routes: Arc::new(RouteTable::new(vec![route])),
         });
     }
@@ -102,6 +106,7 @@ pub(crate) fn build(config: &Config, previous: Option<&Tables>) -> Result<Tables
         listeners.push(ListenerPlan {
             role: format!("outbound[{i}]"),
             listen: outbound.listen,
+            side: Side::Outbound,
             routes: Arc::new(RouteTable::new(routes)),
         });
     }

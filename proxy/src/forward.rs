@@ -1,6 +1,7 @@
 //! Forwarding one request: route → split → balancer → endpoint, with timeouts and retries.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{self, HeaderValue};
@@ -15,15 +16,68 @@ use crate::body::{self, ProxyBody, Replayable};
 use crate::headers::{append_forwarded_for, strip_hop_by_hop};
 use crate::retry::Outcome;
 use crate::route::{Route, RouteTable};
+use crate::telemetry::{AttemptFacts, RequestFacts, SpanRecord, TraceContext, Tracer};
 use crate::upgrade;
 use crate::upstream::Upstream;
 
 /// Header naming why the proxy itself answered, so clients and tests can tell it from the app.
-const ERROR_HEADER: &str = "x-meshscope-error";
+pub(crate) const ERROR_HEADER: &str = "x-meshscope-error";
+
+/// Which side of the mesh a listener is on; it decides which spans are recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Side {
+    /// Mesh → local application: one SERVER span per request.
+    Inbound,
+    /// Local application → mesh: one CLIENT span per attempt.
+    Outbound,
+}
+
+/// What a listener hands to each of its requests besides the route table.
+#[derive(Debug, Clone)]
+pub(crate) struct Listening {
+    /// The listener's side.
+    pub(crate) side: Side,
+    /// Where spans go; `None` when telemetry is off.
+    pub(crate) tracer: Option<Arc<Tracer>>,
+}
 
 /// Answers one downstream request from `client` using `routes`. Never fails: every problem becomes
 /// an HTTP error response with a plain-text reason.
 pub(crate) async fn handle(
+    listening: &Listening,
+    routes: &RouteTable,
+    client: SocketAddr,
+    mut request: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let server_span = match (listening.side, &listening.tracer) {
+        (Side::Inbound, Some(tracer)) => {
+            SpanRecord::server(tracer, &facts(&request), client, "inbound")
+        }
+        _ => None,
+    };
+    let Some((mut span, context)) = server_span else {
+        return route_and_send(listening, routes, client, request).await;
+    };
+    // The application's spans become children of this SERVER span.
+    context.inject(request.headers_mut());
+    let response = route_and_send(listening, routes, client, request).await;
+    span.response(response.status(), response.headers());
+    let (parts, body) = response.into_parts();
+    Response::from_parts(parts, span.finish_with(body))
+}
+
+/// The facts about a request that its spans record.
+fn facts<B>(request: &Request<B>) -> RequestFacts<'_> {
+    RequestFacts {
+        method: request.method(),
+        uri: request.uri(),
+        headers: request.headers(),
+        version: request.version(),
+    }
+}
+
+async fn route_and_send(
+    listening: &Listening,
     routes: &RouteTable,
     client: SocketAddr,
     request: Request<Incoming>,
@@ -72,8 +126,12 @@ pub(crate) async fn handle(
         _ => RequestBody::Streaming(Some(body)),
     };
 
+    let tracing = match (listening.side, &listening.tracer) {
+        (Side::Outbound, Some(tracer)) => AttemptTracing::new(tracer, &parts.headers),
+        _ => None,
+    };
     let key = upstream.request_key(&parts.headers, client.ip());
-    let attempts = send(route, upstream, &parts, body, key);
+    let attempts = send(route, upstream, &parts, body, key, tracing.as_ref());
     match route.timeout() {
         None => attempts.await,
         Some(limit) => match tokio::time::timeout(limit, attempts).await {
@@ -88,6 +146,30 @@ pub(crate) async fn handle(
                 ),
             ),
         },
+    }
+}
+
+/// How the attempts of one outbound request are traced: all share a trace and a parent.
+struct AttemptTracing {
+    tracer: Arc<Tracer>,
+    /// The caller's span, if it sent one.
+    parent: Option<TraceContext>,
+    /// Supplies the trace id: the caller's, or a new trace's.
+    trace: TraceContext,
+}
+
+impl AttemptTracing {
+    /// `None` when the caller's trace is not sampled: then its headers pass through untouched.
+    fn new(tracer: &Arc<Tracer>, headers: &http::HeaderMap) -> Option<Self> {
+        let parent = TraceContext::extract(headers);
+        if parent.is_some_and(|p| !p.sampled) {
+            return None;
+        }
+        Some(Self {
+            tracer: Arc::clone(tracer),
+            parent,
+            trace: parent.unwrap_or_else(TraceContext::root),
+        })
     }
 }
 
@@ -119,6 +201,7 @@ async fn send(
     parts: &Parts,
     mut body: RequestBody,
     key: Option<u64>,
+    tracing: Option<&AttemptTracing>,
 ) -> Response<ProxyBody> {
     upstream.deposit();
     let policy = route.retry().filter(|_| body.can_replay());
@@ -141,7 +224,7 @@ async fn send(
             );
         };
         let (client, h2) = upstream.client(parts.version == Version::HTTP_2);
-        let request = match upstream_request(parts, endpoint.address(), attempt_body, h2) {
+        let mut request = match upstream_request(parts, endpoint.address(), attempt_body, h2) {
             Ok(request) => request,
             Err(e) => {
                 return error(
@@ -151,6 +234,19 @@ async fn send(
                 );
             }
         };
+        let span = tracing.map(|t| {
+            let attempt = AttemptFacts {
+                route: route.name(),
+                upstream: upstream.name(),
+                endpoint: endpoint.address(),
+                balancer: upstream.balancer_name(),
+                retry: retries,
+            };
+            SpanRecord::attempt(&t.tracer, &facts(&request), t.trace, t.parent, &attempt)
+        });
+        if let Some(context) = span.as_ref().and_then(SpanRecord::context) {
+            context.inject(request.headers_mut());
+        }
 
         let in_flight = endpoint.start();
         let per_try = policy.and_then(|p| p.per_try_timeout());
@@ -170,9 +266,24 @@ async fn send(
             if retry {
                 tracing::debug!(upstream = upstream.name(), "retry budget exhausted");
             }
-            return finish(upstream, endpoint.address(), outcome, answer);
+            let response = finish(upstream, endpoint.address(), outcome, answer);
+            return match span {
+                Some(mut span) => {
+                    span.response(response.status(), response.headers());
+                    let (parts, body) = response.into_parts();
+                    Response::from_parts(parts, span.finish_with(body))
+                }
+                None => response,
+            };
         }
         tracing::debug!(upstream = upstream.name(), endpoint = %endpoint.address(), ?outcome, "retrying");
+        if let Some(mut span) = span {
+            match &answer {
+                Ok(response) => span.response(response.status(), response.headers()),
+                Err(_) => span.failed(outcome.error_kind()),
+            }
+            span.finish();
+        }
         drop(answer);
         if let Some(backoff) = backoff.as_mut() {
             backoff.next_backoff().await;
@@ -215,24 +326,21 @@ pub(crate) fn failure(
     reason: &str,
 ) -> Response<ProxyBody> {
     let name = upstream.name();
-    let (status, kind, text) = match outcome {
+    let (status, text) = match outcome {
         Outcome::ConnectFailure => (
             StatusCode::BAD_GATEWAY,
-            "connect-failure",
             format!("cannot connect to upstream {name:?} at {address}: {reason}"),
         ),
         Outcome::PerTryTimeout => (
             StatusCode::GATEWAY_TIMEOUT,
-            "timeout",
             format!("upstream {name:?} at {address} timed out"),
         ),
         Outcome::Broken | Outcome::Status(_) => (
             StatusCode::BAD_GATEWAY,
-            "upstream-reset",
             format!("upstream {name:?} at {address} failed: {reason}"),
         ),
     };
-    error(status, kind, text)
+    error(status, outcome.error_kind(), text)
 }
 
 /// The request to send to `address`: same method, path, headers and body; HTTP version of the

@@ -23,6 +23,7 @@ mod retry;
 mod route;
 mod server;
 mod tcp;
+mod telemetry;
 mod upgrade;
 mod upstream;
 

@@ -28,6 +28,17 @@ pub(crate) enum Outcome {
     Broken,
 }
 
+impl Outcome {
+    /// The proxy's name for a failed outcome, used in `x-meshscope-error` and a span's `error.type`.
+    pub(crate) fn error_kind(self) -> &'static str {
+        match self {
+            Outcome::ConnectFailure => "connect-failure",
+            Outcome::PerTryTimeout => "timeout",
+            Outcome::Broken | Outcome::Status(_) => "upstream-reset",
+        }
+    }
+}
+
 /// A compiled `[outbound.route.retry]` table.
 #[derive(Debug)]
 pub(crate) struct RetryPolicy {

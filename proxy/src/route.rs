@@ -174,7 +174,8 @@ impl Matcher {
             return false;
         }
         if let Some(host) = &self.host
-            && !request_host(request).is_some_and(|h| h.eq_ignore_ascii_case(host))
+            && !request_host(request.uri(), request.headers())
+                .is_some_and(|h| h.eq_ignore_ascii_case(host))
         {
             return false;
         }
@@ -219,10 +220,13 @@ impl HeaderMatch {
 }
 
 /// The host the client asked for, without port: the URI authority (HTTP/2, absolute-form) or `Host`.
-pub(crate) fn request_host<B>(request: &Request<B>) -> Option<&str> {
-    let authority = match request.uri().authority() {
+pub(crate) fn request_host<'r>(
+    uri: &'r http::Uri,
+    headers: &'r http::HeaderMap,
+) -> Option<&'r str> {
+    let authority = match uri.authority() {
         Some(authority) => authority.as_str(),
-        None => request.headers().get(http::header::HOST)?.to_str().ok()?,
+        None => headers.get(http::header::HOST)?.to_str().ok()?,
     };
     let host = match authority.rsplit_once(':') {
         Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,

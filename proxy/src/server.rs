@@ -17,10 +17,11 @@ use tokio_util::task::TaskTracker;
 
 use crate::build::build;
 use crate::config::{self, Config, ConfigError};
-use crate::forward;
+use crate::forward::{self, Listening, Side};
 use crate::reload::{Live, ReloadHandle};
 use crate::route::RouteTable;
 use crate::tcp::TcpForwarder;
+use crate::telemetry::Exporter;
 
 /// Pause after a failed `accept` (e.g. out of file descriptors) so the loop does not spin.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
@@ -77,6 +78,7 @@ pub struct Proxy {
     listeners: Vec<Listener>,
     addresses: BoundAddresses,
     drain_timeout: Duration,
+    exporter: Option<Exporter>,
     forwarders: Vec<TcpForwarder>,
     live: Arc<Mutex<Live>>,
 }
@@ -86,6 +88,7 @@ pub struct Proxy {
 struct Listener {
     role: String,
     socket: TcpListener,
+    listening: Arc<Listening>,
     routes: watch::Receiver<Arc<RouteTable>>,
 }
 
@@ -93,6 +96,11 @@ impl Proxy {
     /// Builds upstreams and routes from a validated `config` and binds every listener.
     pub async fn bind(config: &Config) -> Result<Proxy, ProxyError> {
         let tables = build(config, None)?;
+        let exporter = Exporter::start(&config.telemetry, &config.service.name);
+        if let Some(endpoint) = &config.telemetry.otlp_endpoint {
+            tracing::info!(%endpoint, "exporting spans");
+        }
+        let tracer = exporter.as_ref().map(|(tracer, _)| Arc::clone(tracer));
         let mut listeners = Vec::new();
         let mut senders = Vec::new();
         let mut addresses = BoundAddresses {
@@ -103,16 +111,19 @@ impl Proxy {
         for plan in &tables.listeners {
             let socket = bind(&plan.role, plan.listen).await?;
             let bound = socket.local_addr().unwrap_or(plan.listen);
-            if plan.role == "inbound" {
-                addresses.inbound = Some(bound);
-            } else {
-                addresses.outbound.push(bound);
+            match plan.side {
+                Side::Inbound => addresses.inbound = Some(bound),
+                Side::Outbound => addresses.outbound.push(bound),
             }
             let (sender, routes) = watch::channel(Arc::clone(&plan.routes));
             senders.push(sender);
             listeners.push(Listener {
                 role: plan.role.clone(),
                 socket,
+                listening: Arc::new(Listening {
+                    side: plan.side,
+                    tracer: tracer.clone(),
+                }),
                 routes,
             });
         }
@@ -131,10 +142,8 @@ impl Proxy {
                 upstream,
             });
         }
-        if let Some(endpoint) = &config.telemetry.otlp_endpoint {
-            tracing::info!(%endpoint, "OTLP endpoint configured; span export is not implemented yet");
-        }
         Ok(Proxy {
+            exporter: exporter.map(|(_, exporter)| exporter),
             listeners,
             addresses,
             drain_timeout: config.service.drain_timeout.0,
@@ -181,22 +190,29 @@ impl Proxy {
         let _ = stop_accepting.send(true);
         while accept_loops.join_next().await.is_some() {}
         tunnels.close();
-        let Ok(graceful) = Arc::try_unwrap(graceful) else {
-            let _ = force_close.send(true);
-            return;
-        };
-        tracing::info!(
-            http_connections = graceful.count(),
-            tcp_connections = tunnels.len(),
-            "draining"
-        );
-        let drained = async { tokio::join!(graceful.shutdown(), tunnels.wait()) };
-        if tokio::time::timeout(self.drain_timeout, drained)
-            .await
-            .is_err()
-        {
-            tracing::warn!(drain_timeout = ?self.drain_timeout, "drain timed out; closing remaining connections");
-            let _ = force_close.send(true);
+        match Arc::try_unwrap(graceful) {
+            Ok(graceful) => {
+                tracing::info!(
+                    http_connections = graceful.count(),
+                    tcp_connections = tunnels.len(),
+                    "draining"
+                );
+                let drained = async { tokio::join!(graceful.shutdown(), tunnels.wait()) };
+                if tokio::time::timeout(self.drain_timeout, drained)
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!(drain_timeout = ?self.drain_timeout, "drain timed out; closing remaining connections");
+                    let _ = force_close.send(true);
+                }
+            }
+            Err(_) => {
+                let _ = force_close.send(true);
+            }
+        }
+        // Spans of the drained requests are queued by now: flush them.
+        if let Some(exporter) = self.exporter {
+            exporter.stop().await;
         }
     }
 }
@@ -269,11 +285,15 @@ impl Listener {
                 }
             };
             let _ = stream.set_nodelay(true);
-            let routes = self.routes.clone();
+            let (routes, listening) = (self.routes.clone(), Arc::clone(&self.listening));
             let service = service_fn(move |request| {
                 // The table current when the request arrives serves it to the end, reloads or not.
                 let table = Arc::clone(&routes.borrow());
-                async move { Ok::<_, Infallible>(forward::handle(&table, peer, request).await) }
+                let listening = Arc::clone(&listening);
+                async move {
+                    let response = forward::handle(&listening, &table, peer, request).await;
+                    Ok::<_, Infallible>(response)
+                }
             });
             let connection = graceful.watch(
                 builder

@@ -137,6 +137,11 @@ impl Upstream {
         self.endpoints.get(index).map(|endpoint| (index, endpoint))
     }
 
+    /// The balancer's configuration name.
+    pub(crate) fn balancer_name(&self) -> &'static str {
+        self.balancer.name()
+    }
+
     /// Limit on opening a connection to an endpoint.
     pub(crate) fn connect_timeout(&self) -> Duration {
         self.connect_timeout

@@ -64,6 +64,22 @@ impl Balancer {
         }
     }
 
+    /// The policy's configuration name, for spans and logs.
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Balancer::RoundRobin(_) => "round_robin",
+            Balancer::WeightedRoundRobin(_) => "weighted_round_robin",
+            Balancer::Random => "random",
+            Balancer::WeightedRandom => "weighted_random",
+            Balancer::LeastRequest => "least_request",
+            Balancer::LeastConnections(_) => "least_connections",
+            Balancer::PeakEwma => "peak_ewma",
+            Balancer::RingHash(_) => "ring_hash",
+            Balancer::Maglev(_) => "maglev",
+            Balancer::SourceIpHash => "source_ip_hash",
+        }
+    }
+
     /// Whether picks depend on a per-request hash key.
     pub(crate) fn uses_key(&self) -> bool {
         matches!(

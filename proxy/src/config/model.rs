@@ -265,13 +265,38 @@ impl Default for RetryBudgetConfig {
     }
 }
 
-/// `[telemetry]`: span and metric export.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// `[telemetry]`: span export. Without `otlp_endpoint` no spans are made and trace headers pass
+/// through untouched.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TelemetryConfig {
     /// OTLP/gRPC collector URL, e.g. `http://127.0.0.1:4317`.
     #[serde(default)]
     pub otlp_endpoint: Option<OtlpEndpoint>,
+    /// Finished spans waiting for export; beyond this, new spans are dropped and counted.
+    #[serde(default = "defaults::queue_size")]
+    pub queue_size: usize,
+    /// Spans per export request.
+    #[serde(default = "defaults::batch_size")]
+    pub batch_size: usize,
+    /// Longest a span waits in a partial batch.
+    #[serde(default = "defaults::flush_interval")]
+    pub flush_interval: HumanDuration,
+    /// Limit on connecting to the collector and on each export request.
+    #[serde(default = "defaults::export_timeout")]
+    pub export_timeout: HumanDuration,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            otlp_endpoint: None,
+            queue_size: defaults::queue_size(),
+            batch_size: defaults::batch_size(),
+            flush_interval: defaults::flush_interval(),
+            export_timeout: defaults::export_timeout(),
+        }
+    }
 }
 
 /// Load balancing policy of an upstream.
@@ -402,7 +427,7 @@ impl TryFrom<String> for MethodName {
     }
 }
 
-/// The URL of an OTLP/gRPC collector (`http://` or `https://`, host and port).
+/// The URL of an OTLP/gRPC collector (`http://host:port`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "String")]
 pub struct OtlpEndpoint(pub http::Uri);
@@ -411,10 +436,9 @@ impl TryFrom<String> for OtlpEndpoint {
     type Error = String;
     fn try_from(text: String) -> Result<Self, Self::Error> {
         let uri = http::Uri::from_str(&text).map_err(|e| format!("invalid URL {text:?}: {e}"))?;
-        let scheme_ok = uri.scheme() == Some(&Scheme::HTTP) || uri.scheme() == Some(&Scheme::HTTPS);
-        if !scheme_ok || uri.authority().is_none() {
+        if uri.scheme() != Some(&Scheme::HTTP) || uri.authority().is_none() {
             return Err(format!(
-                "OTLP endpoint {text:?} must look like http://host:4317"
+                "OTLP endpoint {text:?} must look like http://host:4317 (TLS is not supported yet)"
             ));
         }
         Ok(OtlpEndpoint(uri))
@@ -461,5 +485,17 @@ mod defaults {
     }
     pub(super) fn budget_ttl() -> HumanDuration {
         HumanDuration(Duration::from_secs(10))
+    }
+    pub(super) fn queue_size() -> usize {
+        2048
+    }
+    pub(super) fn batch_size() -> usize {
+        512
+    }
+    pub(super) fn flush_interval() -> HumanDuration {
+        HumanDuration(Duration::from_secs(1))
+    }
+    pub(super) fn export_timeout() -> HumanDuration {
+        HumanDuration(Duration::from_secs(5))
     }
 }

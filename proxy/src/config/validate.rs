@@ -97,6 +97,25 @@ pub(super) fn check(config: &Config) -> Vec<(ConfigPath, String)> {
             check_route(&mut problems, &route_path, route, &upstream_names);
         }
     }
+    let telemetry = &config.telemetry;
+    let path = root.key("telemetry");
+    if telemetry.queue_size == 0 {
+        problems.add(path.key("queue_size"), "must be at least 1");
+    }
+    if telemetry.batch_size == 0 || telemetry.batch_size > telemetry.queue_size {
+        problems.add(path.key("batch_size"), "must be between 1 and queue_size");
+    }
+    positive(
+        &mut problems,
+        path.key("flush_interval"),
+        telemetry.flush_interval.0,
+    );
+    positive(
+        &mut problems,
+        path.key("export_timeout"),
+        telemetry.export_timeout.0,
+    );
+
     for (i, tcp) in config.tcp.iter().enumerate() {
         let path = root.key("tcp").index(i);
         listens.claim(&mut problems, path.clone(), tcp.listen);

@@ -1,0 +1,212 @@
+//! Trace context on the wire: W3C `traceparent` (read and written) and Zipkin B3 (read only).
+//!
+//! Parsed by hand: it is two small fixed formats, and the OpenTelemetry SDK's propagators would pull
+//! in the whole SDK for them.
+
+use http::HeaderMap;
+use http::header::HeaderValue;
+
+const TRACEPARENT: &str = "traceparent";
+
+/// The identity of one span and whether its trace is being recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TraceContext {
+    /// The trace, 16 bytes, never all zero.
+    pub(crate) trace_id: [u8; 16],
+    /// The span, 8 bytes, never all zero.
+    pub(crate) span_id: [u8; 8],
+    /// Whether the trace is sampled (recorded).
+    pub(crate) sampled: bool,
+}
+
+impl TraceContext {
+    /// The start of a new, sampled trace.
+    pub(crate) fn root() -> Self {
+        Self {
+            trace_id: nonzero_u128().to_be_bytes(),
+            span_id: nonzero_u64().to_be_bytes(),
+            sampled: true,
+        }
+    }
+
+    /// A new span in the same trace.
+    pub(crate) fn child(&self) -> Self {
+        Self {
+            span_id: nonzero_u64().to_be_bytes(),
+            ..*self
+        }
+    }
+
+    /// The caller's context: `traceparent` if valid, else B3 (single `b3` header, then `x-b3-*`).
+    pub(crate) fn extract(headers: &HeaderMap) -> Option<Self> {
+        let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        if let Some(context) = text(TRACEPARENT).and_then(parse_traceparent) {
+            return Some(context);
+        }
+        if let Some(context) = text("b3").and_then(parse_b3_single) {
+            return Some(context);
+        }
+        let sampled = match (text("x-b3-sampled"), text("x-b3-flags")) {
+            (_, Some("1")) => true,
+            (Some(flag), _) => flag == "1" || flag.eq_ignore_ascii_case("true"),
+            (None, _) => true,
+        };
+        Some(Self {
+            trace_id: trace_id(text("x-b3-traceid")?)?,
+            span_id: span_id(text("x-b3-spanid")?)?,
+            sampled,
+        })
+    }
+
+    /// Writes this context as the `traceparent` the next hop sees; `tracestate` is left as it is.
+    pub(crate) fn inject(&self, headers: &mut HeaderMap) {
+        let flags = if self.sampled { "01" } else { "00" };
+        let value = format!(
+            "00-{}-{}-{flags}",
+            hex::encode(self.trace_id),
+            hex::encode(self.span_id)
+        );
+        if let Ok(value) = HeaderValue::try_from(value) {
+            headers.insert(TRACEPARENT, value);
+        }
+    }
+}
+
+fn nonzero_u128() -> u128 {
+    fastrand::u128(1..)
+}
+
+fn nonzero_u64() -> u64 {
+    fastrand::u64(1..)
+}
+
+/// `version-traceid-spanid-flags`; versions above 00 may append fields, version ff is invalid.
+fn parse_traceparent(value: &str) -> Option<TraceContext> {
+    let mut parts = value.trim().split('-');
+    let version = parts.next()?;
+    let (trace, span, flags) = (parts.next()?, parts.next()?, parts.next()?);
+    if version.len() != 2
+        || version.eq_ignore_ascii_case("ff")
+        || (version == "00" && parts.next().is_some())
+    {
+        return None;
+    }
+    if trace.len() != 32 || span.len() != 16 || flags.len() != 2 {
+        return None;
+    }
+    let mut flag_byte = [0u8; 1];
+    hex::decode_to_slice(flags, &mut flag_byte).ok()?;
+    Some(TraceContext {
+        trace_id: trace_id(trace)?,
+        span_id: span_id(span)?,
+        sampled: flag_byte[0] & 1 == 1,
+    })
+}
+
+/// `traceid-spanid[-sampled[-parentspanid]]`; a lone sampling flag carries no ids.
+fn parse_b3_single(value: &str) -> Option<TraceContext> {
+    let mut parts = value.trim().split('-');
+    let (trace, span) = (parts.next()?, parts.next()?);
+    let sampled = !matches!(parts.next(), Some("0"));
+    Some(TraceContext {
+        trace_id: trace_id(trace)?,
+        span_id: span_id(span)?,
+        sampled,
+    })
+}
+
+/// A 32-hex-digit trace id, or a 16-digit (64-bit B3) one padded on the left; not all zero.
+fn trace_id(text: &str) -> Option<[u8; 16]> {
+    let mut id = [0u8; 16];
+    match text.len() {
+        32 => hex::decode_to_slice(text, &mut id).ok()?,
+        16 => hex::decode_to_slice(text, &mut id[8..]).ok()?,
+        _ => return None,
+    }
+    (id != [0; 16]).then_some(id)
+}
+
+/// A 16-hex-digit span id, not all zero.
+fn span_id(text: &str) -> Option<[u8; 8]> {
+    let mut id = [0u8; 8];
+    hex::decode_to_slice(text, &mut id).ok()?;
+    (id != [0; 8]).then_some(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.insert(*name, HeaderValue::from_static(value));
+        }
+        map
+    }
+
+    #[test]
+    fn traceparent_round_trip() {
+        let text = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let Some(context) = TraceContext::extract(&headers(&[("traceparent", text)])) else {
+            panic!("valid traceparent rejected");
+        };
+        assert!(context.sampled);
+        let mut out = HeaderMap::new();
+        context.inject(&mut out);
+        assert_eq!(out["traceparent"], text);
+    }
+
+    #[test]
+    fn invalid_traceparents_are_ignored() {
+        for bad in [
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "00-xyz-00f067aa0ba902b7-01",
+        ] {
+            assert_eq!(
+                TraceContext::extract(&headers(&[("traceparent", bad)])),
+                None,
+                "{bad}"
+            );
+        }
+        let future = "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00-extra";
+        assert_eq!(
+            TraceContext::extract(&headers(&[("traceparent", future)])).map(|c| c.sampled),
+            Some(false)
+        );
+    }
+
+    #[test]
+    fn b3_single_and_multi() {
+        let single = headers(&[("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1")]);
+        let Some(context) = TraceContext::extract(&single) else {
+            panic!("b3 rejected")
+        };
+        assert_eq!(hex::encode(context.span_id), "e457b5a2e4d86bd1");
+        let multi = headers(&[
+            ("x-b3-traceid", "a3ce929d0e0e4736"),
+            ("x-b3-spanid", "00f067aa0ba902b7"),
+            ("x-b3-sampled", "0"),
+        ]);
+        let Some(context) = TraceContext::extract(&multi) else {
+            panic!("x-b3 rejected")
+        };
+        assert_eq!(
+            hex::encode(context.trace_id),
+            "0000000000000000a3ce929d0e0e4736"
+        );
+        assert!(!context.sampled);
+        assert_eq!(TraceContext::extract(&headers(&[("b3", "1")])), None);
+    }
+
+    #[test]
+    fn children_share_the_trace() {
+        let root = TraceContext::root();
+        let child = root.child();
+        assert_eq!(root.trace_id, child.trace_id);
+        assert_ne!(root.span_id, child.span_id);
+    }
+}

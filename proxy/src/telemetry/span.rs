@@ -1,0 +1,379 @@
+//! The spans the proxy records: one SERVER span per request arriving at the inbound listener, and one
+//! CLIENT span per attempt sent from an outbound listener (each retry its own span, all under the
+//! caller's span). Attributes follow the OpenTelemetry HTTP and RPC semantic conventions, plus
+//! `meshscope.*` attributes for the mesh's own decisions.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::uri::Authority;
+use http::{HeaderMap, Method, StatusCode, Uri, Version};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use meshscope_proto::trace::{Span, Status, span::SpanKind, status::StatusCode as OtlpStatus};
+
+use super::context::TraceContext;
+use super::export::{Tracer, int, string};
+use crate::body::{BoxError, ProxyBody};
+use crate::forward::ERROR_HEADER;
+
+/// gRPC codes that make a SERVER span an error (the RPC semantic conventions' list).
+const GRPC_SERVER_ERRORS: [i64; 6] = [2, 4, 12, 13, 14, 15];
+
+/// A span being recorded; finished (and queued for export) by [`SpanRecord::finish`] or, for a
+/// response still streaming, when its body ends.
+#[derive(Debug)]
+pub(crate) struct SpanRecord {
+    tracer: Arc<Tracer>,
+    span: Span,
+    grpc: bool,
+    /// Set by `finish`; a span dropped without it (its request was cancelled, e.g. by a route
+    /// timeout or a client going away) is recorded as an error of type `cancelled`.
+    ended: bool,
+}
+
+/// What is known about the request a span describes.
+pub(crate) struct RequestFacts<'a> {
+    /// Request method.
+    pub(crate) method: &'a Method,
+    /// Request URI as received.
+    pub(crate) uri: &'a Uri,
+    /// Request headers as received.
+    pub(crate) headers: &'a HeaderMap,
+    /// HTTP version the request arrived with (SERVER) or is sent with (CLIENT).
+    pub(crate) version: Version,
+}
+
+/// Where an attempt went, for CLIENT spans.
+pub(crate) struct AttemptFacts<'a> {
+    /// The route that matched.
+    pub(crate) route: &'a str,
+    /// The upstream the split chose.
+    pub(crate) upstream: &'a str,
+    /// The endpoint the balancer chose.
+    pub(crate) endpoint: &'a Authority,
+    /// The balancer's name.
+    pub(crate) balancer: &'static str,
+    /// 0 for the first attempt, then 1, 2, ... for retries.
+    pub(crate) retry: u32,
+}
+
+impl SpanRecord {
+    /// A SERVER span for a request from `client`, and the context the application should see as its
+    /// parent. `None` when the caller's trace is not sampled (its headers then pass untouched).
+    pub(crate) fn server(
+        tracer: &Arc<Tracer>,
+        request: &RequestFacts<'_>,
+        client: SocketAddr,
+        route: &str,
+    ) -> Option<(Self, TraceContext)> {
+        let parent = TraceContext::extract(request.headers);
+        if parent.is_some_and(|p| !p.sampled) {
+            return None;
+        }
+        let context = parent.map_or_else(TraceContext::root, |p| p.child());
+        let mut record = Self::start(
+            tracer,
+            SpanKind::Server,
+            request,
+            context,
+            parent.map(|p| p.span_id),
+        );
+        let span = &mut record.span;
+        span.attributes.push(string("url.path", request.uri.path()));
+        if let Some(query) = request.uri.query() {
+            span.attributes.push(string("url.query", query));
+        }
+        span.attributes.push(string("url.scheme", "http"));
+        if let Some(host) = crate::route::request_host(request.uri, request.headers) {
+            span.attributes.push(string("server.address", host));
+        }
+        span.attributes
+            .push(string("client.address", client.ip().to_string()));
+        span.attributes
+            .push(int("client.port", i64::from(client.port())));
+        if let Some(agent) = request
+            .headers
+            .get(http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+        {
+            span.attributes.push(string("user_agent.original", agent));
+        }
+        span.attributes.push(string("meshscope.route", route));
+        Some((record, context))
+    }
+
+    /// A CLIENT span for one attempt, under `parent` (the caller's span; `None` starts a trace whose
+    /// id `trace` gives), and the context to send to the endpoint.
+    pub(crate) fn attempt(
+        tracer: &Arc<Tracer>,
+        request: &RequestFacts<'_>,
+        trace: TraceContext,
+        parent: Option<TraceContext>,
+        attempt: &AttemptFacts<'_>,
+    ) -> Self {
+        let context = trace.child();
+        let mut record = Self::start(
+            tracer,
+            SpanKind::Client,
+            request,
+            context,
+            parent.map(|p| p.span_id),
+        );
+        let span = &mut record.span;
+        let path = request.uri.path_and_query().map_or("/", |p| p.as_str());
+        span.attributes.push(string(
+            "url.full",
+            format!("http://{}{path}", attempt.endpoint),
+        ));
+        span.attributes
+            .push(string("server.address", attempt.endpoint.host()));
+        if let Some(port) = attempt.endpoint.port_u16() {
+            span.attributes.push(int("server.port", i64::from(port)));
+        }
+        if attempt.retry > 0 {
+            span.attributes
+                .push(int("http.request.resend_count", i64::from(attempt.retry)));
+        }
+        span.attributes
+            .push(string("meshscope.route", attempt.route));
+        span.attributes
+            .push(string("meshscope.upstream", attempt.upstream));
+        span.attributes
+            .push(string("meshscope.endpoint", attempt.endpoint.as_str()));
+        span.attributes
+            .push(string("meshscope.balancer", attempt.balancer));
+        span.attributes
+            .push(int("meshscope.retry.attempt", i64::from(attempt.retry)));
+        record
+    }
+
+    /// The context this span's children should name as parent.
+    pub(crate) fn context(&self) -> Option<TraceContext> {
+        let trace_id = self.span.trace_id.as_slice().try_into().ok()?;
+        let span_id = self.span.span_id.as_slice().try_into().ok()?;
+        Some(TraceContext {
+            trace_id,
+            span_id,
+            sampled: true,
+        })
+    }
+
+    fn start(
+        tracer: &Arc<Tracer>,
+        kind: SpanKind,
+        request: &RequestFacts<'_>,
+        context: TraceContext,
+        parent: Option<[u8; 8]>,
+    ) -> Self {
+        let grpc = request
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/grpc"));
+        let name = if grpc {
+            request.uri.path().trim_start_matches('/').to_owned()
+        } else {
+            request.method.to_string()
+        };
+        let mut attributes = vec![
+            string("http.request.method", request.method.as_str()),
+            string(
+                "network.protocol.version",
+                protocol_version(request.version),
+            ),
+        ];
+        if grpc {
+            attributes.push(string("rpc.system", "grpc"));
+            if let Some((service, method)) = name.split_once('/') {
+                attributes.push(string("rpc.service", service));
+                attributes.push(string("rpc.method", method));
+            }
+        }
+        let trace_state = request
+            .headers
+            .get("tracestate")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        let span = Span {
+            trace_id: context.trace_id.to_vec(),
+            span_id: context.span_id.to_vec(),
+            trace_state: trace_state.to_owned(),
+            parent_span_id: parent.map(|p| p.to_vec()).unwrap_or_default(),
+            flags: 1,
+            name,
+            kind: kind as i32,
+            start_time_unix_nano: unix_nanos(),
+            attributes,
+            ..Default::default()
+        };
+        Self {
+            tracer: Arc::clone(tracer),
+            span,
+            grpc,
+            ended: false,
+        }
+    }
+
+    /// Records the response: its status (and a gRPC status sent in headers, as trailers-only answers
+    /// do), or, for an answer the proxy made itself, the reason it names. A CLIENT span of an
+    /// attempt that got no response records no status code.
+    pub(crate) fn response(&mut self, status: StatusCode, headers: &HeaderMap) {
+        let proxy_error = headers.get(ERROR_HEADER).and_then(|v| v.to_str().ok());
+        if self.is_server() || proxy_error.is_none() {
+            self.span
+                .attributes
+                .push(int("http.response.status_code", i64::from(status.as_u16())));
+        }
+        if let Some(kind) = proxy_error {
+            self.fail(kind);
+            return;
+        }
+        let threshold = if self.is_server() { 500 } else { 400 };
+        if status.as_u16() >= threshold {
+            self.fail(status.as_str());
+        }
+        self.grpc_status(headers);
+    }
+
+    /// Records that the attempt or request failed without a response from the peer.
+    pub(crate) fn failed(&mut self, error_type: &str) {
+        self.fail(error_type);
+    }
+
+    fn is_server(&self) -> bool {
+        self.span.kind == SpanKind::Server as i32
+    }
+
+    fn fail(&mut self, error_type: &str) {
+        if self.span.status.is_none() {
+            self.span.attributes.push(string("error.type", error_type));
+            self.span.status = Some(Status {
+                code: OtlpStatus::Error as i32,
+                message: String::new(),
+            });
+        }
+    }
+
+    fn grpc_status(&mut self, headers: &HeaderMap) {
+        let Some(code) = headers
+            .get("grpc-status")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<i64>().ok())
+        else {
+            return;
+        };
+        if !self.grpc {
+            return;
+        }
+        self.span.attributes.push(int("rpc.grpc.status_code", code));
+        let error = if self.is_server() {
+            GRPC_SERVER_ERRORS.contains(&code)
+        } else {
+            code != 0
+        };
+        if error {
+            self.fail(&code.to_string());
+        }
+    }
+
+    /// Ends the span now and queues it for export.
+    pub(crate) fn finish(mut self) {
+        self.ended = true;
+    }
+
+    /// `body` wrapped so that the span ends when the body has been sent (or abandoned), picking up a
+    /// gRPC status from the trailers on the way.
+    pub(crate) fn finish_with(self, body: ProxyBody) -> ProxyBody {
+        Traced {
+            inner: body,
+            span: Some(self),
+        }
+        .boxed_unsync()
+    }
+}
+
+impl Drop for SpanRecord {
+    fn drop(&mut self) {
+        if !self.ended {
+            self.fail("cancelled");
+        }
+        self.span.end_time_unix_nano = unix_nanos();
+        self.tracer.record(std::mem::take(&mut self.span));
+    }
+}
+
+/// A response body carrying the span it ends.
+struct Traced {
+    inner: ProxyBody,
+    span: Option<SpanRecord>,
+}
+
+impl Body for Traced {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(trailers), Some(span)) = (frame.trailers_ref(), self.span.as_mut()) {
+                    span.grpc_status(trailers);
+                }
+            }
+            Poll::Ready(Some(Err(_))) => {
+                if let Some(mut span) = self.span.take() {
+                    span.failed("response_body");
+                    span.finish();
+                }
+            }
+            Poll::Ready(None) => {
+                if let Some(span) = self.span.take() {
+                    span.finish();
+                }
+            }
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Traced {
+    /// hyper drops a body it will not read (a HEAD response, say) unpolled: that is an ordinary end.
+    fn drop(&mut self) {
+        if let Some(span) = self.span.take() {
+            span.finish();
+        }
+    }
+}
+
+fn protocol_version(version: Version) -> &'static str {
+    match version {
+        Version::HTTP_09 => "0.9",
+        Version::HTTP_10 => "1.0",
+        Version::HTTP_2 => "2",
+        Version::HTTP_3 => "3",
+        _ => "1.1",
+    }
+}
+
+fn unix_nanos() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
