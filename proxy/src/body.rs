@@ -25,6 +25,41 @@ pub(crate) fn text(text: String) -> ProxyBody {
         .boxed_unsync()
 }
 
+/// `body`, keeping `guard` alive until the body is dropped (when it has been sent, or abandoned).
+pub(crate) fn hold<G: Send + Unpin + 'static>(body: ProxyBody, guard: G) -> ProxyBody {
+    Holding {
+        body,
+        _guard: guard,
+    }
+    .boxed_unsync()
+}
+
+/// A body and something that must live exactly as long as it.
+struct Holding<G> {
+    body: ProxyBody,
+    _guard: G,
+}
+
+impl<G: Unpin> http_body::Body for Holding<G> {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
 /// A request body read completely into memory so each attempt can send it again.
 #[derive(Debug, Clone)]
 pub(crate) struct Replayable {

@@ -8,7 +8,6 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use crate::balance::Endpoint;
 use crate::config::{Config, UpstreamConfig};
 use crate::forward::Side;
 use crate::route::{Route, RouteTable};
@@ -79,12 +78,7 @@ pub(crate) fn build(config: &Config, previous: Option<&Tables>) -> Result<Tables
 
     let mut listeners = Vec::new();
     if let Some(inbound) = &config.inbound {
-        let app = Upstream::local_app(
-            &format!("{} (local app)", config.service.name),
-            Endpoint::new(inbound.app.0.clone(), 1),
-            inbound.protocol,
-            inbound.connect_timeout.0,
-        );
+        let app = Upstream::local_app(&format!("{} (local app)", config.service.name), inbound);
         let route = Route::to_one("inbound", Arc::new(app), inbound.timeout.map(|t| t.0));
         listeners.push(ListenerPlan {
             role: "inbound".to_owned(),

@@ -97,8 +97,18 @@ async fn route_and_send(
             format!("route {:?} has no upstream", route.name()),
         );
     };
+    let Some(admission) = upstream.admit() else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overflow",
+            format!(
+                "upstream {:?} is at its circuit breaker's max_requests",
+                upstream.name()
+            ),
+        );
+    };
     if upgrade::is_upgrade(&request) {
-        return upgrade::forward(upstream, client, request, route.timeout()).await;
+        return upgrade::forward(upstream, client, request, route.timeout(), admission).await;
     }
     let (mut parts, body) = request.into_parts();
     strip_hop_by_hop(&mut parts.headers, true);
@@ -132,7 +142,7 @@ async fn route_and_send(
     };
     let key = upstream.request_key(&parts.headers, client.ip());
     let attempts = send(route, upstream, &parts, body, key, tracing.as_ref());
-    match route.timeout() {
+    let response = match route.timeout() {
         None => attempts.await,
         Some(limit) => match tokio::time::timeout(limit, attempts).await {
             Ok(response) => response,
@@ -146,7 +156,10 @@ async fn route_and_send(
                 ),
             ),
         },
-    }
+    };
+    // The request counts against the circuit breaker until its response has been sent.
+    let (parts, body) = response.into_parts();
+    Response::from_parts(parts, body::hold(body, admission))
 }
 
 /// How the attempts of one outbound request are traced: all share a trace and a parent.
@@ -210,11 +223,7 @@ async fn send(
     let mut retries = 0;
     loop {
         let Some((index, endpoint)) = upstream.pick(avoid, key) else {
-            return error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "no-endpoints",
-                format!("upstream {:?} has no endpoints", upstream.name()),
-            );
+            return no_endpoint(upstream);
         };
         let Some(attempt_body) = body.next() else {
             return error(
@@ -260,6 +269,7 @@ async fn send(
             Some(Err(e)) => (Outcome::Broken, Err(e.to_string())),
             None => (Outcome::PerTryTimeout, Err("per-try timeout".to_owned())),
         };
+        upstream.observe(index, outcome);
 
         let retry = policy.is_some_and(|p| retries < p.attempts() && p.retries(outcome));
         if !retry || !upstream.withdraw() {
@@ -341,6 +351,18 @@ pub(crate) fn failure(
         ),
     };
     error(status, outcome.error_kind(), text)
+}
+
+/// The proxy's answer when `upstream` has no endpoint to offer.
+pub(crate) fn no_endpoint(upstream: &Upstream) -> Response<ProxyBody> {
+    let name = upstream.name();
+    if upstream.has_endpoints() {
+        let reason = format!("every endpoint of upstream {name:?} is ejected");
+        error(StatusCode::SERVICE_UNAVAILABLE, "all-ejected", reason)
+    } else {
+        let reason = format!("upstream {name:?} has no endpoints");
+        error(StatusCode::SERVICE_UNAVAILABLE, "no-endpoints", reason)
+    }
 }
 
 /// The request to send to `address`: same method, path, headers and body; HTTP version of the

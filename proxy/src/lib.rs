@@ -18,6 +18,7 @@ mod body;
 mod build;
 mod forward;
 mod headers;
+mod outlier;
 mod reload;
 mod retry;
 mod route;

@@ -15,6 +15,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 
+use crate::retry::Outcome;
 use crate::upstream::Upstream;
 
 /// Connect attempts per accepted connection, each to a different endpoint when there is one.
@@ -69,8 +70,12 @@ impl TcpForwarder {
 
 /// Connects `downstream` to an endpoint of `upstream` and copies bytes both ways until one side
 /// closes. Gives up (closing `downstream`) when no endpoint accepts a connection.
-async fn tunnel(upstream: &Upstream, mut downstream: TcpStream, peer: SocketAddr) {
+async fn tunnel(upstream: &Arc<Upstream>, mut downstream: TcpStream, peer: SocketAddr) {
     let _ = downstream.set_nodelay(true);
+    let Some(_admission) = upstream.admit() else {
+        tracing::debug!(upstream = upstream.name(), %peer, "circuit breaker open; closing");
+        return;
+    };
     // TCP has no headers: only a `source_ip` hash key applies; header and cookie keys pick at random.
     let key = upstream.request_key(&HeaderMap::new(), peer.ip());
     let mut avoid = None;
@@ -83,6 +88,7 @@ async fn tunnel(upstream: &Upstream, mut downstream: TcpStream, peer: SocketAddr
         let address = endpoint.address().as_str();
         match tokio::time::timeout(upstream.connect_timeout(), TcpStream::connect(address)).await {
             Ok(Ok(mut connection)) => {
+                upstream.observe(index, Outcome::Status(http::StatusCode::OK));
                 let _ = connection.set_nodelay(true);
                 if let Err(e) =
                     tokio::io::copy_bidirectional(&mut downstream, &mut connection).await
@@ -95,6 +101,7 @@ async fn tunnel(upstream: &Upstream, mut downstream: TcpStream, peer: SocketAddr
             Ok(Err(e)) => tracing::debug!(endpoint = address, error = %e, "TCP connect failed"),
             Err(_) => tracing::debug!(endpoint = address, "TCP connect timed out"),
         }
+        upstream.observe(index, Outcome::ConnectFailure);
         avoid = Some(index);
     }
     tracing::warn!(upstream = upstream.name(), %peer, "no endpoint accepted the connection; closing it");

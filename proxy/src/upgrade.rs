@@ -15,10 +15,10 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 use crate::body::{self, ProxyBody};
-use crate::forward::{error, failure, upstream_request};
+use crate::forward::{error, failure, no_endpoint, upstream_request};
 use crate::headers::{append_forwarded_for, strip_hop_by_hop};
 use crate::retry::Outcome;
-use crate::upstream::Upstream;
+use crate::upstream::{Admission, Upstream};
 
 /// Whether `request` asks to switch protocols on its HTTP/1.1 connection.
 pub(crate) fn is_upgrade<B>(request: &Request<B>) -> bool {
@@ -39,6 +39,7 @@ pub(crate) async fn forward(
     client: SocketAddr,
     mut request: Request<Incoming>,
     timeout: Option<Duration>,
+    admission: Admission,
 ) -> Response<ProxyBody> {
     let downstream = hyper::upgrade::on(&mut request);
     let (mut parts, body) = request.into_parts();
@@ -53,12 +54,8 @@ pub(crate) async fn forward(
     }
 
     let key = upstream.request_key(&parts.headers, client.ip());
-    let Some((_, endpoint)) = upstream.pick(None, key) else {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no-endpoints",
-            format!("upstream {:?} has no endpoints", upstream.name()),
-        );
+    let Some((index, endpoint)) = upstream.pick(None, key) else {
+        return no_endpoint(upstream);
     };
     let request = match upstream_request(&parts, endpoint.address(), body::stream(body), false) {
         Ok(request) => request,
@@ -77,6 +74,7 @@ pub(crate) async fn forward(
         Some(limit) => match tokio::time::timeout(limit, sent).await {
             Ok(answer) => answer,
             Err(_) => {
+                upstream.observe(index, Outcome::PerTryTimeout);
                 return failure(
                     upstream,
                     endpoint.address(),
@@ -95,21 +93,24 @@ pub(crate) async fn forward(
             } else {
                 Outcome::Broken
             };
+            upstream.observe(index, outcome);
             return failure(upstream, endpoint.address(), outcome, &e.to_string());
         }
     };
+    upstream.observe(index, Outcome::Status(response.status()));
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
         in_flight.finish();
         let (mut parts, body) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers, false);
-        return Response::from_parts(parts, body::stream(body));
+        return Response::from_parts(parts, body::hold(body::stream(body), admission));
     }
 
     let upstream_side = hyper::upgrade::on(&mut response);
     let address = endpoint.address().clone();
     tokio::spawn(async move {
-        // Dropped when the tunnel closes: the endpoint counts it as in flight until then.
-        let _tunnel = in_flight;
+        // Dropped when the tunnel closes: the endpoint counts it as in flight, and the circuit
+        // breaker as active, until then.
+        let _tunnel = (in_flight, admission);
         match (downstream.await, upstream_side.await) {
             (Ok(down), Ok(up)) => {
                 let (mut down, mut up) = (TokioIo::new(down), TokioIo::new(up));

@@ -1,8 +1,10 @@
-//! An upstream service at run time: its endpoints, its balancer, its connection pools, its retry budget.
+//! An upstream service at run time: its endpoints, its balancer, its connection pools, its retry
+//! budget, its outlier detection and its circuit breaker.
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use http::HeaderMap;
 use http::header::COOKIE;
@@ -14,7 +16,12 @@ use tower::retry::budget::{Budget, TpsBudget};
 
 use crate::balance::{Balancer, Endpoint, hash};
 use crate::body::ProxyBody;
-use crate::config::{BalancerKind, HashKey, Protocol, RetryBudgetConfig, UpstreamConfig};
+use crate::config::{
+    BalancerKind, CircuitBreakerConfig, EndpointConfig, HashKey, HumanDuration, InboundConfig,
+    Protocol, RetryBudgetConfig, UpstreamConfig,
+};
+use crate::outlier::OutlierPolicy;
+use crate::retry::Outcome;
 
 /// Idle pooled connections are closed after this long.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -34,6 +41,10 @@ pub(crate) struct Upstream {
     http1: HttpClient,
     http2: HttpClient,
     budget: TpsBudget,
+    outlier: Option<OutlierPolicy>,
+    panic_threshold: u32,
+    max_requests: Option<usize>,
+    active: AtomicUsize,
 }
 
 impl Upstream {
@@ -44,61 +55,49 @@ impl Upstream {
             .iter()
             .map(|e| Arc::new(Endpoint::new(e.address.0.clone(), e.weight)))
             .collect();
-        let mut upstream = Self::new(
-            &config.name,
-            endpoints,
-            config.balancer,
-            config.protocol,
-            config.connect_timeout.0,
-            &config.retry_budget,
-        );
-        upstream.hash_key = config.hash_key.clone();
-        upstream
-    }
-
-    /// The local application behind the inbound listener, as a one-endpoint upstream.
-    pub(crate) fn local_app(
-        name: &str,
-        endpoint: Endpoint,
-        protocol: Protocol,
-        connect_timeout: Duration,
-    ) -> Self {
-        let no_retries = RetryBudgetConfig {
-            ratio: 0.0,
-            min_per_second: 0,
-            ttl: crate::config::HumanDuration(Duration::from_secs(1)),
-        };
-        Self::new(
-            name,
-            vec![Arc::new(endpoint)],
-            BalancerKind::RoundRobin,
-            protocol,
-            connect_timeout,
-            &no_retries,
-        )
-    }
-
-    fn new(
-        name: &str,
-        endpoints: Vec<Arc<Endpoint>>,
-        balancer: BalancerKind,
-        protocol: Protocol,
-        connect_timeout: Duration,
-        budget: &RetryBudgetConfig,
-    ) -> Self {
-        let balancer = Balancer::new(balancer, &endpoints);
+        let budget = &config.retry_budget;
         Self {
-            name: name.into(),
+            name: config.name.as_str().into(),
+            balancer: Balancer::new(config.balancer, &endpoints),
             endpoints,
-            balancer,
-            hash_key: None,
-            protocol,
-            connect_timeout,
-            http1: client(connect_timeout, false),
-            http2: client(connect_timeout, true),
+            hash_key: config.hash_key.clone(),
+            protocol: config.protocol,
+            connect_timeout: config.connect_timeout.0,
+            http1: client(config.connect_timeout.0, false),
+            http2: client(config.connect_timeout.0, true),
             // Validation keeps ttl within 1..=60s and ratio within 0..=1000, which TpsBudget asserts.
             budget: TpsBudget::new(budget.ttl.0, budget.min_per_second, budget.ratio),
+            outlier: config
+                .outlier_detection
+                .as_ref()
+                .map(OutlierPolicy::from_config),
+            panic_threshold: config.panic_threshold,
+            max_requests: config.circuit_breaker.max_requests.map(|max| max as usize),
+            active: AtomicUsize::new(0),
         }
+    }
+
+    /// The local application behind the inbound listener: one endpoint, no retries, no ejection.
+    pub(crate) fn local_app(name: &str, app: &InboundConfig) -> Self {
+        Self::from_config(&UpstreamConfig {
+            name: name.to_owned(),
+            balancer: BalancerKind::RoundRobin,
+            hash_key: None,
+            protocol: app.protocol,
+            connect_timeout: app.connect_timeout,
+            endpoints: vec![EndpointConfig {
+                address: app.app.clone(),
+                weight: 1,
+            }],
+            retry_budget: RetryBudgetConfig {
+                ratio: 0.0,
+                min_per_second: 0,
+                ttl: HumanDuration(Duration::from_secs(1)),
+            },
+            outlier_detection: None,
+            panic_threshold: 0,
+            circuit_breaker: CircuitBreakerConfig::default(),
+        })
     }
 
     /// The upstream's name, for errors and logs.
@@ -127,14 +126,64 @@ impl Upstream {
         }
     }
 
-    /// Picks an endpoint for a request with hash `key`, steering away from `avoid` when possible.
+    /// Picks an endpoint for a request with hash `key`: never an ejected one (unless so many are
+    /// ejected that the panic threshold applies), and not `avoid` (the endpoint that just failed)
+    /// when another will do.
     pub(crate) fn pick(
         &self,
         avoid: Option<usize>,
         key: Option<u64>,
     ) -> Option<(usize, &Arc<Endpoint>)> {
-        let index = self.balancer.pick(&self.endpoints, avoid, key)?;
+        let now = Instant::now();
+        let respect_ejections = self.outlier.is_some() && !self.panicking(now);
+        let healthy = |i: usize| !respect_ejections || !self.endpoints[i].health().is_ejected(now);
+        let index = self
+            .balancer
+            .pick(&self.endpoints, key, |i| Some(i) != avoid && healthy(i))
+            .or_else(|| self.balancer.pick(&self.endpoints, key, healthy))?;
         self.endpoints.get(index).map(|endpoint| (index, endpoint))
+    }
+
+    /// Whether the upstream has any endpoints at all (ejected or not).
+    pub(crate) fn has_endpoints(&self) -> bool {
+        !self.endpoints.is_empty()
+    }
+
+    /// Whether too few endpoints are left after ejections, so all of them are used again.
+    fn panicking(&self, now: Instant) -> bool {
+        let total = self.endpoints.len();
+        let usable = self
+            .endpoints
+            .iter()
+            .filter(|e| !e.health().is_ejected(now))
+            .count();
+        let panicking = usable * 100 < total * self.panic_threshold as usize;
+        if panicking {
+            tracing::debug!(upstream = %self.name, usable, total, "below the panic threshold: ignoring ejections");
+        }
+        panicking
+    }
+
+    /// Reports how an attempt to endpoint `index` ended, for outlier detection.
+    pub(crate) fn observe(&self, index: usize, outcome: Outcome) {
+        let Some(policy) = &self.outlier else { return };
+        if let Some(duration) = policy.observe(&self.endpoints, index, outcome) {
+            let endpoint = self.endpoints.get(index).map(|e| e.address().to_string());
+            tracing::warn!(upstream = %self.name, endpoint, ?duration, "endpoint ejected");
+        }
+    }
+
+    /// Admits one more request (or TCP connection) under the circuit breaker, counted until the
+    /// returned guard is dropped; `None` when `max_requests` are already in flight.
+    pub(crate) fn admit(self: &Arc<Self>) -> Option<Admission> {
+        let active = self.active.fetch_add(1, Ordering::AcqRel) + 1;
+        let admission = Admission {
+            upstream: Arc::clone(self),
+        };
+        match self.max_requests {
+            Some(max) if active > max => None,
+            _ => Some(admission),
+        }
     }
 
     /// The balancer's configuration name.
@@ -165,6 +214,18 @@ impl Upstream {
     /// Takes one retry from the budget; `false` when the budget is spent.
     pub(crate) fn withdraw(&self) -> bool {
         self.budget.withdraw()
+    }
+}
+
+/// A request admitted by an upstream's circuit breaker; counts as active until dropped.
+#[derive(Debug)]
+pub(crate) struct Admission {
+    upstream: Arc<Upstream>,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.upstream.active.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 use http::uri::Authority;
 
+use crate::outlier::Health;
+
 /// RTT assumed for an endpoint that has not answered yet (Linkerd's default).
 const DEFAULT_RTT: Duration = Duration::from_millis(30);
 /// Time constant of the latency average: older samples fade with `exp(-age / DECAY)` (tower's default).
@@ -19,6 +21,7 @@ pub(crate) struct Endpoint {
     weight: u32,
     in_flight: AtomicUsize,
     rtt: Mutex<RttEstimate>,
+    health: Health,
 }
 
 /// Peak-sensitive exponentially weighted moving average of response latency, in nanoseconds.
@@ -58,6 +61,7 @@ impl Endpoint {
             address,
             weight: weight.max(1),
             in_flight: AtomicUsize::new(0),
+            health: Health::default(),
             rtt: Mutex::new(RttEstimate {
                 nanos: DEFAULT_RTT.as_nanos() as f64,
                 updated: Instant::now(),
@@ -73,6 +77,11 @@ impl Endpoint {
     /// Relative share for the weighted balancers (at least 1).
     pub(crate) fn weight(&self) -> u32 {
         self.weight
+    }
+
+    /// Failure streaks and ejection state.
+    pub(crate) fn health(&self) -> &Health {
+        &self.health
     }
 
     /// Requests sent to this endpoint that have not got response headers yet.

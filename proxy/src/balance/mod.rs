@@ -88,22 +88,35 @@ impl Balancer {
         )
     }
 
-    /// Index of the endpoint to use, preferring one other than `avoid` (the endpoint a failed attempt
-    /// just used) when there is a choice; `None` only when there are no endpoints. `key` is the
-    /// request's hash key for the hashing balancers; without one they pick at random.
+    /// Index of an endpoint for which `usable` holds (not ejected, not the one that just failed),
+    /// as the policy would choose it; `None` if no endpoint is usable. `key` is the request's hash
+    /// key for the hashing balancers; without one they pick at random.
+    ///
+    /// The policy picks as usual; an unusable pick is picked again (round robin moves on, random
+    /// draws again, hashing balancers rehash the key, so a key moves to the same next endpoint on
+    /// every proxy). After a bounded number of tries, the first usable endpoint from a random start.
     pub(crate) fn pick(
         &self,
         endpoints: &[Arc<Endpoint>],
-        avoid: Option<usize>,
         key: Option<u64>,
+        usable: impl Fn(usize) -> bool,
     ) -> Option<usize> {
-        let first = self.pick_once(endpoints, key)?;
-        if Some(first) == avoid && endpoints.len() > 1 {
-            // Hashing balancers would land on the same endpoint again: rehash to move on.
-            let rehashed = key.map(|key| hash(&key.to_le_bytes()));
-            return self.pick_once(endpoints, rehashed);
+        let n = endpoints.len();
+        if n == 0 {
+            return None;
         }
-        Some(first)
+        let mut key = key;
+        for _ in 0..(2 * n).min(MAX_REPICKS) {
+            let index = self.pick_once(endpoints, key)?;
+            if usable(index) {
+                return Some(index);
+            }
+            key = key.map(|key| hash(&key.to_le_bytes()));
+        }
+        let start = fastrand::usize(..n);
+        (0..n)
+            .map(|step| (start + step) % n)
+            .find(|&index| usable(index))
     }
 
     fn pick_once(&self, endpoints: &[Arc<Endpoint>], key: Option<u64>) -> Option<usize> {
@@ -135,6 +148,9 @@ impl Balancer {
 fn total_weight(endpoints: &[Arc<Endpoint>]) -> u64 {
     endpoints.iter().map(|e| u64::from(e.weight())).sum()
 }
+
+/// Picks tried before falling back to a scan for a usable endpoint.
+const MAX_REPICKS: usize = 16;
 
 /// The endpoint with the lowest in-flight count per unit of weight; among equals, the first found
 /// scanning from `start` (mod the count), so ties rotate instead of always favouring endpoint 0.
@@ -185,7 +201,7 @@ pub(crate) mod tests {
     fn counts(balancer: &Balancer, endpoints: &[Arc<Endpoint>], n: usize) -> Vec<usize> {
         let mut counts = vec![0; endpoints.len()];
         for _ in 0..n {
-            if let Some(i) = balancer.pick(endpoints, None, None) {
+            if let Some(i) = balancer.pick(endpoints, None, |_| true) {
                 counts[i] += 1;
             }
         }
@@ -196,7 +212,9 @@ pub(crate) mod tests {
     fn round_robin_cycles() {
         let eps = endpoints(&[1, 1, 1]);
         let b = Balancer::new(BalancerKind::RoundRobin, &eps);
-        let picks: Vec<_> = (0..6).filter_map(|_| b.pick(&eps, None, None)).collect();
+        let picks: Vec<_> = (0..6)
+            .filter_map(|_| b.pick(&eps, None, |_| true))
+            .collect();
         assert_eq!(picks, vec![0, 1, 2, 0, 1, 2]);
     }
 
@@ -222,9 +240,11 @@ pub(crate) mod tests {
         ];
         // costs: 2, 2, 1, 1.5 (two in flight + the new one, over weight 2)
         let b = Balancer::new(BalancerKind::LeastConnections, &eps);
-        assert!((0..8).all(|_| b.pick(&eps, None, None) == Some(2)));
+        assert!((0..8).all(|_| b.pick(&eps, None, |_| true) == Some(2)));
         let idle = endpoints(&[1, 1, 1]);
-        let picks: Vec<_> = (0..3).filter_map(|_| b.pick(&idle, None, None)).collect();
+        let picks: Vec<_> = (0..3)
+            .filter_map(|_| b.pick(&idle, None, |_| true))
+            .collect();
         let mut sorted = picks.clone();
         sorted.sort_unstable();
         assert_eq!(sorted, vec![0, 1, 2], "ties rotate: {picks:?}");
@@ -234,9 +254,9 @@ pub(crate) mod tests {
     fn avoid_moves_off_the_failed_endpoint() {
         let eps = endpoints(&[1, 1]);
         let b = Balancer::new(BalancerKind::RoundRobin, &eps);
-        assert_eq!(b.pick(&eps, Some(0), None), Some(1));
+        assert_eq!(b.pick(&eps, None, |i| i != 0), Some(1));
         assert_eq!(
-            Balancer::new(BalancerKind::Random, &[]).pick(&[], None, None),
+            Balancer::new(BalancerKind::Random, &[]).pick(&[], None, |_| true),
             None
         );
     }

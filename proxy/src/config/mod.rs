@@ -12,10 +12,10 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use model::{
-    Address, BalancerKind, Config, EndpointConfig, HashKey, HeaderMatchConfig, HumanDuration,
-    InboundConfig, MatchConfig, MethodName, OtlpEndpoint, OutboundConfig, Pattern, Protocol,
-    RetryBudgetConfig, RetryConfig, RetryOn, RouteConfig, ServiceConfig, SplitConfig, TcpConfig,
-    TelemetryConfig, UpstreamConfig,
+    Address, BalancerKind, CircuitBreakerConfig, Config, EndpointConfig, HashKey,
+    HeaderMatchConfig, HumanDuration, InboundConfig, MatchConfig, MethodName, OtlpEndpoint,
+    OutboundConfig, OutlierConfig, Pattern, Protocol, RetryBudgetConfig, RetryConfig, RetryOn,
+    RouteConfig, ServiceConfig, SplitConfig, TcpConfig, TelemetryConfig, UpstreamConfig,
 };
 
 /// Why a configuration was refused.

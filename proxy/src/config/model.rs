@@ -227,6 +227,47 @@ pub struct UpstreamConfig {
     /// Cap on retries sent to this upstream.
     #[serde(default)]
     pub retry_budget: RetryBudgetConfig,
+    /// Ejecting endpoints that keep failing; off if absent.
+    #[serde(default)]
+    pub outlier_detection: Option<OutlierConfig>,
+    /// Below this percentage of usable (not ejected) endpoints, ejections are ignored and load is
+    /// spread over all endpoints (Envoy's healthy panic threshold).
+    #[serde(default = "defaults::panic_threshold")]
+    pub panic_threshold: u32,
+    /// Limits on concurrent work sent to this upstream.
+    #[serde(default)]
+    pub circuit_breaker: CircuitBreakerConfig,
+}
+
+/// `[upstream.outlier_detection]`: when an endpoint is taken out of rotation, and for how long.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutlierConfig {
+    /// Consecutive 5xx responses (or connect failures, resets, per-try timeouts) that eject; 0 = off.
+    #[serde(default = "defaults::consecutive_5xx")]
+    pub consecutive_5xx: u32,
+    /// Consecutive 502/503/504 responses (or connect failures, resets, per-try timeouts) that eject;
+    /// 0 = off.
+    #[serde(default)]
+    pub consecutive_gateway_errors: u32,
+    /// First ejection's length; the n-th ejection of an endpoint lasts n times this.
+    #[serde(default = "defaults::base_ejection_time")]
+    pub base_ejection_time: HumanDuration,
+    /// Ceiling on one ejection's length.
+    #[serde(default = "defaults::max_ejection_time")]
+    pub max_ejection_time: HumanDuration,
+    /// Most endpoints (in percent) ejected at once; one may always be.
+    #[serde(default = "defaults::max_ejection_percent")]
+    pub max_ejection_percent: u32,
+}
+
+/// `[upstream.circuit_breaker]`: beyond these limits requests fail fast with 503 instead of queueing.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CircuitBreakerConfig {
+    /// Requests (or TCP connections) in flight to the upstream at once; unlimited if absent.
+    #[serde(default)]
+    pub max_requests: Option<u32>,
 }
 
 /// One instance of an upstream service.
@@ -485,6 +526,21 @@ mod defaults {
     }
     pub(super) fn budget_ttl() -> HumanDuration {
         HumanDuration(Duration::from_secs(10))
+    }
+    pub(super) fn panic_threshold() -> u32 {
+        50
+    }
+    pub(super) fn consecutive_5xx() -> u32 {
+        5
+    }
+    pub(super) fn base_ejection_time() -> HumanDuration {
+        HumanDuration(Duration::from_secs(30))
+    }
+    pub(super) fn max_ejection_time() -> HumanDuration {
+        HumanDuration(Duration::from_secs(300))
+    }
+    pub(super) fn max_ejection_percent() -> u32 {
+        10
     }
     pub(super) fn queue_size() -> usize {
         2048

@@ -190,6 +190,41 @@ fn check_upstream(problems: &mut Problems, path: &ConfigPath, upstream: &Upstrea
             );
         }
     }
+    if upstream.panic_threshold > 100 {
+        problems.add(path.key("panic_threshold"), "is a percentage: 0 to 100");
+    }
+    if let Some(outlier) = &upstream.outlier_detection {
+        let outlier_path = path.key("outlier_detection");
+        if outlier.consecutive_5xx == 0 && outlier.consecutive_gateway_errors == 0 {
+            problems.add(
+                outlier_path.clone(),
+                "set consecutive_5xx or consecutive_gateway_errors above 0, or remove the table",
+            );
+        }
+        positive(
+            problems,
+            outlier_path.key("base_ejection_time"),
+            outlier.base_ejection_time.0,
+        );
+        if outlier.max_ejection_time.0 < outlier.base_ejection_time.0 {
+            problems.add(
+                outlier_path.key("max_ejection_time"),
+                "must be at least base_ejection_time",
+            );
+        }
+        if outlier.max_ejection_percent > 100 {
+            problems.add(
+                outlier_path.key("max_ejection_percent"),
+                "is a percentage: 0 to 100",
+            );
+        }
+    }
+    if upstream.circuit_breaker.max_requests == Some(0) {
+        problems.add(
+            path.key("circuit_breaker").key("max_requests"),
+            "must be at least 1 (remove it for no limit)",
+        );
+    }
     let budget = &upstream.retry_budget;
     let budget_path = path.key("retry_budget");
     if !(0.0..=1000.0).contains(&budget.ratio) {

@@ -1,0 +1,198 @@
+//! Passive health checking: endpoints that keep failing are ejected for a while (Envoy's outlier
+//! detection), and the panic threshold that ignores ejections when too few endpoints are left.
+//!
+//! Every attempt's outcome is reported here. Consecutive 5xx (or gateway errors: 502, 503, 504 and
+//! failures to connect or get an answer) past the configured count eject the endpoint for
+//! `base_ejection_time × times ejected so far`, capped at `max_ejection_time`, unless that would eject
+//! more than `max_ejection_percent` of the upstream (one endpoint may always be ejected). Ejections
+//! end by themselves: an endpoint is usable again as soon as its time is up.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::balance::Endpoint;
+use crate::config::OutlierConfig;
+use crate::retry::Outcome;
+
+/// An endpoint's failure streaks and ejection state.
+#[derive(Debug, Default)]
+pub(crate) struct Health {
+    consecutive_5xx: AtomicU32,
+    consecutive_gateway: AtomicU32,
+    ejections: AtomicU32,
+    ejected_until: Mutex<Option<Instant>>,
+}
+
+impl Health {
+    /// Whether the endpoint is ejected at `now`.
+    pub(crate) fn is_ejected(&self, now: Instant) -> bool {
+        let until = match self.ejected_until.lock() {
+            Ok(until) => *until,
+            Err(poisoned) => *poisoned.into_inner(),
+        };
+        until.is_some_and(|until| now < until)
+    }
+
+    /// Updates the streaks with `outcome`; returns the new (5xx, gateway error) streak lengths.
+    fn record(&self, outcome: Outcome) -> (u32, u32) {
+        let (server_error, gateway_error) = match outcome {
+            Outcome::Status(status) => (
+                status.is_server_error(),
+                matches!(status.as_u16(), 502..=504),
+            ),
+            Outcome::ConnectFailure | Outcome::PerTryTimeout | Outcome::Broken => (true, true),
+        };
+        let bump = |streak: &AtomicU32, failed: bool| {
+            if failed {
+                streak.fetch_add(1, Ordering::Relaxed) + 1
+            } else {
+                streak.store(0, Ordering::Relaxed);
+                0
+            }
+        };
+        (
+            bump(&self.consecutive_5xx, server_error),
+            bump(&self.consecutive_gateway, gateway_error),
+        )
+    }
+
+    /// Ejects until `now` plus `base × ejections` (capped at `max`), and restarts the streaks.
+    fn eject(&self, now: Instant, base: Duration, max: Duration) -> Duration {
+        let times = self.ejections.fetch_add(1, Ordering::Relaxed) + 1;
+        let duration = base.saturating_mul(times).min(max);
+        match self.ejected_until.lock() {
+            Ok(mut until) => *until = Some(now + duration),
+            Err(poisoned) => *poisoned.into_inner() = Some(now + duration),
+        }
+        self.consecutive_5xx.store(0, Ordering::Relaxed);
+        self.consecutive_gateway.store(0, Ordering::Relaxed);
+        duration
+    }
+}
+
+/// A compiled `[upstream.outlier_detection]` table.
+#[derive(Debug, Clone)]
+pub(crate) struct OutlierPolicy {
+    consecutive_5xx: u32,
+    consecutive_gateway_errors: u32,
+    base_ejection_time: Duration,
+    max_ejection_time: Duration,
+    max_ejection_percent: u32,
+}
+
+impl OutlierPolicy {
+    /// The policy for a validated table.
+    pub(crate) fn from_config(config: &OutlierConfig) -> Self {
+        Self {
+            consecutive_5xx: config.consecutive_5xx,
+            consecutive_gateway_errors: config.consecutive_gateway_errors,
+            base_ejection_time: config.base_ejection_time.0,
+            max_ejection_time: config.max_ejection_time.0,
+            max_ejection_percent: config.max_ejection_percent,
+        }
+    }
+
+    /// Records `outcome` for endpoint `index`, ejecting it if a streak reached its threshold and the
+    /// ejection cap allows. Returns the ejection time if it was ejected.
+    pub(crate) fn observe(
+        &self,
+        endpoints: &[Arc<Endpoint>],
+        index: usize,
+        outcome: Outcome,
+    ) -> Option<Duration> {
+        let health = endpoints.get(index)?.health();
+        let (server_errors, gateway_errors) = health.record(outcome);
+        let tripped = (self.consecutive_5xx > 0 && server_errors >= self.consecutive_5xx)
+            || (self.consecutive_gateway_errors > 0
+                && gateway_errors >= self.consecutive_gateway_errors);
+        if !tripped {
+            return None;
+        }
+        let now = Instant::now();
+        if health.is_ejected(now) {
+            return None;
+        }
+        let ejected = endpoints
+            .iter()
+            .filter(|e| e.health().is_ejected(now))
+            .count();
+        let cap = (endpoints.len() * self.max_ejection_percent as usize / 100).max(1);
+        if ejected >= cap {
+            return None;
+        }
+        Some(health.eject(now, self.base_ejection_time, self.max_ejection_time))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::balance::tests::endpoints;
+    use crate::config::HumanDuration;
+    use http::StatusCode;
+
+    fn policy(consecutive_5xx: u32, gateway: u32, max_percent: u32) -> OutlierPolicy {
+        OutlierPolicy::from_config(&OutlierConfig {
+            consecutive_5xx,
+            consecutive_gateway_errors: gateway,
+            base_ejection_time: HumanDuration(Duration::from_secs(30)),
+            max_ejection_time: HumanDuration(Duration::from_secs(75)),
+            max_ejection_percent: max_percent,
+        })
+    }
+
+    const FAIL: Outcome = Outcome::Status(StatusCode::INTERNAL_SERVER_ERROR);
+    const OK: Outcome = Outcome::Status(StatusCode::OK);
+
+    #[test]
+    fn ejects_after_a_streak_and_a_success_resets_it() {
+        let all = endpoints(&[1, 1, 1]);
+        let p = policy(3, 0, 100);
+        assert_eq!(p.observe(&all, 0, FAIL), None);
+        assert_eq!(p.observe(&all, 0, FAIL), None);
+        assert_eq!(p.observe(&all, 0, OK), None);
+        assert_eq!(p.observe(&all, 0, FAIL), None);
+        assert_eq!(p.observe(&all, 0, FAIL), None);
+        assert_eq!(p.observe(&all, 0, FAIL), Some(Duration::from_secs(30)));
+        assert!(all[0].health().is_ejected(Instant::now()));
+        assert!(
+            !all[0]
+                .health()
+                .is_ejected(Instant::now() + Duration::from_secs(31))
+        );
+    }
+
+    #[test]
+    fn ejection_time_grows_and_is_capped() {
+        let health = Health::default();
+        let now = Instant::now();
+        let (base, max) = (Duration::from_secs(30), Duration::from_secs(75));
+        assert_eq!(health.eject(now, base, max), Duration::from_secs(30));
+        assert_eq!(health.eject(now, base, max), Duration::from_secs(60));
+        assert_eq!(health.eject(now, base, max), Duration::from_secs(75));
+    }
+
+    #[test]
+    fn gateway_errors_count_connect_failures_but_not_500() {
+        let all = endpoints(&[1, 1]);
+        let p = policy(0, 2, 100);
+        assert_eq!(p.observe(&all, 1, FAIL), None);
+        assert_eq!(p.observe(&all, 1, Outcome::ConnectFailure), None);
+        assert!(
+            p.observe(&all, 1, Outcome::Status(StatusCode::BAD_GATEWAY))
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn the_cap_keeps_most_endpoints_in() {
+        let all = endpoints(&[1, 1, 1, 1]);
+        let p = policy(1, 0, 30);
+        assert!(
+            p.observe(&all, 0, FAIL).is_some(),
+            "one ejection is always allowed"
+        );
+        assert_eq!(p.observe(&all, 1, FAIL), None, "30% of 4 endpoints is one");
+    }
+}

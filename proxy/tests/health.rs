@@ -1,0 +1,131 @@
+//! Outlier ejection, the panic threshold and the circuit breaker, through a running proxy.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::{bounded, client, failing, get, named, proxy, slow};
+use http::StatusCode;
+
+/// A proxy with one route to round-robin upstream `svc` over `endpoints`, with `extra` TOML lines in
+/// the upstream table.
+async fn upstream_with(endpoints: &[SocketAddr], extra: &str) -> common::RunningProxy {
+    let endpoints: Vec<String> = endpoints
+        .iter()
+        .map(|a| format!("{{ address = \"{a}\" }}"))
+        .collect();
+    proxy(&format!(
+        "[service]\nname = \"web\"\n\n[[outbound]]\nlisten = \"127.0.0.1:0\"\n\n[[outbound.route]]\nname = \"all\"\nupstream = \"svc\"\n\n\
+         [[upstream]]\nname = \"svc\"\nbalancer = \"round_robin\"\nendpoints = [{}]\n{extra}\n",
+        endpoints.join(", ")
+    ))
+    .await
+}
+
+/// Sends `n` sequential GETs and returns how many were not 200.
+async fn failures(proxy: &common::RunningProxy, n: usize) -> Vec<(StatusCode, String)> {
+    let http = client();
+    let mut failed = Vec::new();
+    for _ in 0..n {
+        let (status, kind, _) = get(&http, &format!("http://{}/", proxy.outbound())).await;
+        if status != StatusCode::OK {
+            failed.push((status, kind));
+        }
+    }
+    failed
+}
+
+#[tokio::test]
+async fn a_failing_endpoint_is_ejected() {
+    bounded(async {
+        let (a, b, bad) = (
+            named("a").await,
+            named("b").await,
+            failing(StatusCode::INTERNAL_SERVER_ERROR).await,
+        );
+        let outlier =
+            "[upstream.outlier_detection]\nconsecutive_5xx = 2\nmax_ejection_percent = 50";
+        let proxy = upstream_with(&[a.addr, b.addr, bad.addr], outlier).await;
+        let failed = failures(&proxy, 30).await;
+        assert_eq!(bad.hits(), 2, "ejected after two consecutive 5xx");
+        assert_eq!(failed.len(), 2);
+        assert_eq!(a.hits() + b.hits(), 28);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn max_ejection_percent_keeps_endpoints_in_rotation() {
+    bounded(async {
+        let good = named("good").await;
+        let (bad1, bad2) = (failing(StatusCode::BAD_GATEWAY).await, failing(StatusCode::BAD_GATEWAY).await);
+        let outlier = "[upstream.outlier_detection]\nconsecutive_gateway_errors = 1\nconsecutive_5xx = 0\nmax_ejection_percent = 34";
+        let proxy = upstream_with(&[good.addr, bad1.addr, bad2.addr], outlier).await;
+        failures(&proxy, 30).await;
+        let (fewer, more) = (bad1.hits().min(bad2.hits()), bad1.hits().max(bad2.hits()));
+        assert_eq!(fewer, 1, "one bad endpoint is ejected at its first failure");
+        assert!(more >= 5, "34% of 3 endpoints allows one ejection only; the other stays in ({more} hits)");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn below_the_panic_threshold_ejections_are_ignored() {
+    bounded(async {
+        let (x, y) = (failing(StatusCode::INTERNAL_SERVER_ERROR).await, failing(StatusCode::INTERNAL_SERVER_ERROR).await);
+        let outlier = "panic_threshold = 50\n[upstream.outlier_detection]\nconsecutive_5xx = 1\nmax_ejection_percent = 100";
+        let proxy = upstream_with(&[x.addr, y.addr], outlier).await;
+        let failed = failures(&proxy, 10).await;
+        assert!(failed.iter().all(|(status, _)| *status == StatusCode::INTERNAL_SERVER_ERROR), "{failed:?}");
+        assert_eq!(x.hits() + y.hits(), 10, "with both ejected, both still get traffic");
+
+        let (x, y) = (failing(StatusCode::INTERNAL_SERVER_ERROR).await, failing(StatusCode::INTERNAL_SERVER_ERROR).await);
+        let no_panic = "panic_threshold = 0\n[upstream.outlier_detection]\nconsecutive_5xx = 1\nmax_ejection_percent = 100";
+        let proxy = upstream_with(&[x.addr, y.addr], no_panic).await;
+        let failed = failures(&proxy, 4).await;
+        assert_eq!(x.hits() + y.hits(), 2);
+        let ejected = (StatusCode::SERVICE_UNAVAILABLE, "all-ejected".to_owned());
+        assert_eq!(failed[2..], [ejected.clone(), ejected]);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_circuit_breaker_fails_fast_past_max_requests() {
+    bounded(async {
+        let app = slow("app", Duration::from_secs(1)).await;
+        let proxy =
+            upstream_with(&[app.addr], "[upstream.circuit_breaker]\nmax_requests = 2").await;
+        let url = format!("http://{}/", proxy.outbound());
+        let http = client();
+        let first: Vec<_> = (0..2)
+            .map(|_| {
+                let (http, url) = (http.clone(), url.clone());
+                tokio::spawn(async move { get(&http, &url).await.0 })
+            })
+            .collect();
+        while app.hits() < 2 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        for _ in 0..3 {
+            let (status, kind, _) = get(&http, &url).await;
+            assert_eq!(
+                (status, kind.as_str()),
+                (StatusCode::SERVICE_UNAVAILABLE, "overflow")
+            );
+        }
+        for request in first {
+            match request.await {
+                Ok(status) => assert_eq!(status, StatusCode::OK),
+                Err(e) => panic!("request task failed: {e}"),
+            }
+        }
+        assert_eq!(
+            get(&http, &url).await.0,
+            StatusCode::OK,
+            "capacity is back once they finish"
+        );
+    })
+    .await;
+}
