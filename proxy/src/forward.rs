@@ -15,8 +15,9 @@ use tower::retry::backoff::Backoff;
 use crate::body::{self, ProxyBody, Replayable};
 use crate::headers::{append_forwarded_for, strip_hop_by_hop};
 use crate::retry::Outcome;
-use crate::route::{Route, RouteTable};
+use crate::route::{Route, RouteTable, TrafficPolicies};
 use crate::telemetry::{AttemptFacts, RequestFacts, SpanRecord, TraceContext, Tracer};
+use crate::traffic::MAX_MIRROR_BODY;
 use crate::upgrade;
 use crate::upstream::Upstream;
 
@@ -80,7 +81,7 @@ async fn route_and_send(
     listening: &Listening,
     routes: &RouteTable,
     client: SocketAddr,
-    request: Request<Incoming>,
+    mut request: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let Some(route) = routes.find(&request) else {
         let reason = format!(
@@ -97,6 +98,9 @@ async fn route_and_send(
             format!("route {:?} has no upstream", route.name()),
         );
     };
+    if let Some(answer) = gate(route.policies(), request.headers_mut(), client).await {
+        return answer;
+    }
     let Some(admission) = upstream.admit() else {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -113,13 +117,17 @@ async fn route_and_send(
     let (mut parts, body) = request.into_parts();
     strip_hop_by_hop(&mut parts.headers, true);
     append_forwarded_for(&mut parts.headers, client.ip());
+    route.policies().request_headers.apply(&mut parts.headers);
 
-    // A body can be sent again only if it was kept; it is kept only when a retry could need it and
-    // its declared length is within the cap, so streams (gRPC, chunked uploads) are never buffered.
-    let replay_cap = route
+    // A body can be sent again only if it was kept; it is kept only when a retry or a mirror could
+    // need it and its declared length is within the cap, so streams (gRPC, chunked uploads) are
+    // never buffered.
+    let mirror = route.policies().mirror.as_ref().filter(|m| m.chosen());
+    let retry_cap = route
         .retry()
         .filter(|p| p.allows_method(&parts.method))
         .map(|p| p.max_replay_bytes());
+    let replay_cap = retry_cap.or(mirror.map(|_| MAX_MIRROR_BODY));
     let body = match replay_cap {
         Some(cap) if body.size_hint().exact().is_some_and(|len| len <= cap) => {
             match Replayable::read(body).await {
@@ -135,6 +143,16 @@ async fn route_and_send(
         }
         _ => RequestBody::Streaming(Some(body)),
     };
+    match (mirror, &body) {
+        (Some(mirror), RequestBody::Replayable(kept)) => mirror.send(&parts, kept),
+        (Some(_), RequestBody::Streaming(_)) => {
+            tracing::debug!(
+                route = route.name(),
+                "not mirrored: the body is streamed or too large"
+            );
+        }
+        (None, _) => {}
+    }
 
     let tracing = match (listening.side, &listening.tracer) {
         (Side::Outbound, Some(tracer)) => AttemptTracing::new(tracer, &parts.headers),
@@ -158,8 +176,43 @@ async fn route_and_send(
         },
     };
     // The request counts against the circuit breaker until its response has been sent.
-    let (parts, body) = response.into_parts();
+    let (mut parts, body) = response.into_parts();
+    route.policies().response_headers.apply(&mut parts.headers);
     Response::from_parts(parts, body::hold(body, admission))
+}
+
+/// Rate limit and injected faults, in that order: the proxy's own answer instead of forwarding, if
+/// any. Fault control headers are removed from `headers`.
+async fn gate(
+    policies: &TrafficPolicies,
+    headers: &mut http::HeaderMap,
+    client: SocketAddr,
+) -> Option<Response<ProxyBody>> {
+    if let Some(limit) = &policies.rate_limit
+        && let Err(wait) = limit.check(headers, client.ip())
+    {
+        let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
+        let mut answer = error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate-limited",
+            format!("rate limit reached; retry in {seconds}s"),
+        );
+        answer
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        return Some(answer);
+    }
+    let injection = policies
+        .fault
+        .as_ref()
+        .map(|f| f.decide(headers))
+        .unwrap_or_default();
+    if let Some(delay) = injection.delay {
+        tokio::time::sleep(delay).await;
+    }
+    injection
+        .abort
+        .map(|status| error(status, "fault-abort", format!("fault injected: {status}")))
 }
 
 /// How the attempts of one outbound request are traced: all share a trace and a parent.
@@ -217,7 +270,9 @@ async fn send(
     tracing: Option<&AttemptTracing>,
 ) -> Response<ProxyBody> {
     upstream.deposit();
-    let policy = route.retry().filter(|_| body.can_replay());
+    let policy = route
+        .retry()
+        .filter(|p| body.can_replay() && p.allows_method(&parts.method));
     let mut backoff = policy.map(|p| p.backoff());
     let mut avoid = None;
     let mut retries = 0;

@@ -1,8 +1,12 @@
-//! Header rewrites every proxied message gets: hop-by-hop removal and `x-forwarded-for`.
+//! Header handling every proxied message gets (hop-by-hop removal, `x-forwarded-for`), and reading
+//! request keys (header, cookie, client address) for hashing and rate limits.
 
 use std::net::IpAddr;
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, COOKIE, HeaderMap, HeaderName, HeaderValue};
+
+use crate::balance::hash;
+use crate::config::HashKey;
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1), so a proxy must not
 /// forward them. `te` is handled separately: `te: trailers` must reach a gRPC server.
@@ -60,9 +64,44 @@ pub(crate) fn append_forwarded_for(headers: &mut HeaderMap, client: IpAddr) {
     }
 }
 
+/// The stable hash of a request's `key` (a header, a cookie or the client's address), for
+/// consistent hashing and per-caller rate limits; `None` when the request lacks the header or cookie.
+pub(crate) fn request_key(key: &HashKey, headers: &HeaderMap, client: IpAddr) -> Option<u64> {
+    match key {
+        HashKey::SourceIp => Some(match client {
+            IpAddr::V4(ip) => hash(&ip.octets()),
+            IpAddr::V6(ip) => hash(&ip.octets()),
+        }),
+        HashKey::Header(name) => headers
+            .get(name.as_str())
+            .map(|value| hash(value.as_bytes())),
+        HashKey::Cookie(name) => cookie(headers, name).map(|value| hash(value.as_bytes())),
+    }
+}
+
+/// The value of cookie `name` in the request's `Cookie` headers.
+fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .find_map(|pair| pair.trim().strip_prefix(name)?.strip_prefix('='))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finds_cookies_among_several() {
+        let mut headers = HeaderMap::new();
+        headers.append(COOKIE, HeaderValue::from_static("theme=dark; session=abc"));
+        headers.append(COOKIE, HeaderValue::from_static("sessionx=no"));
+        assert_eq!(cookie(&headers, "session"), Some("abc"));
+        assert_eq!(cookie(&headers, "theme"), Some("dark"));
+        assert_eq!(cookie(&headers, "missing"), None);
+    }
 
     #[test]
     fn strips_listed_and_standard_hop_headers() {

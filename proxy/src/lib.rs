@@ -25,6 +25,7 @@ mod route;
 mod server;
 mod tcp;
 mod telemetry;
+mod traffic;
 mod upgrade;
 mod upstream;
 

@@ -9,6 +9,7 @@ use regex::Regex;
 
 use crate::config::{HeaderMatchConfig, MatchConfig, RouteConfig};
 use crate::retry::RetryPolicy;
+use crate::traffic::{Fault, HeaderOps, Mirror, RateLimiter};
 use crate::upstream::Upstream;
 
 /// Routes of one listener, tried in order.
@@ -40,6 +41,22 @@ pub(crate) struct Route {
     total_weight: u64,
     timeout: Option<Duration>,
     retry: Option<RetryPolicy>,
+    policies: TrafficPolicies,
+}
+
+/// A route's traffic control (see `traffic/`); all empty for the inbound route.
+#[derive(Debug, Default)]
+pub(crate) struct TrafficPolicies {
+    /// Token-bucket limit.
+    pub(crate) rate_limit: Option<RateLimiter>,
+    /// Injected delays and aborts.
+    pub(crate) fault: Option<Fault>,
+    /// Request header rewrites.
+    pub(crate) request_headers: HeaderOps,
+    /// Response header rewrites.
+    pub(crate) response_headers: HeaderOps,
+    /// Shadow traffic.
+    pub(crate) mirror: Option<Mirror>,
 }
 
 impl Route {
@@ -52,6 +69,7 @@ impl Route {
             total_weight: 1,
             timeout,
             retry: None,
+            policies: TrafficPolicies::default(),
         }
     }
 
@@ -74,6 +92,20 @@ impl Route {
             .map(|(name, weight)| upstreams.get(name).map(|u| (Arc::clone(u), weight)))
             .collect::<Option<Vec<_>>>()?;
         let total_weight = splits.iter().map(|(_, w)| u64::from(*w)).sum();
+        let mirror = match &config.mirror {
+            Some(mirror) => Some(Mirror::new(
+                Arc::clone(upstreams.get(&mirror.upstream)?),
+                mirror.percent,
+            )),
+            None => None,
+        };
+        let policies = TrafficPolicies {
+            rate_limit: config.rate_limit.as_ref().map(RateLimiter::from_config),
+            fault: config.fault.as_ref().map(Fault::from_config),
+            request_headers: HeaderOps::from_config(&config.headers.request),
+            response_headers: HeaderOps::from_config(&config.headers.response),
+            mirror,
+        };
         Some(Self {
             name: config.name.as_str().into(),
             matcher: Matcher::from_config(&config.matches),
@@ -81,7 +113,13 @@ impl Route {
             total_weight,
             timeout: config.timeout.map(|t| t.0),
             retry: config.retry.as_ref().and_then(RetryPolicy::from_config),
+            policies,
         })
+    }
+
+    /// The route's traffic control.
+    pub(crate) fn policies(&self) -> &TrafficPolicies {
+        &self.policies
     }
 
     /// The route's name.

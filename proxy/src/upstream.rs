@@ -7,19 +7,19 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use http::HeaderMap;
-use http::header::COOKIE;
 
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tower::retry::budget::{Budget, TpsBudget};
 
-use crate::balance::{Balancer, Endpoint, hash};
+use crate::balance::{Balancer, Endpoint};
 use crate::body::ProxyBody;
 use crate::config::{
     BalancerKind, CircuitBreakerConfig, EndpointConfig, HashKey, HumanDuration, InboundConfig,
     Protocol, RetryBudgetConfig, UpstreamConfig,
 };
+use crate::headers::request_key;
 use crate::outlier::OutlierPolicy;
 use crate::retry::Outcome;
 
@@ -111,19 +111,11 @@ impl Upstream {
         if !self.balancer.uses_key() {
             return None;
         }
-        let source_ip = || match client {
-            IpAddr::V4(ip) => hash(&ip.octets()),
-            IpAddr::V6(ip) => hash(&ip.octets()),
-        };
-        match &self.hash_key {
-            None | Some(HashKey::SourceIp) => Some(source_ip()),
-            Some(HashKey::Header(name)) => headers
-                .get(name.as_str())
-                .map(|value| hash(value.as_bytes())),
-            Some(HashKey::Cookie(name)) => {
-                cookie(headers, name).map(|value| hash(value.as_bytes()))
-            }
-        }
+        request_key(
+            self.hash_key.as_ref().unwrap_or(&HashKey::SourceIp),
+            headers,
+            client,
+        )
     }
 
     /// Picks an endpoint for a request with hash `key`: never an ejected one (unless so many are
@@ -229,16 +221,6 @@ impl Drop for Admission {
     }
 }
 
-/// The value of cookie `name` in the request's `Cookie` headers.
-fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
-    headers
-        .get_all(COOKIE)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(';'))
-        .find_map(|pair| pair.trim().strip_prefix(name)?.strip_prefix('='))
-}
-
 fn client(connect_timeout: Duration, http2_only: bool) -> HttpClient {
     let mut connector = HttpConnector::new();
     connector.set_connect_timeout(Some(connect_timeout));
@@ -249,22 +231,4 @@ fn client(connect_timeout: Duration, http2_only: bool) -> HttpClient {
         .timer(TokioTimer::new())
         .http2_only(http2_only)
         .build(connector)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn finds_cookies_among_several() {
-        let mut headers = HeaderMap::new();
-        headers.append(
-            COOKIE,
-            http::HeaderValue::from_static("theme=dark; session=abc"),
-        );
-        headers.append(COOKIE, http::HeaderValue::from_static("sessionx=no"));
-        assert_eq!(cookie(&headers, "session"), Some("abc"));
-        assert_eq!(cookie(&headers, "theme"), Some("dark"));
-        assert_eq!(cookie(&headers, "missing"), None);
-    }
 }

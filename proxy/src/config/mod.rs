@@ -12,10 +12,11 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use model::{
-    Address, BalancerKind, CircuitBreakerConfig, Config, EndpointConfig, HashKey,
-    HeaderMatchConfig, HumanDuration, InboundConfig, MatchConfig, MethodName, OtlpEndpoint,
-    OutboundConfig, OutlierConfig, Pattern, Protocol, RetryBudgetConfig, RetryConfig, RetryOn,
-    RouteConfig, ServiceConfig, SplitConfig, TcpConfig, TelemetryConfig, UpstreamConfig,
+    Address, BalancerKind, CircuitBreakerConfig, Config, EndpointConfig, FaultConfig, HashKey,
+    HeaderMatchConfig, HeaderOpsConfig, HeaderRewriteConfig, HumanDuration, InboundConfig,
+    MatchConfig, MethodName, MirrorConfig, OtlpEndpoint, OutboundConfig, OutlierConfig, Pattern,
+    Protocol, RateLimitConfig, RetryBudgetConfig, RetryConfig, RetryOn, RouteConfig, ServiceConfig,
+    SplitConfig, TcpConfig, TelemetryConfig, UpstreamConfig,
 };
 
 /// Why a configuration was refused.

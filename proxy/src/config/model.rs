@@ -108,6 +108,93 @@ pub struct RouteConfig {
     /// Retry policy; no retries if absent.
     #[serde(default)]
     pub retry: Option<RetryConfig>,
+    /// Token-bucket rate limit; none if absent.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitConfig>,
+    /// Injected delays and aborts, for testing resilience; none if absent.
+    #[serde(default)]
+    pub fault: Option<FaultConfig>,
+    /// Header rewrites on the request and the response.
+    #[serde(default)]
+    pub headers: HeaderRewriteConfig,
+    /// A copy of some requests sent to a shadow upstream, its answers discarded.
+    #[serde(default)]
+    pub mirror: Option<MirrorConfig>,
+}
+
+/// `[outbound.route.rate_limit]`: a token bucket, for the whole route or one per caller.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Sustained rate: tokens added per second.
+    pub requests_per_second: f64,
+    /// Bucket size: requests allowed in a burst; defaults to one second's worth (at least 1).
+    #[serde(default)]
+    pub burst: Option<u32>,
+    /// One bucket per value of this key (`{ header = "x-api-key" }`, `{ cookie = "..." }` or
+    /// `"source_ip"`); one bucket for the route if absent.
+    #[serde(default)]
+    pub per: Option<HashKey>,
+}
+
+/// `[outbound.route.fault]`: faults injected before forwarding.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultConfig {
+    /// Delay added before forwarding.
+    #[serde(default)]
+    pub delay: Option<HumanDuration>,
+    /// Share of requests delayed, in percent.
+    #[serde(default = "defaults::percent_all")]
+    pub delay_percent: f64,
+    /// Status answered instead of forwarding.
+    #[serde(default)]
+    pub abort_status: Option<u16>,
+    /// Share of requests aborted, in percent.
+    #[serde(default = "defaults::percent_all")]
+    pub abort_percent: f64,
+    /// Let requests ask for a fault with `x-meshscope-fault-delay: 200ms` and
+    /// `x-meshscope-fault-abort: 503` (for tests; never in production).
+    #[serde(default)]
+    pub header_control: bool,
+}
+
+/// `[outbound.route.headers]`: header changes on the way in and out.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderRewriteConfig {
+    /// Changes to the request before it is sent upstream.
+    #[serde(default)]
+    pub request: HeaderOpsConfig,
+    /// Changes to the response before it is returned.
+    #[serde(default)]
+    pub response: HeaderOpsConfig,
+}
+
+/// Header operations, applied in the order remove, set, add.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderOpsConfig {
+    /// Headers to replace (or create), by name.
+    #[serde(default)]
+    pub set: BTreeMap<String, String>,
+    /// Headers to append a value to, by name.
+    #[serde(default)]
+    pub add: BTreeMap<String, String>,
+    /// Headers to delete.
+    #[serde(default)]
+    pub remove: Vec<String>,
+}
+
+/// `[outbound.route.mirror]`: shadow traffic.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MirrorConfig {
+    /// The `[[upstream]]` that receives the copies.
+    pub upstream: String,
+    /// Share of requests copied, in percent.
+    #[serde(default = "defaults::percent_all")]
+    pub percent: f64,
 }
 
 /// `[outbound.route.match]`: request conditions, all of which must hold.
@@ -526,6 +613,9 @@ mod defaults {
     }
     pub(super) fn budget_ttl() -> HumanDuration {
         HumanDuration(Duration::from_secs(10))
+    }
+    pub(super) fn percent_all() -> f64 {
+        100.0
     }
     pub(super) fn panic_threshold() -> u32 {
         50

@@ -284,6 +284,95 @@ fn check_route(
     if let Some(retry) = &route.retry {
         check_retry(problems, &path.key("retry"), retry);
     }
+    if let Some(limit) = &route.rate_limit {
+        let limit_path = path.key("rate_limit");
+        if !(limit.requests_per_second > 0.0 && limit.requests_per_second.is_finite()) {
+            problems.add(
+                limit_path.key("requests_per_second"),
+                "must be a positive number",
+            );
+        }
+        if limit.burst == Some(0) {
+            problems.add(limit_path.key("burst"), "must be at least 1");
+        }
+        if let Some(HashKey::Header(name)) = &limit.per
+            && http::HeaderName::from_bytes(name.as_bytes()).is_err()
+        {
+            problems.add(
+                limit_path.key("per"),
+                format!("{name:?} is not a valid header name"),
+            );
+        }
+    }
+    if let Some(fault) = &route.fault {
+        let fault_path = path.key("fault");
+        for (key, value) in [
+            ("delay_percent", fault.delay_percent),
+            ("abort_percent", fault.abort_percent),
+        ] {
+            if !(0.0..=100.0).contains(&value) {
+                problems.add(fault_path.key(key), "is a percentage: 0 to 100");
+            }
+        }
+        if let Some(status) = fault.abort_status
+            && !(200..=599).contains(&status)
+        {
+            problems.add(
+                fault_path.key("abort_status"),
+                "must be an HTTP status from 200 to 599",
+            );
+        }
+        if fault.delay.is_none() && fault.abort_status.is_none() && !fault.header_control {
+            problems.add(
+                fault_path,
+                "set delay, abort_status or header_control, or remove the table",
+            );
+        }
+    }
+    for (side, ops) in [
+        ("request", &route.headers.request),
+        ("response", &route.headers.response),
+    ] {
+        let ops_path = path.key("headers").key(side);
+        for (op, names) in [
+            ("set", ops.set.keys().collect::<Vec<_>>()),
+            ("add", ops.add.keys().collect()),
+            ("remove", ops.remove.iter().collect()),
+        ] {
+            for name in names {
+                if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                    problems.add(
+                        ops_path.key(op),
+                        format!("{name:?} is not a valid header name"),
+                    );
+                }
+            }
+        }
+        for (op, values) in [("set", &ops.set), ("add", &ops.add)] {
+            for (name, value) in values {
+                if http::HeaderValue::from_str(value).is_err() {
+                    problems.add(
+                        ops_path.key(op).key(name),
+                        format!("{value:?} is not a valid header value"),
+                    );
+                }
+            }
+        }
+    }
+    if let Some(mirror) = &route.mirror {
+        if !upstreams.contains(mirror.upstream.as_str()) {
+            problems.add(
+                path.key("mirror").key("upstream"),
+                format!("no [[upstream]] is named {:?}", mirror.upstream),
+            );
+        }
+        if !(0.0..=100.0).contains(&mirror.percent) {
+            problems.add(
+                path.key("mirror").key("percent"),
+                "is a percentage: 0 to 100",
+            );
+        }
+    }
 }
 
 fn check_match(problems: &mut Problems, path: &ConfigPath, matches: &MatchConfig) {
