@@ -22,6 +22,8 @@ pub(crate) struct Tables {
     /// One entry per `[[tcp]]` listener, in order.
     pub(crate) tcp: Vec<TcpPlan>,
     upstreams: HashMap<String, (UpstreamConfig, Arc<Upstream>)>,
+    /// The inbound listener's local application, if there is one.
+    local_app: Option<Arc<Upstream>>,
 }
 
 /// A listener to run: its name, its configured address and its routes.
@@ -55,6 +57,16 @@ impl Tables {
         let tcp = self.tcp.iter().map(|l| (l.role.clone(), l.listen));
         http.chain(tcp).collect()
     }
+
+    /// Every upstream, the local application first, then the `[[upstream]]`s by name.
+    pub(crate) fn upstreams(&self) -> Vec<&Arc<Upstream>> {
+        let mut named: Vec<_> = self.upstreams.iter().collect();
+        named.sort_by(|a, b| a.0.cmp(b.0));
+        self.local_app
+            .iter()
+            .chain(named.into_iter().map(|(_, (_, upstream))| upstream))
+            .collect()
+    }
 }
 
 /// Builds the tables for a validated `config`, reusing unchanged upstreams from `previous`.
@@ -77,9 +89,14 @@ pub(crate) fn build(config: &Config, previous: Option<&Tables>) -> Result<Tables
         .collect();
 
     let mut listeners = Vec::new();
+    let mut local_app = None;
     if let Some(inbound) = &config.inbound {
-        let app = Upstream::local_app(&format!("{} (local app)", config.service.name), inbound);
-        let route = Route::to_one("inbound", Arc::new(app), inbound.timeout.map(|t| t.0));
+        let app = Arc::new(Upstream::local_app(
+            &format!("{} (local app)", config.service.name),
+            inbound,
+        ));
+        local_app = Some(Arc::clone(&app));
+        let route = Route::to_one("inbound", app, inbound.timeout.map(|t| t.0));
         listeners.push(ListenerPlan {
             role: "inbound".to_owned(),
             listen: inbound.listen,
@@ -126,6 +143,7 @@ pub(crate) fn build(config: &Config, previous: Option<&Tables>) -> Result<Tables
         listeners,
         tcp,
         upstreams,
+        local_app,
     })
 }
 

@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderValue};
 use http::request::Parts;
@@ -15,7 +15,7 @@ use tower::retry::backoff::Backoff;
 use crate::body::{self, ProxyBody, Replayable};
 use crate::headers::{append_forwarded_for, strip_hop_by_hop};
 use crate::retry::Outcome;
-use crate::route::{Route, RouteTable, TrafficPolicies};
+use crate::route::{Route, RouteTable};
 use crate::telemetry::{AttemptFacts, RequestFacts, SpanRecord, TraceContext, Tracer};
 use crate::traffic::MAX_MIRROR_BODY;
 use crate::upgrade;
@@ -81,7 +81,7 @@ async fn route_and_send(
     listening: &Listening,
     routes: &RouteTable,
     client: SocketAddr,
-    mut request: Request<Incoming>,
+    request: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let Some(route) = routes.find(&request) else {
         let reason = format!(
@@ -91,6 +91,19 @@ async fn route_and_send(
         );
         return error(StatusCode::NOT_FOUND, "no-route", reason);
     };
+    let started = Instant::now();
+    let response = on_route(listening, route, client, request).await;
+    route.stats().record(response.status(), started.elapsed());
+    response
+}
+
+/// Forwards a request that matched `route`.
+async fn on_route(
+    listening: &Listening,
+    route: &Route,
+    client: SocketAddr,
+    mut request: Request<Incoming>,
+) -> Response<ProxyBody> {
     let Some(upstream) = route.pick_upstream() else {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -98,7 +111,7 @@ async fn route_and_send(
             format!("route {:?} has no upstream", route.name()),
         );
     };
-    if let Some(answer) = gate(route.policies(), request.headers_mut(), client).await {
+    if let Some(answer) = gate(route, request.headers_mut(), client).await {
         return answer;
     }
     let Some(admission) = upstream.admit() else {
@@ -184,13 +197,15 @@ async fn route_and_send(
 /// Rate limit and injected faults, in that order: the proxy's own answer instead of forwarding, if
 /// any. Fault control headers are removed from `headers`.
 async fn gate(
-    policies: &TrafficPolicies,
+    route: &Route,
     headers: &mut http::HeaderMap,
     client: SocketAddr,
 ) -> Option<Response<ProxyBody>> {
+    let policies = route.policies();
     if let Some(limit) = &policies.rate_limit
         && let Err(wait) = limit.check(headers, client.ip())
     {
+        route.stats().rate_limited.increment();
         let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
         let mut answer = error(
             StatusCode::TOO_MANY_REQUESTS,
@@ -312,6 +327,7 @@ async fn send(
             context.inject(request.headers_mut());
         }
 
+        upstream.stats().attempts.increment();
         let in_flight = endpoint.start();
         let per_try = policy.and_then(|p| p.per_try_timeout());
         let result = with_optional_timeout(per_try, client.request(request)).await;
@@ -329,6 +345,7 @@ async fn send(
         let retry = policy.is_some_and(|p| retries < p.attempts() && p.retries(outcome));
         if !retry || !upstream.withdraw() {
             if retry {
+                upstream.stats().budget_exhausted.increment();
                 tracing::debug!(upstream = upstream.name(), "retry budget exhausted");
             }
             let response = finish(upstream, endpoint.address(), outcome, answer);
@@ -354,6 +371,7 @@ async fn send(
             backoff.next_backoff().await;
         }
         retries += 1;
+        upstream.stats().retries.increment();
         avoid = Some(index);
     }
 }

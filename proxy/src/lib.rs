@@ -13,6 +13,7 @@
 
 pub mod config;
 
+mod admin;
 mod balance;
 mod body;
 mod build;
@@ -23,6 +24,7 @@ mod reload;
 mod retry;
 mod route;
 mod server;
+mod stats;
 mod tcp;
 mod telemetry;
 mod traffic;

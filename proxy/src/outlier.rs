@@ -34,6 +34,30 @@ impl Health {
         until.is_some_and(|until| now < until)
     }
 
+    /// How much longer the endpoint stays ejected, if it is.
+    pub(crate) fn ejected_for(&self, now: Instant) -> Option<Duration> {
+        let until = match self.ejected_until.lock() {
+            Ok(until) => *until,
+            Err(poisoned) => *poisoned.into_inner(),
+        };
+        until
+            .and_then(|until| until.checked_duration_since(now))
+            .filter(|left| !left.is_zero())
+    }
+
+    /// Times the endpoint has been ejected.
+    pub(crate) fn ejections(&self) -> u32 {
+        self.ejections.load(Ordering::Relaxed)
+    }
+
+    /// Current (5xx, gateway error) failure streaks.
+    pub(crate) fn streaks(&self) -> (u32, u32) {
+        (
+            self.consecutive_5xx.load(Ordering::Relaxed),
+            self.consecutive_gateway.load(Ordering::Relaxed),
+        )
+    }
+
     /// Updates the streaks with `outcome`; returns the new (5xx, gateway error) streak lengths.
     fn record(&self, outcome: Outcome) -> (u32, u32) {
         let (server_error, gateway_error) = match outcome {

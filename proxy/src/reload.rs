@@ -21,27 +21,41 @@ use crate::route::RouteTable;
 use crate::server::ProxyError;
 use crate::upstream::Upstream;
 
-/// What a reload swaps: the current tables and the channels listeners read them from.
+/// What a reload swaps: the running configuration, its tables, and the channels listeners read
+/// the tables from. The admin endpoint reads it too.
 #[derive(Debug)]
 pub(crate) struct Live {
+    config: Config,
     tables: Tables,
     routes: Vec<watch::Sender<Arc<RouteTable>>>,
     tcp: Vec<watch::Sender<Arc<Upstream>>>,
 }
 
 impl Live {
-    /// Live state for freshly built `tables`, whose HTTP listeners read from `routes` and TCP
-    /// listeners from `tcp` (each in the tables' order).
+    /// Live state for `config` and its freshly built `tables`, whose HTTP listeners read from
+    /// `routes` and TCP listeners from `tcp` (each in the tables' order).
     pub(crate) fn new(
+        config: Config,
         tables: Tables,
         routes: Vec<watch::Sender<Arc<RouteTable>>>,
         tcp: Vec<watch::Sender<Arc<Upstream>>>,
     ) -> Self {
         Self {
+            config,
             tables,
             routes,
             tcp,
         }
+    }
+
+    /// The running configuration.
+    pub(crate) fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The running tables.
+    pub(crate) fn tables(&self) -> &Tables {
+        &self.tables
     }
 }
 
@@ -78,6 +92,7 @@ impl ReloadHandle {
             sender.send_replace(Arc::clone(&plan.upstream));
         }
         live.tables = next;
+        live.config = config.clone();
         Ok(())
     }
 

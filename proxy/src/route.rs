@@ -9,6 +9,7 @@ use regex::Regex;
 
 use crate::config::{HeaderMatchConfig, MatchConfig, RouteConfig};
 use crate::retry::RetryPolicy;
+use crate::stats::RouteStats;
 use crate::traffic::{Fault, HeaderOps, Mirror, RateLimiter};
 use crate::upstream::Upstream;
 
@@ -22,6 +23,11 @@ impl RouteTable {
     /// Routes in the given order.
     pub(crate) fn new(routes: Vec<Route>) -> Self {
         Self { routes }
+    }
+
+    /// The routes, in order.
+    pub(crate) fn routes(&self) -> &[Route] {
+        &self.routes
     }
 
     /// The first route whose match accepts `request`.
@@ -42,6 +48,7 @@ pub(crate) struct Route {
     timeout: Option<Duration>,
     retry: Option<RetryPolicy>,
     policies: TrafficPolicies,
+    stats: RouteStats,
 }
 
 /// A route's traffic control (see `traffic/`); all empty for the inbound route.
@@ -70,6 +77,7 @@ impl Route {
             timeout,
             retry: None,
             policies: TrafficPolicies::default(),
+            stats: RouteStats::default(),
         }
     }
 
@@ -114,7 +122,13 @@ impl Route {
             timeout: config.timeout.map(|t| t.0),
             retry: config.retry.as_ref().and_then(RetryPolicy::from_config),
             policies,
+            stats: RouteStats::default(),
         })
+    }
+
+    /// The route's counters.
+    pub(crate) fn stats(&self) -> &RouteStats {
+        &self.stats
     }
 
     /// The route's traffic control.

@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::task::TaskTracker;
 
+use crate::admin::{self, AdminState};
 use crate::build::build;
 use crate::config::{self, Config, ConfigError};
 use crate::forward::{self, Listening, Side};
@@ -70,6 +71,8 @@ pub struct BoundAddresses {
     pub outbound: Vec<SocketAddr>,
     /// The TCP forwarding listeners, in configuration order.
     pub tcp: Vec<SocketAddr>,
+    /// The admin endpoint, if configured.
+    pub admin: Option<SocketAddr>,
 }
 
 /// A proxy whose sockets are bound and whose routes are built, ready to serve.
@@ -78,6 +81,7 @@ pub struct Proxy {
     listeners: Vec<Listener>,
     addresses: BoundAddresses,
     drain_timeout: Duration,
+    admin: Option<TcpListener>,
     exporter: Option<Exporter>,
     forwarders: Vec<TcpForwarder>,
     live: Arc<Mutex<Live>>,
@@ -107,6 +111,7 @@ impl Proxy {
             inbound: None,
             outbound: Vec::new(),
             tcp: Vec::new(),
+            admin: None,
         };
         for plan in &tables.listeners {
             let socket = bind(&plan.role, plan.listen).await?;
@@ -142,13 +147,27 @@ impl Proxy {
                 upstream,
             });
         }
+        let admin = match &config.admin {
+            Some(admin) => {
+                let socket = bind("admin", admin.listen).await?;
+                addresses.admin = Some(socket.local_addr().unwrap_or(admin.listen));
+                Some(socket)
+            }
+            None => None,
+        };
         Ok(Proxy {
+            admin,
             exporter: exporter.map(|(_, exporter)| exporter),
             listeners,
             addresses,
             drain_timeout: config.service.drain_timeout.0,
             forwarders,
-            live: Arc::new(Mutex::new(Live::new(tables, senders, tcp_senders))),
+            live: Arc::new(Mutex::new(Live::new(
+                config.clone(),
+                tables,
+                senders,
+                tcp_senders,
+            ))),
         })
     }
 
@@ -170,6 +189,16 @@ impl Proxy {
         let (force_close, force_rx) = watch::channel(false);
         let mut accept_loops = JoinSet::new();
         let tunnels = TaskTracker::new();
+        // The admin endpoint outlives the drain, answering `/ready` with 503 meanwhile.
+        let (stop_admin, admin_stop_rx) = watch::channel(false);
+        let admin = self.admin.map(|socket| {
+            let state = AdminState {
+                live: Arc::clone(&self.live),
+                spans: self.exporter.as_ref().map(Exporter::counters),
+                draining: stop_rx.clone(),
+            };
+            tokio::spawn(admin::serve(socket, state, admin_stop_rx))
+        });
         for forwarder in self.forwarders {
             tracing::info!(role = forwarder.role, address = ?forwarder.socket.local_addr().ok(), "forwarding TCP");
             accept_loops.spawn(forwarder.accept_loop(
@@ -213,6 +242,10 @@ impl Proxy {
         // Spans of the drained requests are queued by now: flush them.
         if let Some(exporter) = self.exporter {
             exporter.stop().await;
+        }
+        let _ = stop_admin.send(true);
+        if let Some(admin) = admin {
+            let _ = admin.await;
         }
     }
 }

@@ -22,6 +22,7 @@ use crate::config::{
 use crate::headers::request_key;
 use crate::outlier::OutlierPolicy;
 use crate::retry::Outcome;
+use crate::stats::UpstreamStats;
 
 /// Idle pooled connections are closed after this long.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -45,6 +46,7 @@ pub(crate) struct Upstream {
     panic_threshold: u32,
     max_requests: Option<usize>,
     active: AtomicUsize,
+    stats: UpstreamStats,
 }
 
 impl Upstream {
@@ -74,6 +76,7 @@ impl Upstream {
             panic_threshold: config.panic_threshold,
             max_requests: config.circuit_breaker.max_requests.map(|max| max as usize),
             active: AtomicUsize::new(0),
+            stats: UpstreamStats::default(),
         }
     }
 
@@ -160,6 +163,7 @@ impl Upstream {
     pub(crate) fn observe(&self, index: usize, outcome: Outcome) {
         let Some(policy) = &self.outlier else { return };
         if let Some(duration) = policy.observe(&self.endpoints, index, outcome) {
+            self.stats.ejections.increment();
             let endpoint = self.endpoints.get(index).map(|e| e.address().to_string());
             tracing::warn!(upstream = %self.name, endpoint, ?duration, "endpoint ejected");
         }
@@ -173,9 +177,22 @@ impl Upstream {
             upstream: Arc::clone(self),
         };
         match self.max_requests {
-            Some(max) if active > max => None,
+            Some(max) if active > max => {
+                self.stats.overflows.increment();
+                None
+            }
             _ => Some(admission),
         }
+    }
+
+    /// The upstream's counters.
+    pub(crate) fn stats(&self) -> &UpstreamStats {
+        &self.stats
+    }
+
+    /// The endpoints, in configuration order.
+    pub(crate) fn endpoints(&self) -> &[Arc<Endpoint>] {
+        &self.endpoints
     }
 
     /// The balancer's configuration name.

@@ -89,6 +89,15 @@ impl Endpoint {
         self.in_flight.load(Ordering::Relaxed)
     }
 
+    /// The latency estimate at `now` (decayed since the last sample).
+    pub(crate) fn rtt_estimate(&self, now: Instant) -> Duration {
+        let nanos = match self.rtt.lock() {
+            Ok(rtt) => rtt.decayed(now),
+            Err(poisoned) => poisoned.into_inner().decayed(now),
+        };
+        Duration::from_nanos(nanos as u64)
+    }
+
     /// Peak-EWMA cost: latency estimate × (requests in flight + 1). Lower is better.
     pub(crate) fn ewma_cost(&self, now: Instant) -> f64 {
         let rtt = match self.rtt.lock() {

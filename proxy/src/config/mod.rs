@@ -12,8 +12,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use model::{
-    Address, BalancerKind, CircuitBreakerConfig, Config, EndpointConfig, FaultConfig, HashKey,
-    HeaderMatchConfig, HeaderOpsConfig, HeaderRewriteConfig, HumanDuration, InboundConfig,
+    Address, AdminConfig, BalancerKind, CircuitBreakerConfig, Config, EndpointConfig, FaultConfig,
+    HashKey, HeaderMatchConfig, HeaderOpsConfig, HeaderRewriteConfig, HumanDuration, InboundConfig,
     MatchConfig, MethodName, MirrorConfig, OtlpEndpoint, OutboundConfig, OutlierConfig, Pattern,
     Protocol, RateLimitConfig, RetryBudgetConfig, RetryConfig, RetryOn, RouteConfig, ServiceConfig,
     SplitConfig, TcpConfig, TelemetryConfig, UpstreamConfig,

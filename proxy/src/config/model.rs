@@ -11,10 +11,10 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use http::uri::{Authority, Scheme};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// A whole proxy configuration file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// The service this proxy sits beside.
@@ -34,10 +34,21 @@ pub struct Config {
     /// Where spans and metrics go.
     #[serde(default)]
     pub telemetry: TelemetryConfig,
+    /// The admin endpoint (`/ready`, `/metrics`, `/config`, `/endpoints`); none if absent.
+    #[serde(default)]
+    pub admin: Option<AdminConfig>,
+}
+
+/// `[admin]`: the proxy's own HTTP endpoint for health, metrics and state.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Socket to serve on; keep it on loopback or a private interface.
+    pub listen: SocketAddr,
 }
 
 /// `[service]`: who this proxy speaks for.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceConfig {
     /// The local service's name, used in telemetry and error messages.
@@ -48,7 +59,7 @@ pub struct ServiceConfig {
 }
 
 /// `[inbound]`: requests from the mesh to the local application.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct InboundConfig {
     /// Socket the proxy accepts mesh traffic on.
@@ -67,7 +78,7 @@ pub struct InboundConfig {
 }
 
 /// `[[outbound]]`: a listener for the local application's outgoing requests, with its routes.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct OutboundConfig {
     /// Socket the local application sends to.
@@ -78,7 +89,7 @@ pub struct OutboundConfig {
 }
 
 /// `[[tcp]]`: a port whose connections are forwarded byte for byte to an upstream's endpoints.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TcpConfig {
     /// Socket to accept connections on.
@@ -88,7 +99,7 @@ pub struct TcpConfig {
 }
 
 /// `[[outbound.route]]`: which requests go where, and under which timeout and retry policy.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     /// Name shown in logs and errors.
@@ -123,7 +134,7 @@ pub struct RouteConfig {
 }
 
 /// `[outbound.route.rate_limit]`: a token bucket, for the whole route or one per caller.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitConfig {
     /// Sustained rate: tokens added per second.
@@ -138,7 +149,7 @@ pub struct RateLimitConfig {
 }
 
 /// `[outbound.route.fault]`: faults injected before forwarding.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FaultConfig {
     /// Delay added before forwarding.
@@ -160,7 +171,7 @@ pub struct FaultConfig {
 }
 
 /// `[outbound.route.headers]`: header changes on the way in and out.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HeaderRewriteConfig {
     /// Changes to the request before it is sent upstream.
@@ -172,7 +183,7 @@ pub struct HeaderRewriteConfig {
 }
 
 /// Header operations, applied in the order remove, set, add.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HeaderOpsConfig {
     /// Headers to replace (or create), by name.
@@ -187,7 +198,7 @@ pub struct HeaderOpsConfig {
 }
 
 /// `[outbound.route.mirror]`: shadow traffic.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct MirrorConfig {
     /// The `[[upstream]]` that receives the copies.
@@ -198,7 +209,7 @@ pub struct MirrorConfig {
 }
 
 /// `[outbound.route.match]`: request conditions, all of which must hold.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct MatchConfig {
     /// Host (authority without port), compared case-insensitively.
@@ -222,7 +233,7 @@ pub struct MatchConfig {
 }
 
 /// One header condition: exactly one of its fields is set.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HeaderMatchConfig {
     /// Value equals this.
@@ -240,7 +251,7 @@ pub struct HeaderMatchConfig {
 }
 
 /// `[[outbound.route.split]]`: one weighted destination of a route.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SplitConfig {
     /// Name of an `[[upstream]]`.
@@ -251,7 +262,7 @@ pub struct SplitConfig {
 }
 
 /// `[outbound.route.retry]`: when and how a failed attempt is tried again.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RetryConfig {
     /// Retries after the first attempt.
@@ -277,7 +288,7 @@ pub struct RetryConfig {
 }
 
 /// A failure class that a retry policy can name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 pub enum RetryOn {
     /// The TCP connection to the endpoint could not be made.
     #[serde(rename = "connect-failure")]
@@ -291,7 +302,7 @@ pub enum RetryOn {
 }
 
 /// `[[upstream]]`: a destination service, its endpoints and how to spread load over them.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
     /// Name that routes refer to.
@@ -327,7 +338,7 @@ pub struct UpstreamConfig {
 }
 
 /// `[upstream.outlier_detection]`: when an endpoint is taken out of rotation, and for how long.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct OutlierConfig {
     /// Consecutive 5xx responses (or connect failures, resets, per-try timeouts) that eject; 0 = off.
@@ -349,7 +360,7 @@ pub struct OutlierConfig {
 }
 
 /// `[upstream.circuit_breaker]`: beyond these limits requests fail fast with 503 instead of queueing.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CircuitBreakerConfig {
     /// Requests (or TCP connections) in flight to the upstream at once; unlimited if absent.
@@ -358,7 +369,7 @@ pub struct CircuitBreakerConfig {
 }
 
 /// One instance of an upstream service.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct EndpointConfig {
     /// `host:port` of the instance.
@@ -369,7 +380,7 @@ pub struct EndpointConfig {
 }
 
 /// `[upstream.retry_budget]`: retries allowed as a share of recent requests, plus a floor.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RetryBudgetConfig {
     /// Retries allowed per request sent (0.2 = one retry per five requests).
@@ -395,7 +406,7 @@ impl Default for RetryBudgetConfig {
 
 /// `[telemetry]`: span export. Without `otlp_endpoint` no spans are made and trace headers pass
 /// through untouched.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TelemetryConfig {
     /// OTLP/gRPC collector URL, e.g. `http://127.0.0.1:4317`.
@@ -428,7 +439,7 @@ impl Default for TelemetryConfig {
 }
 
 /// Load balancing policy of an upstream.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BalancerKind {
     /// Each endpoint in turn.
@@ -457,7 +468,7 @@ pub enum BalancerKind {
 
 /// What the consistent-hashing balancers hash: `{ header = "x-user" }`, `{ cookie = "session" }` or
 /// `"source_ip"`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum HashKey {
     /// The value of this request header.
@@ -469,7 +480,7 @@ pub enum HashKey {
 }
 
 /// HTTP version used towards an upstream or the local application.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Protocol {
     /// The version the request arrived with.
@@ -482,8 +493,8 @@ pub enum Protocol {
 }
 
 /// A duration written as text: `250ms`, `2s`, `1m 30s`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "String")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct HumanDuration(pub Duration);
 
 impl TryFrom<String> for HumanDuration {
@@ -495,6 +506,12 @@ impl TryFrom<String> for HumanDuration {
     }
 }
 
+impl From<HumanDuration> for String {
+    fn from(duration: HumanDuration) -> String {
+        duration.to_string()
+    }
+}
+
 impl fmt::Display for HumanDuration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", humantime::format_duration(self.0))
@@ -502,8 +519,8 @@ impl fmt::Display for HumanDuration {
 }
 
 /// A `host:port` network address (an IP or a DNS name, and a port).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "String")]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct Address(pub Authority);
 
 impl TryFrom<String> for Address {
@@ -521,6 +538,12 @@ impl TryFrom<String> for Address {
     }
 }
 
+impl From<Address> for String {
+    fn from(address: Address) -> String {
+        address.to_string()
+    }
+}
+
 impl fmt::Display for Address {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)
@@ -528,8 +551,8 @@ impl fmt::Display for Address {
 }
 
 /// A regular expression that must match a whole value (it is anchored when compiled).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(try_from = "String")]
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct Pattern(pub regex::Regex);
 
 impl TryFrom<String> for Pattern {
@@ -541,9 +564,20 @@ impl TryFrom<String> for Pattern {
     }
 }
 
+impl From<Pattern> for String {
+    /// The regex as written in the file (without the anchoring added when it was compiled).
+    fn from(pattern: Pattern) -> String {
+        let text = pattern.0.as_str();
+        let unanchored = text
+            .strip_prefix("^(?:")
+            .and_then(|inner| inner.strip_suffix(")$"));
+        unanchored.unwrap_or(text).to_owned()
+    }
+}
+
 /// An HTTP method name such as `GET`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "String")]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct MethodName(pub http::Method);
 
 impl TryFrom<String> for MethodName {
@@ -555,9 +589,15 @@ impl TryFrom<String> for MethodName {
     }
 }
 
+impl From<MethodName> for String {
+    fn from(method: MethodName) -> String {
+        method.0.to_string()
+    }
+}
+
 /// The URL of an OTLP/gRPC collector (`http://host:port`).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "String")]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct OtlpEndpoint(pub http::Uri);
 
 impl TryFrom<String> for OtlpEndpoint {
@@ -570,6 +610,12 @@ impl TryFrom<String> for OtlpEndpoint {
             ));
         }
         Ok(OtlpEndpoint(uri))
+    }
+}
+
+impl From<OtlpEndpoint> for String {
+    fn from(endpoint: OtlpEndpoint) -> String {
+        endpoint.to_string()
     }
 }
 

@@ -97,6 +97,9 @@ pub(super) fn check(config: &Config) -> Vec<(ConfigPath, String)> {
             check_route(&mut problems, &route_path, route, &upstream_names);
         }
     }
+    if let Some(admin) = &config.admin {
+        listens.claim(&mut problems, root.key("admin"), admin.listen);
+    }
     let telemetry = &config.telemetry;
     let path = root.key("telemetry");
     if telemetry.queue_size == 0 {

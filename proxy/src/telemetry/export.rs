@@ -23,12 +23,24 @@ use crate::config::TelemetryConfig;
 /// Name and version of this instrumentation, as OTLP's instrumentation scope.
 const SCOPE_NAME: &str = "meshscope-proxy";
 
-/// Counts of what happened to spans, for logs now and the admin endpoint later.
+/// Counts of what happened to spans, for the log at shutdown and the admin endpoint.
 #[derive(Debug, Default)]
 pub(crate) struct SpanCounters {
     exported: AtomicU64,
     dropped: AtomicU64,
     failed: AtomicU64,
+}
+
+impl SpanCounters {
+    /// Spans (exported, dropped because the queue was full, lost in failed exports).
+    pub(crate) fn totals(&self) -> (u64, u64, u64) {
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        (
+            load(&self.exported),
+            load(&self.dropped),
+            load(&self.failed),
+        )
+    }
 }
 
 /// Where finished spans go. Shared by every listener and request.
@@ -95,6 +107,11 @@ impl Exporter {
         ))
     }
 
+    /// The span counters.
+    pub(crate) fn counters(&self) -> Arc<SpanCounters> {
+        Arc::clone(&self.counters)
+    }
+
     /// Exports what is queued, waiting at most twice the export timeout, and logs the totals.
     pub(crate) async fn stop(self) {
         let _ = self.stop.send(true);
@@ -104,13 +121,8 @@ impl Exporter {
         {
             tracing::warn!("span export did not finish flushing in time");
         }
-        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-        tracing::info!(
-            exported = load(&self.counters.exported),
-            dropped = load(&self.counters.dropped),
-            failed = load(&self.counters.failed),
-            "span export stopped"
-        );
+        let (exported, dropped, failed) = self.counters.totals();
+        tracing::info!(exported, dropped, failed, "span export stopped");
     }
 }
 

@@ -13,5 +13,5 @@ mod export;
 mod span;
 
 pub(crate) use context::TraceContext;
-pub(crate) use export::{Exporter, Tracer};
+pub(crate) use export::{Exporter, SpanCounters, Tracer};
 pub(crate) use span::{AttemptFacts, RequestFacts, SpanRecord};
