@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::config::{Config, UpstreamConfig};
+use crate::discovery::Discovery;
 use crate::forward::Side;
 use crate::route::{Route, RouteTable};
 use crate::server::ProxyError;
@@ -21,9 +22,17 @@ pub(crate) struct Tables {
     pub(crate) listeners: Vec<ListenerPlan>,
     /// One entry per `[[tcp]]` listener, in order.
     pub(crate) tcp: Vec<TcpPlan>,
-    upstreams: HashMap<String, (UpstreamConfig, Arc<Upstream>)>,
+    upstreams: HashMap<String, BuiltUpstream>,
     /// The inbound listener's local application, if there is one.
     local_app: Option<Arc<Upstream>>,
+}
+
+/// An `[[upstream]]` as built, with the table it was built from and its endpoint sources.
+#[derive(Debug)]
+struct BuiltUpstream {
+    config: UpstreamConfig,
+    upstream: Arc<Upstream>,
+    discovery: Arc<Discovery>,
 }
 
 /// A listener to run: its name, its configured address and its routes.
@@ -64,28 +73,51 @@ impl Tables {
         named.sort_by(|a, b| a.0.cmp(b.0));
         self.local_app
             .iter()
-            .chain(named.into_iter().map(|(_, (_, upstream))| upstream))
+            .chain(named.into_iter().map(|(_, built)| &built.upstream))
+            .collect()
+    }
+
+    /// The upstreams whose endpoints come from a file or DNS, with their sources.
+    pub(crate) fn discovered(&self) -> Vec<(Arc<Discovery>, Arc<Upstream>)> {
+        self.upstreams
+            .values()
+            .filter(|built| built.discovery.is_active())
+            .map(|built| (Arc::clone(&built.discovery), Arc::clone(&built.upstream)))
             .collect()
     }
 }
 
 /// Builds the tables for a validated `config`, reusing unchanged upstreams from `previous`.
 pub(crate) fn build(config: &Config, previous: Option<&Tables>) -> Result<Tables, ProxyError> {
-    let upstreams: HashMap<String, (UpstreamConfig, Arc<Upstream>)> = config
-        .upstreams
-        .iter()
-        .map(|wanted| {
-            let kept = previous
-                .and_then(|p| p.upstreams.get(&wanted.name))
-                .filter(|(old, _)| old == wanted)
-                .map(|(_, upstream)| Arc::clone(upstream));
-            let upstream = kept.unwrap_or_else(|| Arc::new(Upstream::from_config(wanted)));
-            (wanted.name.clone(), (wanted.clone(), upstream))
-        })
-        .collect();
+    let mut upstreams = HashMap::new();
+    for wanted in &config.upstreams {
+        let kept = previous
+            .and_then(|p| p.upstreams.get(&wanted.name))
+            .filter(|built| built.config == *wanted);
+        let built = match kept {
+            Some(built) => BuiltUpstream {
+                config: wanted.clone(),
+                upstream: Arc::clone(&built.upstream),
+                discovery: Arc::clone(&built.discovery),
+            },
+            None => {
+                let (discovery, endpoints) =
+                    Discovery::new(wanted).map_err(|source| ProxyError::Endpoints {
+                        upstream: wanted.name.clone(),
+                        source,
+                    })?;
+                BuiltUpstream {
+                    config: wanted.clone(),
+                    upstream: Arc::new(Upstream::new(wanted, &endpoints)),
+                    discovery: Arc::new(discovery),
+                }
+            }
+        };
+        upstreams.insert(wanted.name.clone(), built);
+    }
     let by_name: HashMap<String, Arc<Upstream>> = upstreams
         .iter()
-        .map(|(name, (_, upstream))| (name.clone(), Arc::clone(upstream)))
+        .map(|(name, built)| (name.clone(), Arc::clone(&built.upstream)))
         .collect();
 
     let mut listeners = Vec::new();
@@ -172,7 +204,8 @@ mod tests {
         let Ok(new) = build(&second, Some(&old)) else {
             panic!("build failed")
         };
-        let same = |name: &str| Arc::ptr_eq(&old.upstreams[name].1, &new.upstreams[name].1);
+        let same =
+            |name: &str| Arc::ptr_eq(&old.upstreams[name].upstream, &new.upstreams[name].upstream);
         assert!(
             same("a"),
             "unchanged upstream a keeps its pools and balancer state"

@@ -292,7 +292,7 @@ async fn send(
     let mut avoid = None;
     let mut retries = 0;
     loop {
-        let Some((index, endpoint)) = upstream.pick(avoid, key) else {
+        let Some(endpoint) = upstream.pick(avoid.as_ref(), key) else {
             return no_endpoint(upstream);
         };
         let Some(attempt_body) = body.next() else {
@@ -340,7 +340,7 @@ async fn send(
             Some(Err(e)) => (Outcome::Broken, Err(e.to_string())),
             None => (Outcome::PerTryTimeout, Err("per-try timeout".to_owned())),
         };
-        upstream.observe(index, outcome);
+        upstream.observe(&endpoint, outcome);
 
         let retry = policy.is_some_and(|p| retries < p.attempts() && p.retries(outcome));
         if !retry || !upstream.withdraw() {
@@ -372,7 +372,7 @@ async fn send(
         }
         retries += 1;
         upstream.stats().retries.increment();
-        avoid = Some(index);
+        avoid = Some(endpoint);
     }
 }
 

@@ -17,6 +17,7 @@ mod admin;
 mod balance;
 mod body;
 mod build;
+mod discovery;
 mod forward;
 mod headers;
 mod outlier;

@@ -117,15 +117,16 @@ impl OutlierPolicy {
         }
     }
 
-    /// Records `outcome` for endpoint `index`, ejecting it if a streak reached its threshold and the
-    /// ejection cap allows. Returns the ejection time if it was ejected.
+    /// Records `outcome` for `endpoint` (one of `endpoints`, the upstream's current set), ejecting
+    /// it if a streak reached its threshold and the ejection cap allows. Returns the ejection time
+    /// if it was ejected.
     pub(crate) fn observe(
         &self,
         endpoints: &[Arc<Endpoint>],
-        index: usize,
+        endpoint: &Endpoint,
         outcome: Outcome,
     ) -> Option<Duration> {
-        let health = endpoints.get(index)?.health();
+        let health = endpoint.health();
         let (server_errors, gateway_errors) = health.record(outcome);
         let tripped = (self.consecutive_5xx > 0 && server_errors >= self.consecutive_5xx)
             || (self.consecutive_gateway_errors > 0
@@ -173,12 +174,15 @@ mod tests {
     fn ejects_after_a_streak_and_a_success_resets_it() {
         let all = endpoints(&[1, 1, 1]);
         let p = policy(3, 0, 100);
-        assert_eq!(p.observe(&all, 0, FAIL), None);
-        assert_eq!(p.observe(&all, 0, FAIL), None);
-        assert_eq!(p.observe(&all, 0, OK), None);
-        assert_eq!(p.observe(&all, 0, FAIL), None);
-        assert_eq!(p.observe(&all, 0, FAIL), None);
-        assert_eq!(p.observe(&all, 0, FAIL), Some(Duration::from_secs(30)));
+        assert_eq!(p.observe(&all, &all[0], FAIL), None);
+        assert_eq!(p.observe(&all, &all[0], FAIL), None);
+        assert_eq!(p.observe(&all, &all[0], OK), None);
+        assert_eq!(p.observe(&all, &all[0], FAIL), None);
+        assert_eq!(p.observe(&all, &all[0], FAIL), None);
+        assert_eq!(
+            p.observe(&all, &all[0], FAIL),
+            Some(Duration::from_secs(30))
+        );
         assert!(all[0].health().is_ejected(Instant::now()));
         assert!(
             !all[0]
@@ -201,10 +205,10 @@ mod tests {
     fn gateway_errors_count_connect_failures_but_not_500() {
         let all = endpoints(&[1, 1]);
         let p = policy(0, 2, 100);
-        assert_eq!(p.observe(&all, 1, FAIL), None);
-        assert_eq!(p.observe(&all, 1, Outcome::ConnectFailure), None);
+        assert_eq!(p.observe(&all, &all[1], FAIL), None);
+        assert_eq!(p.observe(&all, &all[1], Outcome::ConnectFailure), None);
         assert!(
-            p.observe(&all, 1, Outcome::Status(StatusCode::BAD_GATEWAY))
+            p.observe(&all, &all[1], Outcome::Status(StatusCode::BAD_GATEWAY))
                 .is_some()
         );
     }
@@ -214,9 +218,13 @@ mod tests {
         let all = endpoints(&[1, 1, 1, 1]);
         let p = policy(1, 0, 30);
         assert!(
-            p.observe(&all, 0, FAIL).is_some(),
+            p.observe(&all, &all[0], FAIL).is_some(),
             "one ejection is always allowed"
         );
-        assert_eq!(p.observe(&all, 1, FAIL), None, "30% of 4 endpoints is one");
+        assert_eq!(
+            p.observe(&all, &all[1], FAIL),
+            None,
+            "30% of 4 endpoints is one"
+        );
     }
 }

@@ -18,6 +18,7 @@ use tokio_util::task::TaskTracker;
 use crate::admin::{self, AdminState};
 use crate::build::build;
 use crate::config::{self, Config, ConfigError};
+use crate::discovery;
 use crate::forward::{self, Listening, Side};
 use crate::reload::{Live, ReloadHandle};
 use crate::route::RouteTable;
@@ -52,6 +53,14 @@ pub enum ProxyError {
         running: String,
         /// The listeners the new configuration asks for.
         wanted: String,
+    },
+    /// An upstream's endpoints file could not be read or is invalid.
+    #[error("upstream {upstream:?}: {source}")]
+    Endpoints {
+        /// The upstream.
+        upstream: String,
+        /// What is wrong with the file.
+        source: ConfigError,
     },
     /// A route or TCP listener names an upstream that does not exist (a configuration that skipped
     /// validation).
@@ -191,6 +200,7 @@ impl Proxy {
         let tunnels = TaskTracker::new();
         // The admin endpoint outlives the drain, answering `/ready` with 503 meanwhile.
         let (stop_admin, admin_stop_rx) = watch::channel(false);
+        let discovery = tokio::spawn(discovery::run(Arc::clone(&self.live), stop_rx.clone()));
         let admin = self.admin.map(|socket| {
             let state = AdminState {
                 live: Arc::clone(&self.live),
@@ -218,6 +228,7 @@ impl Proxy {
         shutdown.await;
         let _ = stop_accepting.send(true);
         while accept_loops.join_next().await.is_some() {}
+        let _ = discovery.await;
         tunnels.close();
         match Arc::try_unwrap(graceful) {
             Ok(graceful) => {

@@ -80,7 +80,7 @@ async fn tunnel(upstream: &Arc<Upstream>, mut downstream: TcpStream, peer: Socke
     let key = upstream.request_key(&HeaderMap::new(), peer.ip());
     let mut avoid = None;
     for _ in 0..MAX_CONNECT_ATTEMPTS {
-        let Some((index, endpoint)) = upstream.pick(avoid, key) else {
+        let Some(endpoint) = upstream.pick(avoid.as_ref(), key) else {
             tracing::debug!(upstream = upstream.name(), %peer, "no endpoints; closing");
             return;
         };
@@ -88,7 +88,7 @@ async fn tunnel(upstream: &Arc<Upstream>, mut downstream: TcpStream, peer: Socke
         let address = endpoint.address().as_str();
         match tokio::time::timeout(upstream.connect_timeout(), TcpStream::connect(address)).await {
             Ok(Ok(mut connection)) => {
-                upstream.observe(index, Outcome::Status(http::StatusCode::OK));
+                upstream.observe(&endpoint, Outcome::Status(http::StatusCode::OK));
                 let _ = connection.set_nodelay(true);
                 if let Err(e) =
                     tokio::io::copy_bidirectional(&mut downstream, &mut connection).await
@@ -101,8 +101,8 @@ async fn tunnel(upstream: &Arc<Upstream>, mut downstream: TcpStream, peer: Socke
             Ok(Err(e)) => tracing::debug!(endpoint = address, error = %e, "TCP connect failed"),
             Err(_) => tracing::debug!(endpoint = address, "TCP connect timed out"),
         }
-        upstream.observe(index, Outcome::ConnectFailure);
-        avoid = Some(index);
+        upstream.observe(&endpoint, Outcome::ConnectFailure);
+        avoid = Some(endpoint);
     }
     tracing::warn!(upstream = upstream.name(), %peer, "no endpoint accepted the connection; closing it");
 }

@@ -54,7 +54,7 @@ pub(crate) async fn forward(
     }
 
     let key = upstream.request_key(&parts.headers, client.ip());
-    let Some((index, endpoint)) = upstream.pick(None, key) else {
+    let Some(endpoint) = upstream.pick(None, key) else {
         return no_endpoint(upstream);
     };
     let request = match upstream_request(&parts, endpoint.address(), body::stream(body), false) {
@@ -74,7 +74,7 @@ pub(crate) async fn forward(
         Some(limit) => match tokio::time::timeout(limit, sent).await {
             Ok(answer) => answer,
             Err(_) => {
-                upstream.observe(index, Outcome::PerTryTimeout);
+                upstream.observe(&endpoint, Outcome::PerTryTimeout);
                 return failure(
                     upstream,
                     endpoint.address(),
@@ -93,11 +93,11 @@ pub(crate) async fn forward(
             } else {
                 Outcome::Broken
             };
-            upstream.observe(index, outcome);
+            upstream.observe(&endpoint, outcome);
             return failure(upstream, endpoint.address(), outcome, &e.to_string());
         }
     };
-    upstream.observe(index, Outcome::Status(response.status()));
+    upstream.observe(&endpoint, Outcome::Status(response.status()));
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
         in_flight.finish();
         let (mut parts, body) = response.into_parts();

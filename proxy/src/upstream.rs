@@ -2,11 +2,12 @@
 //! budget, its outlier detection and its circuit breaker.
 
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use http::HeaderMap;
+use http::uri::Authority;
 
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -34,8 +35,9 @@ pub(crate) type HttpClient = Client<HttpConnector, ProxyBody>;
 #[derive(Debug)]
 pub(crate) struct Upstream {
     name: Arc<str>,
-    endpoints: Vec<Arc<Endpoint>>,
-    balancer: Balancer,
+    kind: BalancerKind,
+    /// The current endpoints and balancer state; replaced whole when discovery changes them.
+    set: RwLock<Arc<EndpointSet>>,
     hash_key: Option<HashKey>,
     protocol: Protocol,
     connect_timeout: Duration,
@@ -49,19 +51,28 @@ pub(crate) struct Upstream {
     stats: UpstreamStats,
 }
 
+/// The endpoints an upstream balances over at one moment, with the balancer state built for them.
+#[derive(Debug)]
+struct EndpointSet {
+    endpoints: Vec<Arc<Endpoint>>,
+    balancer: Balancer,
+}
+
 impl Upstream {
-    /// Builds the run-time upstream for a validated `[[upstream]]` table.
-    pub(crate) fn from_config(config: &UpstreamConfig) -> Self {
-        let endpoints: Vec<Arc<Endpoint>> = config
-            .endpoints
+    /// Builds the run-time upstream for a validated `[[upstream]]` table, starting with `endpoints`.
+    pub(crate) fn new(config: &UpstreamConfig, endpoints: &[(Authority, u32)]) -> Self {
+        let endpoints: Vec<Arc<Endpoint>> = endpoints
             .iter()
-            .map(|e| Arc::new(Endpoint::new(e.address.0.clone(), e.weight)))
+            .map(|(address, weight)| Arc::new(Endpoint::new(address.clone(), *weight)))
             .collect();
         let budget = &config.retry_budget;
         Self {
             name: config.name.as_str().into(),
-            balancer: Balancer::new(config.balancer, &endpoints),
-            endpoints,
+            kind: config.balancer,
+            set: RwLock::new(Arc::new(EndpointSet {
+                balancer: Balancer::new(config.balancer, &endpoints),
+                endpoints,
+            })),
             hash_key: config.hash_key.clone(),
             protocol: config.protocol,
             connect_timeout: config.connect_timeout.0,
@@ -80,9 +91,57 @@ impl Upstream {
         }
     }
 
+    /// The current endpoint set.
+    fn current(&self) -> Arc<EndpointSet> {
+        match self.set.read() {
+            Ok(set) => Arc::clone(&set),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// Switches to `wanted` endpoints (address, weight). Endpoints that stay keep their state
+    /// (requests in flight, latency estimate, health); the balancer starts afresh over the new set.
+    /// Requests already sent to a removed endpoint finish normally. Returns whether anything changed.
+    pub(crate) fn replace_endpoints(&self, wanted: &[(Authority, u32)]) -> bool {
+        let current = self.current();
+        let unchanged = current.endpoints.len() == wanted.len()
+            && current
+                .endpoints
+                .iter()
+                .zip(wanted)
+                .all(|(have, (address, weight))| {
+                    have.address() == address && have.weight() == (*weight).max(1)
+                });
+        if unchanged {
+            return false;
+        }
+        let endpoints: Vec<Arc<Endpoint>> = wanted
+            .iter()
+            .map(|(address, weight)| {
+                current
+                    .endpoints
+                    .iter()
+                    .find(|e| e.address() == address && e.weight() == (*weight).max(1))
+                    .map_or_else(
+                        || Arc::new(Endpoint::new(address.clone(), *weight)),
+                        Arc::clone,
+                    )
+            })
+            .collect();
+        let next = Arc::new(EndpointSet {
+            balancer: Balancer::new(self.kind, &endpoints),
+            endpoints,
+        });
+        match self.set.write() {
+            Ok(mut set) => *set = next,
+            Err(poisoned) => *poisoned.into_inner() = next,
+        }
+        true
+    }
+
     /// The local application behind the inbound listener: one endpoint, no retries, no ejection.
     pub(crate) fn local_app(name: &str, app: &InboundConfig) -> Self {
-        Self::from_config(&UpstreamConfig {
+        let config = UpstreamConfig {
             name: name.to_owned(),
             balancer: BalancerKind::RoundRobin,
             hash_key: None,
@@ -100,7 +159,10 @@ impl Upstream {
             outlier_detection: None,
             panic_threshold: 0,
             circuit_breaker: CircuitBreakerConfig::default(),
-        })
+            endpoints_file: None,
+            dns_refresh: None,
+        };
+        Self::new(&config, &[(app.app.0.clone(), 1)])
     }
 
     /// The upstream's name, for errors and logs.
@@ -111,7 +173,7 @@ impl Upstream {
     /// The hash a consistent-hashing balancer uses for a request with `headers` from `client`;
     /// `None` for other balancers or when the request lacks the key.
     pub(crate) fn request_key(&self, headers: &HeaderMap, client: IpAddr) -> Option<u64> {
-        if !self.balancer.uses_key() {
+        if !self.current().balancer.uses_key() {
             return None;
         }
         request_key(
@@ -126,29 +188,31 @@ impl Upstream {
     /// when another will do.
     pub(crate) fn pick(
         &self,
-        avoid: Option<usize>,
+        avoid: Option<&Arc<Endpoint>>,
         key: Option<u64>,
-    ) -> Option<(usize, &Arc<Endpoint>)> {
+    ) -> Option<Arc<Endpoint>> {
+        let set = self.current();
+        let endpoints = &set.endpoints;
         let now = Instant::now();
-        let respect_ejections = self.outlier.is_some() && !self.panicking(now);
-        let healthy = |i: usize| !respect_ejections || !self.endpoints[i].health().is_ejected(now);
-        let index = self
+        let respect_ejections = self.outlier.is_some() && !self.panicking(endpoints, now);
+        let healthy = |i: usize| !respect_ejections || !endpoints[i].health().is_ejected(now);
+        let not_avoided = |i: usize| avoid.is_none_or(|avoid| !Arc::ptr_eq(avoid, &endpoints[i]));
+        let index = set
             .balancer
-            .pick(&self.endpoints, key, |i| Some(i) != avoid && healthy(i))
-            .or_else(|| self.balancer.pick(&self.endpoints, key, healthy))?;
-        self.endpoints.get(index).map(|endpoint| (index, endpoint))
+            .pick(endpoints, key, |i| not_avoided(i) && healthy(i))
+            .or_else(|| set.balancer.pick(endpoints, key, healthy))?;
+        endpoints.get(index).cloned()
     }
 
     /// Whether the upstream has any endpoints at all (ejected or not).
     pub(crate) fn has_endpoints(&self) -> bool {
-        !self.endpoints.is_empty()
+        !self.current().endpoints.is_empty()
     }
 
-    /// Whether too few endpoints are left after ejections, so all of them are used again.
-    fn panicking(&self, now: Instant) -> bool {
-        let total = self.endpoints.len();
-        let usable = self
-            .endpoints
+    /// Whether too few `endpoints` are left after ejections, so all of them are used again.
+    fn panicking(&self, endpoints: &[Arc<Endpoint>], now: Instant) -> bool {
+        let total = endpoints.len();
+        let usable = endpoints
             .iter()
             .filter(|e| !e.health().is_ejected(now))
             .count();
@@ -159,13 +223,12 @@ impl Upstream {
         panicking
     }
 
-    /// Reports how an attempt to endpoint `index` ended, for outlier detection.
-    pub(crate) fn observe(&self, index: usize, outcome: Outcome) {
+    /// Reports how an attempt to `endpoint` ended, for outlier detection.
+    pub(crate) fn observe(&self, endpoint: &Endpoint, outcome: Outcome) {
         let Some(policy) = &self.outlier else { return };
-        if let Some(duration) = policy.observe(&self.endpoints, index, outcome) {
+        if let Some(duration) = policy.observe(&self.current().endpoints, endpoint, outcome) {
             self.stats.ejections.increment();
-            let endpoint = self.endpoints.get(index).map(|e| e.address().to_string());
-            tracing::warn!(upstream = %self.name, endpoint, ?duration, "endpoint ejected");
+            tracing::warn!(upstream = %self.name, endpoint = %endpoint.address(), ?duration, "endpoint ejected");
         }
     }
 
@@ -190,14 +253,14 @@ impl Upstream {
         &self.stats
     }
 
-    /// The endpoints, in configuration order.
-    pub(crate) fn endpoints(&self) -> &[Arc<Endpoint>] {
-        &self.endpoints
+    /// The current endpoints, in order.
+    pub(crate) fn endpoints(&self) -> Vec<Arc<Endpoint>> {
+        self.current().endpoints.clone()
     }
 
     /// The balancer's configuration name.
     pub(crate) fn balancer_name(&self) -> &'static str {
-        self.balancer.name()
+        self.current().balancer.name()
     }
 
     /// Limit on opening a connection to an endpoint.

@@ -12,11 +12,12 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use model::{
-    Address, AdminConfig, BalancerKind, CircuitBreakerConfig, Config, EndpointConfig, FaultConfig,
-    HashKey, HeaderMatchConfig, HeaderOpsConfig, HeaderRewriteConfig, HumanDuration, InboundConfig,
-    MatchConfig, MethodName, MirrorConfig, OtlpEndpoint, OutboundConfig, OutlierConfig, Pattern,
-    Protocol, RateLimitConfig, RetryBudgetConfig, RetryConfig, RetryOn, RouteConfig, ServiceConfig,
-    SplitConfig, TcpConfig, TelemetryConfig, UpstreamConfig,
+    Address, AdminConfig, BalancerKind, CircuitBreakerConfig, Config, EndpointConfig,
+    EndpointsFile, FaultConfig, HashKey, HeaderMatchConfig, HeaderOpsConfig, HeaderRewriteConfig,
+    HumanDuration, InboundConfig, MatchConfig, MethodName, MirrorConfig, OtlpEndpoint,
+    OutboundConfig, OutlierConfig, Pattern, Protocol, RateLimitConfig, RetryBudgetConfig,
+    RetryConfig, RetryOn, RouteConfig, ServiceConfig, SplitConfig, TcpConfig, TelemetryConfig,
+    UpstreamConfig,
 };
 
 /// Why a configuration was refused.
@@ -89,6 +90,46 @@ fn render_problems(file: &str, problems: &[Problem]) -> String {
     out
 }
 
+/// Parses and checks the text of an upstream's `endpoints_file`; `file` names it in errors.
+pub fn parse_endpoints(text: &str, file: &str) -> Result<Vec<EndpointConfig>, ConfigError> {
+    let parsed: EndpointsFile = toml::from_str(text).map_err(|e| syntax_error(text, file, &e))?;
+    let problems: Vec<Problem> = parsed
+        .endpoints
+        .iter()
+        .enumerate()
+        .filter(|(_, endpoint)| endpoint.weight == 0)
+        .map(|(i, _)| {
+            let path = locate::ConfigPath::default()
+                .key("endpoints")
+                .index(i)
+                .key("weight");
+            Problem {
+                line: locate::line_of(text, &path),
+                path: path.to_string(),
+                message: "must be at least 1 (remove the endpoint instead)".to_owned(),
+            }
+        })
+        .collect();
+    if problems.is_empty() {
+        Ok(parsed.endpoints)
+    } else {
+        Err(ConfigError::Invalid {
+            file: file.to_owned(),
+            problems,
+        })
+    }
+}
+
+fn syntax_error(text: &str, file: &str, error: &toml::de::Error) -> ConfigError {
+    let offset = error.span().map_or(0, |span| span.start);
+    ConfigError::Syntax {
+        file: file.to_owned(),
+        line: locate::line_at(text, offset),
+        column: locate::column_at(text, offset),
+        message: error.message().trim_end().to_owned(),
+    }
+}
+
 /// Reads and checks the configuration file at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -100,15 +141,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 
 /// Parses and checks configuration `text`; `file` names it in errors.
 pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
-    let config: Config = toml::from_str(text).map_err(|e| {
-        let offset = e.span().map_or(0, |span| span.start);
-        ConfigError::Syntax {
-            file: file.to_owned(),
-            line: locate::line_at(text, offset),
-            column: locate::column_at(text, offset),
-            message: e.message().trim_end().to_owned(),
-        }
-    })?;
+    let config: Config = toml::from_str(text).map_err(|e| syntax_error(text, file, &e))?;
     let problems: Vec<Problem> = validate::check(&config)
         .into_iter()
         .map(|(path, message)| Problem {

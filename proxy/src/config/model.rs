@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -322,6 +323,13 @@ pub struct UpstreamConfig {
     /// The instances of the service (`[[upstream.endpoints]]` or an inline array).
     #[serde(default)]
     pub endpoints: Vec<EndpointConfig>,
+    /// A file listing the endpoints instead (`endpoints = [...]`), re-read whenever it changes.
+    #[serde(default)]
+    pub endpoints_file: Option<PathBuf>,
+    /// Re-resolve endpoint host names this often, one endpoint per address found; names are
+    /// resolved at each new connection if absent.
+    #[serde(default)]
+    pub dns_refresh: Option<HumanDuration>,
     /// Cap on retries sent to this upstream.
     #[serde(default)]
     pub retry_budget: RetryBudgetConfig,
@@ -377,6 +385,15 @@ pub struct EndpointConfig {
     /// Relative share for the weighted balancers.
     #[serde(default = "defaults::weight")]
     pub weight: u32,
+}
+
+/// The contents of an `endpoints_file`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointsFile {
+    /// The endpoints, as in an `[[upstream]]` table.
+    #[serde(default)]
+    pub endpoints: Vec<EndpointConfig>,
 }
 
 /// `[upstream.retry_budget]`: retries allowed as a share of recent requests, plus a floor.

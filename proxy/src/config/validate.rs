@@ -185,6 +185,15 @@ fn check_upstream(problems: &mut Problems, path: &ConfigPath, upstream: &Upstrea
         }
         _ => {}
     }
+    if upstream.endpoints_file.is_some() && !upstream.endpoints.is_empty() {
+        problems.add(
+            path.key("endpoints_file"),
+            "set either endpoints or endpoints_file, not both",
+        );
+    }
+    if let Some(refresh) = upstream.dns_refresh {
+        positive(problems, path.key("dns_refresh"), refresh.0);
+    }
     for (i, endpoint) in upstream.endpoints.iter().enumerate() {
         if endpoint.weight == 0 {
             problems.add(

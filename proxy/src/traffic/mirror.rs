@@ -45,7 +45,7 @@ impl Mirror {
         let Some(admission) = upstream.admit() else {
             return;
         };
-        let Some((_, endpoint)) = upstream.pick(None, None) else {
+        let Some(endpoint) = upstream.pick(None, None) else {
             return;
         };
         let (client, h2) = upstream.client(parts.version == Version::HTTP_2);
@@ -53,7 +53,7 @@ impl Mirror {
             return;
         };
         shadow_host(request.headers_mut());
-        let (client, endpoint) = (client.clone(), Arc::clone(endpoint));
+        let client = client.clone();
         tokio::spawn(async move {
             let _admitted = admission;
             let in_flight = endpoint.start();
