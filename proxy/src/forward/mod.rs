@@ -1,0 +1,235 @@
+//! Forwarding one request: route → split → balancer → endpoint, with timeouts and retries.
+//!
+//! `handle` is the entry point for every HTTP request a listener receives. It records the inbound
+//! SERVER span, finds the route, applies the route's traffic control (`gate`), the circuit breaker,
+//! header rewrites and mirroring, and hands the request to `attempts::send`, which picks endpoints,
+//! retries and times out. Every answer the proxy makes itself is built in `answer.rs`.
+
+mod answer;
+mod attempts;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode};
+use http_body::Body as _;
+use hyper::body::Incoming;
+
+pub(crate) use answer::{ERROR_HEADER, error, failure, no_endpoint};
+pub(crate) use attempts::upstream_request;
+
+use crate::body::{self, ProxyBody, Replayable};
+use crate::headers::{append_forwarded_for, strip_hop_by_hop};
+use crate::route::{Route, RouteTable};
+use crate::telemetry::{RequestFacts, SpanRecord, Tracer};
+use crate::traffic::MAX_MIRROR_BODY;
+use crate::upgrade;
+use attempts::{AttemptTracing, RequestBody, send};
+
+/// Which side of the mesh a listener is on; it decides which spans are recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Side {
+    /// Mesh → local application: one SERVER span per request.
+    Inbound,
+    /// Local application → mesh: one CLIENT span per attempt.
+    Outbound,
+}
+
+/// What a listener hands to each of its requests besides the route table.
+#[derive(Debug, Clone)]
+pub(crate) struct Listening {
+    /// The listener's side.
+    pub(crate) side: Side,
+    /// Where spans go; `None` when telemetry is off.
+    pub(crate) tracer: Option<Arc<Tracer>>,
+}
+
+/// Answers one downstream request from `client` using `routes`. Never fails: every problem becomes
+/// an HTTP error response with a plain-text reason.
+pub(crate) async fn handle(
+    listening: &Listening,
+    routes: &RouteTable,
+    client: SocketAddr,
+    mut request: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let server_span = match (listening.side, &listening.tracer) {
+        (Side::Inbound, Some(tracer)) => {
+            SpanRecord::server(tracer, &facts(&request), client, "inbound")
+        }
+        _ => None,
+    };
+    let Some((mut span, context)) = server_span else {
+        return route_and_send(listening, routes, client, request).await;
+    };
+    // The application's spans become children of this SERVER span.
+    context.inject(request.headers_mut());
+    let response = route_and_send(listening, routes, client, request).await;
+    span.response(response.status(), response.headers());
+    let (parts, body) = response.into_parts();
+    Response::from_parts(parts, span.finish_with(body))
+}
+
+/// The facts about a request that its spans record.
+pub(super) fn facts<B>(request: &Request<B>) -> RequestFacts<'_> {
+    RequestFacts {
+        method: request.method(),
+        uri: request.uri(),
+        headers: request.headers(),
+        version: request.version(),
+    }
+}
+
+async fn route_and_send(
+    listening: &Listening,
+    routes: &RouteTable,
+    client: SocketAddr,
+    request: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let Some(route) = routes.find(&request) else {
+        let reason = format!(
+            "no route matches {} {}",
+            request.method(),
+            request.uri().path()
+        );
+        return error(StatusCode::NOT_FOUND, "no-route", reason);
+    };
+    let started = Instant::now();
+    let response = on_route(listening, route, client, request).await;
+    route.stats().record(response.status(), started.elapsed());
+    response
+}
+
+/// Forwards a request that matched `route`.
+async fn on_route(
+    listening: &Listening,
+    route: &Route,
+    client: SocketAddr,
+    mut request: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let Some(upstream) = route.pick_upstream() else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no-upstream",
+            format!("route {:?} has no upstream", route.name()),
+        );
+    };
+    if let Some(answer) = gate(route, request.headers_mut(), client).await {
+        return answer;
+    }
+    let Some(admission) = upstream.admit() else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overflow",
+            format!(
+                "upstream {:?} is at its circuit breaker's max_requests",
+                upstream.name()
+            ),
+        );
+    };
+    if upgrade::is_upgrade(&request) {
+        return upgrade::forward(upstream, client, request, route.timeout(), admission).await;
+    }
+    let (mut parts, body) = request.into_parts();
+    strip_hop_by_hop(&mut parts.headers, true);
+    append_forwarded_for(&mut parts.headers, client.ip());
+    route.policies().request_headers.apply(&mut parts.headers);
+
+    // A body can be sent again only if it was kept; it is kept only when a retry or a mirror could
+    // need it and its declared length is within the cap, so streams (gRPC, chunked uploads) are
+    // never buffered.
+    let mirror = route.policies().mirror.as_ref().filter(|m| m.chosen());
+    let retry_cap = route
+        .retry()
+        .filter(|p| p.allows_method(&parts.method))
+        .map(|p| p.max_replay_bytes());
+    let replay_cap = retry_cap.or(mirror.map(|_| MAX_MIRROR_BODY));
+    let body = match replay_cap {
+        Some(cap) if body.size_hint().exact().is_some_and(|len| len <= cap) => {
+            match Replayable::read(body).await {
+                Ok(kept) => RequestBody::Replayable(kept),
+                Err(e) => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        "request-body",
+                        format!("reading the request body failed: {e}"),
+                    );
+                }
+            }
+        }
+        _ => RequestBody::Streaming(Some(body)),
+    };
+    match (mirror, &body) {
+        (Some(mirror), RequestBody::Replayable(kept)) => mirror.send(&parts, kept),
+        (Some(_), RequestBody::Streaming(_)) => {
+            tracing::debug!(
+                route = route.name(),
+                "not mirrored: the body is streamed or too large"
+            );
+        }
+        (None, _) => {}
+    }
+
+    let tracing = match (listening.side, &listening.tracer) {
+        (Side::Outbound, Some(tracer)) => AttemptTracing::new(tracer, &parts.headers),
+        _ => None,
+    };
+    let key = upstream.request_key(&parts.headers, client.ip());
+    let attempts = send(route, upstream, &parts, body, key, tracing.as_ref());
+    let response = match route.timeout() {
+        None => attempts.await,
+        Some(limit) => match tokio::time::timeout(limit, attempts).await {
+            Ok(response) => response,
+            Err(_) => error(
+                StatusCode::GATEWAY_TIMEOUT,
+                "timeout",
+                format!(
+                    "upstream {:?} did not answer within {}",
+                    upstream.name(),
+                    humantime::format_duration(limit)
+                ),
+            ),
+        },
+    };
+    // The request counts against the circuit breaker until its response has been sent.
+    let (mut parts, body) = response.into_parts();
+    route.policies().response_headers.apply(&mut parts.headers);
+    Response::from_parts(parts, body::hold(body, admission))
+}
+
+/// Rate limit and injected faults, in that order: the proxy's own answer instead of forwarding, if
+/// any. Fault control headers are removed from `headers`.
+async fn gate(
+    route: &Route,
+    headers: &mut http::HeaderMap,
+    client: SocketAddr,
+) -> Option<Response<ProxyBody>> {
+    let policies = route.policies();
+    if let Some(limit) = &policies.rate_limit
+        && let Err(wait) = limit.check(headers, client.ip())
+    {
+        route.stats().rate_limited.increment();
+        let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
+        let mut answer = error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate-limited",
+            format!("rate limit reached; retry in {seconds}s"),
+        );
+        answer
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        return Some(answer);
+    }
+    let injection = policies
+        .fault
+        .as_ref()
+        .map(|f| f.decide(headers))
+        .unwrap_or_default();
+    if let Some(delay) = injection.delay {
+        tokio::time::sleep(delay).await;
+    }
+    injection
+        .abort
+        .map(|status| error(status, "fault-abort", format!("fault injected: {status}")))
+}
