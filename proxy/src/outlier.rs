@@ -65,6 +65,9 @@ impl Health {
                 status.is_server_error(),
                 matches!(status.as_u16(), 502..=504),
             ),
+            // gRPC statuses as Envoy maps them to HTTP: UNAVAILABLE and DEADLINE_EXCEEDED are gateway
+            // errors, UNKNOWN, INTERNAL and DATA_LOSS are server errors.
+            Outcome::Grpc(code) => (matches!(code, 2 | 4 | 13 | 14 | 15), matches!(code, 4 | 14)),
             Outcome::ConnectFailure | Outcome::PerTryTimeout | Outcome::Broken => (true, true),
         };
         let bump = |streak: &AtomicU32, failed: bool| {

@@ -1,7 +1,7 @@
 //! Retry policies: which failures are retried, how many times, with what backoff.
 //!
 //! Backoff comes from `tower::retry::backoff` and the budget from `tower::retry::budget` (kept per
-//! upstream, see `upstream.rs`); the attempt loop itself is in `forward.rs`, because the tower `Retry`
+//! upstream, see `upstream.rs`); the attempt loop itself is in `forward/attempts.rs`, because the tower `Retry`
 //! middleware cannot pick a new endpoint per attempt or stream a body it is not allowed to keep.
 
 use std::time::Duration;
@@ -20,6 +20,8 @@ const JITTER: f64 = 1.0;
 pub(crate) enum Outcome {
     /// Response headers arrived with this status.
     Status(StatusCode),
+    /// Response headers arrived carrying this non-zero gRPC status (a trailers-only gRPC error).
+    Grpc(u32),
     /// No TCP connection could be made.
     ConnectFailure,
     /// The per-try timeout expired.
@@ -34,8 +36,19 @@ impl Outcome {
         match self {
             Outcome::ConnectFailure => "connect-failure",
             Outcome::PerTryTimeout => "timeout",
-            Outcome::Broken | Outcome::Status(_) => "upstream-reset",
+            Outcome::Broken | Outcome::Status(_) | Outcome::Grpc(_) => "upstream-reset",
         }
+    }
+
+    /// The outcome of a response: its gRPC status if it carries a non-zero one in its headers,
+    /// else its HTTP status.
+    pub(crate) fn of_response(status: StatusCode, headers: &http::HeaderMap) -> Self {
+        let grpc = headers
+            .get("grpc-status")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u32>().ok())
+            .filter(|code| *code != 0);
+        grpc.map_or(Outcome::Status(status), Outcome::Grpc)
     }
 }
 
@@ -88,8 +101,9 @@ impl RetryPolicy {
         self.max_replay_bytes
     }
 
-    /// Whether requests with this method may be retried at all.
-    pub(crate) fn allows_method(&self, method: &Method) -> bool {
+    /// Whether any outcome of a request with this method may be retried. Otherwise only a connect
+    /// failure is, since nothing reached the server.
+    fn allows_method(&self, method: &Method) -> bool {
         self.retry_non_idempotent || method.is_idempotent()
     }
 
@@ -98,8 +112,11 @@ impl RetryPolicy {
         self.backoff.clone().make_backoff()
     }
 
-    /// Whether an attempt that ended with `outcome` should be tried again.
-    pub(crate) fn retries(&self, outcome: Outcome) -> bool {
+    /// Whether an attempt of a `method` request that ended with `outcome` should be tried again.
+    pub(crate) fn retries(&self, method: &Method, outcome: Outcome) -> bool {
+        if !self.allows_method(method) && outcome != Outcome::ConnectFailure {
+            return false;
+        }
         self.on.iter().any(|condition| matches(*condition, outcome))
     }
 }
@@ -107,10 +124,19 @@ impl RetryPolicy {
 fn matches(condition: RetryOn, outcome: Outcome) -> bool {
     match (condition, outcome) {
         (_, Outcome::ConnectFailure) => true,
-        (RetryOn::ConnectFailure, _) => false,
         (RetryOn::ServerError, Outcome::Status(status)) => status.is_server_error(),
         (RetryOn::GatewayError, Outcome::Status(status)) => matches!(status.as_u16(), 502..=504),
-        (_, Outcome::PerTryTimeout | Outcome::Broken) => true,
+        (
+            RetryOn::ServerError | RetryOn::GatewayError,
+            Outcome::PerTryTimeout | Outcome::Broken,
+        ) => true,
+        (RetryOn::Reset, Outcome::Broken) => true,
+        (RetryOn::GrpcCancelled, Outcome::Grpc(1))
+        | (RetryOn::GrpcDeadlineExceeded, Outcome::Grpc(4))
+        | (RetryOn::GrpcResourceExhausted, Outcome::Grpc(8))
+        | (RetryOn::GrpcInternal, Outcome::Grpc(13))
+        | (RetryOn::GrpcUnavailable, Outcome::Grpc(14)) => true,
+        _ => false,
     }
 }
 
@@ -129,5 +155,32 @@ mod tests {
         assert!(matches(RetryOn::ServerError, s(500)));
         assert!(!matches(RetryOn::ServerError, s(404)));
         assert!(matches(RetryOn::GatewayError, Outcome::PerTryTimeout));
+        assert!(matches(RetryOn::Reset, Outcome::Broken));
+        assert!(!matches(RetryOn::Reset, s(503)));
+        assert!(matches(RetryOn::GrpcUnavailable, Outcome::Grpc(14)));
+        assert!(!matches(RetryOn::GrpcUnavailable, Outcome::Grpc(13)));
+        assert!(
+            !matches(RetryOn::ServerError, Outcome::Grpc(14)),
+            "a gRPC error is an HTTP 200"
+        );
+    }
+
+    #[test]
+    fn grpc_status_in_headers_is_the_outcome() {
+        let mut headers = http::HeaderMap::new();
+        assert_eq!(
+            Outcome::of_response(StatusCode::OK, &headers),
+            Outcome::Status(StatusCode::OK)
+        );
+        headers.insert("grpc-status", http::HeaderValue::from_static("0"));
+        assert_eq!(
+            Outcome::of_response(StatusCode::OK, &headers),
+            Outcome::Status(StatusCode::OK)
+        );
+        headers.insert("grpc-status", http::HeaderValue::from_static("14"));
+        assert_eq!(
+            Outcome::of_response(StatusCode::OK, &headers),
+            Outcome::Grpc(14)
+        );
     }
 }

@@ -304,3 +304,82 @@ async fn bidirectional_streaming_grpc_through_two_proxies() {
     })
     .await;
 }
+
+/// Answers UNAVAILABLE to its first call, then OK.
+#[derive(Default)]
+struct FlakyReceiver {
+    calls: std::sync::atomic::AtomicUsize,
+}
+
+#[tonic::async_trait]
+impl TraceService for FlakyReceiver {
+    async fn export(
+        &self,
+        _: Request<ExportTraceServiceRequest>,
+    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
+        if self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+            return Err(Status::unavailable("warming up"));
+        }
+        Ok(Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+#[tokio::test]
+async fn grpc_unavailable_is_retried_with_the_teed_request() {
+    bounded(async {
+        let listener = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
+            Ok(listener) => listener,
+            Err(e) => panic!("cannot bind: {e}"),
+        };
+        let app = match listener.local_addr() {
+            Ok(addr) => addr,
+            Err(e) => panic!("no address: {e}"),
+        };
+        let receiver = std::sync::Arc::new(FlakyReceiver::default());
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(TraceServiceServer::from_arc(std::sync::Arc::clone(
+                    &receiver,
+                )))
+                .serve_with_incoming(TcpListenerStream::new(listener)),
+        );
+        let caller = proxy(&format!(
+            r#"
+[service]
+name = "sender"
+
+[[outbound]]
+listen = "127.0.0.1:0"
+
+[[outbound.route]]
+name = "traces"
+upstream = "receiver"
+
+[outbound.route.retry]
+attempts = 2
+on = ["unavailable"]
+retry_non_idempotent = true
+backoff_base = "5ms"
+
+[[upstream]]
+name = "receiver"
+protocol = "http2"
+endpoints = [{{ address = "{app}" }}]
+"#
+        ))
+        .await;
+        let mut client =
+            match TraceServiceClient::connect(format!("http://{}", caller.outbound())).await {
+                Ok(client) => client,
+                Err(e) => panic!("cannot connect: {e}"),
+            };
+        let request = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans::default()],
+        };
+        if let Err(status) = client.export(request).await {
+            panic!("the retry should have hidden the first UNAVAILABLE: {status}");
+        }
+        assert_eq!(receiver.calls.load(std::sync::atomic::Ordering::SeqCst), 2);
+    })
+    .await;
+}

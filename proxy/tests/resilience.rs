@@ -233,3 +233,77 @@ async fn no_endpoints_gives_503() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_streamed_body_is_teed_and_replayed_on_retry() {
+    bounded(async {
+        use bytes::Bytes;
+        use http_body::Frame;
+        use http_body_util::StreamBody;
+        use hyper_util::rt::TokioIo;
+
+        let server = flaky(1).await;
+        let route = format!("{RETRY}\nretry_non_idempotent = true");
+        let proxy = single_route(&[server.addr.to_string()], &route, "").await;
+        let stream = match tokio::net::TcpStream::connect(proxy.outbound()).await {
+            Ok(stream) => stream,
+            Err(e) => panic!("connect failed: {e}"),
+        };
+        let (mut sender, connection) =
+            match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await {
+                Ok(pair) => pair,
+                Err(e) => panic!("handshake failed: {e}"),
+            };
+        tokio::spawn(connection);
+        // No content-length: the body is chunked, so the proxy cannot read it first; it tees it.
+        let chunks = ["part one, ", "part two, ", "part three"]
+            .map(|chunk| Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from(chunk))));
+        let body = StreamBody::new(futures::stream::iter(chunks));
+        let request = match http::Request::post("/upload")
+            .header("host", "svc")
+            .body(body)
+        {
+            Ok(request) => request,
+            Err(e) => panic!("bad request: {e}"),
+        };
+        let response = match sender.send_request(request).await {
+            Ok(response) => response,
+            Err(e) => panic!("request failed: {e}"),
+        };
+        assert_eq!(response.status(), StatusCode::OK);
+        let echoed = match response.into_body().collect().await {
+            Ok(body) => body.to_bytes(),
+            Err(e) => panic!("body failed: {e}"),
+        };
+        assert_eq!(
+            echoed, "part one, part two, part three",
+            "the retry carried the whole body"
+        );
+        assert_eq!(server.hits(), 2);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_post_is_retried_after_a_connect_failure_even_by_default() {
+    bounded(async {
+        let (down, up) = (closed_port().await, flaky(0).await);
+        let retry = "[outbound.route.retry]\nattempts = 1\non = [\"connect-failure\"]";
+        let proxy = single_route(&[down.to_string(), up.addr.to_string()], retry, "").await;
+        for i in 0..4 {
+            let payload = format!("order {i}");
+            let (status, _, body) = send(
+                client()
+                    .post(format!("http://{}/", proxy.outbound()))
+                    .body(payload.clone()),
+            )
+            .await;
+            assert_eq!(
+                (status, body),
+                (StatusCode::OK, payload),
+                "nothing reached the dead endpoint, so a retry is safe"
+            );
+        }
+    })
+    .await;
+}

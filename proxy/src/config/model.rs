@@ -300,6 +300,24 @@ pub enum RetryOn {
     /// 502, 503 or 504, a connect failure, or a per-try timeout (Envoy's `gateway-error`).
     #[serde(rename = "gateway-error")]
     GatewayError,
+    /// The connection failed before response headers arrived (Envoy's `reset`).
+    #[serde(rename = "reset")]
+    Reset,
+    /// A gRPC answer with status CANCELLED (1).
+    #[serde(rename = "cancelled")]
+    GrpcCancelled,
+    /// A gRPC answer with status DEADLINE_EXCEEDED (4).
+    #[serde(rename = "deadline-exceeded")]
+    GrpcDeadlineExceeded,
+    /// A gRPC answer with status RESOURCE_EXHAUSTED (8).
+    #[serde(rename = "resource-exhausted")]
+    GrpcResourceExhausted,
+    /// A gRPC answer with status INTERNAL (13).
+    #[serde(rename = "internal")]
+    GrpcInternal,
+    /// A gRPC answer with status UNAVAILABLE (14).
+    #[serde(rename = "unavailable")]
+    GrpcUnavailable,
 }
 
 /// `[[upstream]]`: a destination service, its endpoints and how to spread load over them.

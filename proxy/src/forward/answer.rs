@@ -28,7 +28,7 @@ pub(crate) fn failure(
             StatusCode::GATEWAY_TIMEOUT,
             format!("upstream {name:?} at {address} timed out"),
         ),
-        Outcome::Broken | Outcome::Status(_) => (
+        Outcome::Broken | Outcome::Status(_) | Outcome::Grpc(_) => (
             StatusCode::BAD_GATEWAY,
             format!("upstream {name:?} at {address} failed: {reason}"),
         ),

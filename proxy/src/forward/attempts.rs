@@ -13,7 +13,7 @@ use tower::retry::backoff::Backoff;
 
 use super::answer::{error, failure, no_endpoint};
 use super::facts;
-use crate::body::{self, ProxyBody, Replayable};
+use crate::body::{self, ProxyBody, Replayable, TeeBody};
 use crate::headers::strip_hop_by_hop;
 use crate::retry::Outcome;
 use crate::route::Route;
@@ -46,8 +46,10 @@ impl AttemptTracing {
 
 /// The request body as each attempt sees it.
 pub(super) enum RequestBody {
-    /// Kept in memory: every attempt gets a copy.
-    Replayable(Replayable),
+    /// Read whole into memory: every attempt gets a copy.
+    Buffered(Replayable),
+    /// Streamed to the first attempt while a copy is kept, up to a cap.
+    Tee(TeeBody),
     /// Passed through as it arrives: only one attempt can have it.
     Streaming(Option<Incoming>),
 }
@@ -55,13 +57,19 @@ pub(super) enum RequestBody {
 impl RequestBody {
     fn next(&mut self) -> Option<ProxyBody> {
         match self {
-            RequestBody::Replayable(kept) => Some(kept.body()),
+            RequestBody::Buffered(kept) => Some(kept.body()),
+            RequestBody::Tee(tee) => Some(tee.attempt()),
             RequestBody::Streaming(body) => body.take().map(body::stream),
         }
     }
 
+    /// Whether another attempt can be given the whole body.
     fn can_replay(&self) -> bool {
-        matches!(self, RequestBody::Replayable(_))
+        match self {
+            RequestBody::Buffered(_) => true,
+            RequestBody::Tee(tee) => tee.replayable(),
+            RequestBody::Streaming(_) => false,
+        }
     }
 }
 
@@ -75,9 +83,7 @@ pub(super) async fn send(
     tracing: Option<&AttemptTracing>,
 ) -> Response<ProxyBody> {
     upstream.deposit();
-    let policy = route
-        .retry()
-        .filter(|p| body.can_replay() && p.allows_method(&parts.method));
+    let policy = route.retry();
     let mut backoff = policy.map(|p| p.backoff());
     let mut avoid = None;
     let mut retries = 0;
@@ -124,7 +130,10 @@ pub(super) async fn send(
         let (outcome, answer) = match result {
             Some(Ok(response)) => {
                 in_flight.finish();
-                (Outcome::Status(response.status()), Ok(response))
+                (
+                    Outcome::of_response(response.status(), response.headers()),
+                    Ok(response),
+                )
             }
             Some(Err(e)) if e.is_connect() => (Outcome::ConnectFailure, Err(e.to_string())),
             Some(Err(e)) => (Outcome::Broken, Err(e.to_string())),
@@ -132,7 +141,9 @@ pub(super) async fn send(
         };
         upstream.observe(&endpoint, outcome);
 
-        let retry = policy.is_some_and(|p| retries < p.attempts() && p.retries(outcome));
+        let retry = policy.is_some_and(|p| {
+            retries < p.attempts() && p.retries(&parts.method, outcome) && body.can_replay()
+        });
         if !retry || !upstream.withdraw() {
             if retry {
                 upstream.stats().budget_exhausted.increment();

@@ -20,7 +20,7 @@ use hyper::body::Incoming;
 pub(crate) use answer::{ERROR_HEADER, error, failure, no_endpoint};
 pub(crate) use attempts::upstream_request;
 
-use crate::body::{self, ProxyBody, Replayable};
+use crate::body::{self, ProxyBody, Replayable, TeeBody};
 use crate::headers::{append_forwarded_for, strip_hop_by_hop};
 use crate::route::{Route, RouteTable};
 use crate::telemetry::{RequestFacts, SpanRecord, Tracer};
@@ -136,33 +136,36 @@ async fn on_route(
     append_forwarded_for(&mut parts.headers, client.ip());
     route.policies().request_headers.apply(&mut parts.headers);
 
-    // A body can be sent again only if it was kept; it is kept only when a retry or a mirror could
-    // need it and its declared length is within the cap, so streams (gRPC, chunked uploads) are
-    // never buffered.
+    // How the body is held: read whole first only for a mirror (which sends it at the same time)
+    // and only if its declared length is small; teed as it streams when retries may need it again;
+    // passed straight through otherwise. Streams (gRPC, chunked uploads) are never waited for.
     let mirror = route.policies().mirror.as_ref().filter(|m| m.chosen());
-    let retry_cap = route
-        .retry()
-        .filter(|p| p.allows_method(&parts.method))
-        .map(|p| p.max_replay_bytes());
-    let replay_cap = retry_cap.or(mirror.map(|_| MAX_MIRROR_BODY));
-    let body = match replay_cap {
-        Some(cap) if body.size_hint().exact().is_some_and(|len| len <= cap) => {
-            match Replayable::read(body).await {
-                Ok(kept) => RequestBody::Replayable(kept),
-                Err(e) => {
-                    return error(
-                        StatusCode::BAD_REQUEST,
-                        "request-body",
-                        format!("reading the request body failed: {e}"),
-                    );
-                }
+    let retry_cap = route.retry().map(|p| p.max_replay_bytes());
+    let mirror_cap = retry_cap.unwrap_or(MAX_MIRROR_BODY);
+    let body = if mirror.is_some()
+        && body
+            .size_hint()
+            .exact()
+            .is_some_and(|len| len <= mirror_cap)
+    {
+        match Replayable::read(body).await {
+            Ok(kept) => RequestBody::Buffered(kept),
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "request-body",
+                    format!("reading the request body failed: {e}"),
+                );
             }
         }
-        _ => RequestBody::Streaming(Some(body)),
+    } else if let Some(cap) = retry_cap {
+        RequestBody::Tee(TeeBody::new(body, cap))
+    } else {
+        RequestBody::Streaming(Some(body))
     };
     match (mirror, &body) {
-        (Some(mirror), RequestBody::Replayable(kept)) => mirror.send(&parts, kept),
-        (Some(_), RequestBody::Streaming(_)) => {
+        (Some(mirror), RequestBody::Buffered(kept)) => mirror.send(&parts, kept),
+        (Some(_), _) => {
             tracing::debug!(
                 route = route.name(),
                 "not mirrored: the body is streamed or too large"
