@@ -1,4 +1,5 @@
-//! Body types that flow through the proxy, and the in-memory copy kept so a request can be resent.
+//! Body types that flow through the proxy: the one boxed body type, a body that holds a guard, the
+//! whole-body copy a mirror sends, and the teed body retries replay.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -44,27 +45,27 @@ struct Holding<G> {
     _guard: G,
 }
 
-impl<G: Unpin> http_body::Body for Holding<G> {
+impl<G: Unpin> Body for Holding<G> {
     type Data = Bytes;
     type Error = BoxError;
 
     fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
     }
 
     fn is_end_stream(&self) -> bool {
         self.body.is_end_stream()
     }
 
-    fn size_hint(&self) -> http_body::SizeHint {
+    fn size_hint(&self) -> SizeHint {
         self.body.size_hint()
     }
 }
 
-/// A request body read completely into memory so each attempt can send it again.
+/// A request body read completely into memory, so a mirror and each attempt can send their own copy.
 #[derive(Debug, Clone)]
 pub(crate) struct Replayable {
     data: Bytes,

@@ -3,7 +3,13 @@
 //! ```text
 //!  app A ──► outbound listener ──► route ──► split ──► balancer ──► endpoint (proxy B / app B)
 //!  mesh  ──► inbound listener  ──────────────────────────────────► local app
+//!  client ─► [[tcp]] listener ─────────────────────► balancer ──► endpoint (bytes only)
 //! ```
+//!
+//! HTTP/1.1, h2c and gRPC pass through with streaming bodies and trailers; routes carry timeouts,
+//! retries (under a budget, with teed bodies), rate limits, faults, header rewrites and mirrors;
+//! upstreams carry a balancer, outlier ejection, a circuit breaker and endpoint discovery; every
+//! request is traced (W3C trace context, OTLP export) and counted (admin `/metrics`).
 //!
 //! [`run_file`] is the whole sidecar: it loads a configuration file, serves it, and applies each
 //! valid new version of the file. For more control, load a [`Config`] with [`config::load`] and call
