@@ -53,6 +53,9 @@ pub struct IngestStats {
 pub struct Ingest {
     store: Arc<Store>,
     admission: Admission,
+    /// Bounds conversions running at once to the number of cores: more would only queue on the CPU,
+    /// hold more memory at a time, and starve the flush that frees the memtable.
+    converters: tokio::sync::Semaphore,
     /// Largest accepted body, after decompression.
     pub max_request_bytes: usize,
     /// What has been accepted and refused so far.
@@ -72,6 +75,9 @@ impl Ingest {
     pub fn new(store: Arc<Store>, memory_limit: usize, max_request_bytes: usize) -> Ingest {
         Ingest {
             admission: Admission::new(memory_limit, store.clone()),
+            converters: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |cores| cores.get()),
+            ),
             store,
             max_request_bytes,
             stats: IngestStats::default(),
@@ -164,6 +170,11 @@ impl Ingest {
             });
         }
         let _permit = self.admission.admit(body.len())?;
+        let _converter = self
+            .converters
+            .acquire()
+            .await
+            .map_err(|_| IngestError::Unavailable("shutting down".into()))?;
         let prepared = tokio::task::spawn_blocking(move || prepare(signal, encoding, body))
             .await
             .map_err(|error| IngestError::Unavailable(format!("decoder task failed: {error}")))??;

@@ -357,35 +357,56 @@ impl Store {
         Ok(())
     }
 
-    /// Merges small files of each hour partition, at most [`StoreOptions::compaction_max_files`] at a
-    /// time, streaming; returns how many files were merged away. Flushes go on while it merges: the
-    /// manifest is locked only to publish, and a merge whose inputs vanished meanwhile (retention) is
-    /// dropped.
+    /// Merges the small files of each hour partition that has at least
+    /// [`StoreOptions::compaction_min_files`] of them, [`StoreOptions::compaction_max_files`] at a time,
+    /// streaming, and repeats until no partition qualifies; returns how many files were merged away.
+    /// Flushes go on while it merges: the manifest is locked only to publish, and a merge whose inputs
+    /// vanished meanwhile (retention) is dropped.
     pub async fn compact(&self) -> Result<usize, StorageError> {
         let _compacting = self.compaction.lock().await;
-        let mut groups: std::collections::BTreeMap<(Table, i64), Vec<FileMeta>> =
-            Default::default();
-        for file in self
-            .manifest()
-            .files
-            .into_iter()
-            .filter(|f| f.bytes < self.options.compaction_file_bytes)
-        {
-            groups
-                .entry((file.table, file.partition))
-                .or_default()
-                .push(file);
-        }
         let mut merged = 0;
-        for ((table, partition), mut files) in groups {
+        loop {
+            let groups = self.compaction_groups();
+            if groups.is_empty() {
+                return Ok(merged);
+            }
+            let mut progress = 0;
+            for (table, partition, files) in groups {
+                progress += self.merge(table, partition, files).await?;
+            }
+            if progress == 0 {
+                return Ok(merged);
+            }
+            merged += progress;
+        }
+    }
+
+    /// The merges one compaction pass makes: per qualifying partition, its small files smallest first,
+    /// in runs of at most `compaction_max_files` (a lone leftover waits for the next pass).
+    fn compaction_groups(&self) -> Vec<(Table, i64, Vec<FileMeta>)> {
+        let mut partitions: std::collections::BTreeMap<(Table, i64), Vec<FileMeta>> =
+            Default::default();
+        for file in self.manifest().files {
+            if file.bytes < self.options.compaction_file_bytes {
+                partitions
+                    .entry((file.table, file.partition))
+                    .or_default()
+                    .push(file);
+            }
+        }
+        let mut groups = Vec::new();
+        for ((table, partition), mut files) in partitions {
             if files.len() < self.options.compaction_min_files {
                 continue;
             }
             files.sort_by_key(|file| file.bytes);
-            files.truncate(self.options.compaction_max_files.max(2));
-            merged += self.merge(table, partition, files).await?;
+            for run in files.chunks(self.options.compaction_max_files.max(2)) {
+                if run.len() >= 2 {
+                    groups.push((table, partition, run.to_vec()));
+                }
+            }
         }
-        Ok(merged)
+        groups
     }
 
     /// Merges `files` into one new file and publishes the swap; returns how many files went away.
