@@ -105,7 +105,8 @@ impl Discovery {
         let endpoints = match self.dns_refresh {
             Some(every) => {
                 let endpoints = self.resolve(&declared, upstream.name()).await;
-                self.lock().next_lookup = Instant::now() + every;
+                let now = Instant::now();
+                self.lock().next_lookup = now.checked_add(every).unwrap_or(now);
                 endpoints
             }
             None => declared,

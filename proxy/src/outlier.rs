@@ -88,9 +88,13 @@ impl Health {
     fn eject(&self, now: Instant, base: Duration, max: Duration) -> Duration {
         let times = self.ejections.fetch_add(1, Ordering::Relaxed) + 1;
         let duration = base.saturating_mul(times).min(max);
+        // An absurdly long configured time saturates rather than overflowing the clock.
+        let end = now
+            .checked_add(duration)
+            .unwrap_or(now + Duration::from_secs(365 * 24 * 3600));
         match self.ejected_until.lock() {
-            Ok(mut until) => *until = Some(now + duration),
-            Err(poisoned) => *poisoned.into_inner() = Some(now + duration),
+            Ok(mut until) => *until = Some(end),
+            Err(poisoned) => *poisoned.into_inner() = Some(end),
         }
         self.consecutive_5xx.store(0, Ordering::Relaxed);
         self.consecutive_gateway.store(0, Ordering::Relaxed);

@@ -91,7 +91,7 @@ impl RateLimiter {
             Ok(())
         } else {
             bucket.tokens = tokens;
-            Err(Duration::from_secs_f64((1.0 - tokens) / self.rate))
+            Err(Duration::try_from_secs_f64((1.0 - tokens) / self.rate).unwrap_or(Duration::MAX))
         }
     }
 }
