@@ -128,7 +128,7 @@ pub(crate) fn build(config: &Config, previous: Option<&Tables>) -> Result<Tables
             inbound,
         ));
         local_app = Some(Arc::clone(&app));
-        let route = Route::to_one("inbound", app, inbound.timeout.map(|t| t.0));
+        let route = Route::inbound(app, inbound);
         listeners.push(ListenerPlan {
             role: "inbound".to_owned(),
             listen: inbound.listen,

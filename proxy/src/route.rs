@@ -7,7 +7,10 @@ use std::time::Duration;
 use http::{HeaderName, Method, Request};
 use regex::Regex;
 
-use crate::config::{HeaderMatchConfig, MatchConfig, RouteConfig};
+use crate::config::{
+    FaultConfig, HeaderMatchConfig, HeaderRewriteConfig, InboundConfig, MatchConfig,
+    RateLimitConfig, RouteConfig,
+};
 use crate::retry::RetryPolicy;
 use crate::stats::RouteStats;
 use crate::traffic::{Fault, HeaderOps, Mirror, RateLimiter};
@@ -51,8 +54,8 @@ pub(crate) struct Route {
     stats: RouteStats,
 }
 
-/// A route's traffic control (see `traffic/`); all empty for the inbound route.
-#[derive(Debug, Default)]
+/// A route's traffic control (see `traffic/`).
+#[derive(Debug)]
 pub(crate) struct TrafficPolicies {
     /// Token-bucket limit.
     pub(crate) rate_limit: Option<RateLimiter>,
@@ -66,17 +69,40 @@ pub(crate) struct TrafficPolicies {
     pub(crate) mirror: Option<Mirror>,
 }
 
-impl Route {
-    /// A route sending everything to one upstream, as the inbound listener does.
-    pub(crate) fn to_one(name: &str, upstream: Arc<Upstream>, timeout: Option<Duration>) -> Self {
+impl TrafficPolicies {
+    fn new(
+        rate_limit: Option<&RateLimitConfig>,
+        fault: Option<&FaultConfig>,
+        headers: &HeaderRewriteConfig,
+        mirror: Option<Mirror>,
+    ) -> Self {
         Self {
-            name: name.into(),
+            rate_limit: rate_limit.map(RateLimiter::from_config),
+            fault: fault.map(Fault::from_config),
+            request_headers: HeaderOps::from_config(&headers.request),
+            response_headers: HeaderOps::from_config(&headers.response),
+            mirror,
+        }
+    }
+}
+
+impl Route {
+    /// The inbound listener's one route: everything to the local application `app`, under the
+    /// `[inbound]` table's timeout, rate limit, faults and header rewrites.
+    pub(crate) fn inbound(app: Arc<Upstream>, config: &InboundConfig) -> Self {
+        Self {
+            name: "inbound".into(),
             matcher: Matcher::default(),
-            splits: vec![(upstream, 1)],
+            splits: vec![(app, 1)],
             total_weight: 1,
-            timeout,
+            timeout: config.timeout.map(|t| t.0),
             retry: None,
-            policies: TrafficPolicies::default(),
+            policies: TrafficPolicies::new(
+                config.rate_limit.as_ref(),
+                config.fault.as_ref(),
+                &config.headers,
+                None,
+            ),
             stats: RouteStats::default(),
         }
     }
@@ -107,13 +133,12 @@ impl Route {
             )),
             None => None,
         };
-        let policies = TrafficPolicies {
-            rate_limit: config.rate_limit.as_ref().map(RateLimiter::from_config),
-            fault: config.fault.as_ref().map(Fault::from_config),
-            request_headers: HeaderOps::from_config(&config.headers.request),
-            response_headers: HeaderOps::from_config(&config.headers.response),
+        let policies = TrafficPolicies::new(
+            config.rate_limit.as_ref(),
+            config.fault.as_ref(),
+            &config.headers,
             mirror,
-        };
+        );
         Some(Self {
             name: config.name.as_str().into(),
             matcher: Matcher::from_config(&config.matches),

@@ -240,3 +240,29 @@ async fn mirrored_requests_reach_the_shadow_and_its_answers_are_dropped() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn the_inbound_listener_has_rate_limits_and_rewrites_too() {
+    bounded(async {
+        let app = named("app").await;
+        let proxy = proxy(&format!(
+            "[service]\nname = \"ratings\"\n\n[inbound]\nlisten = \"127.0.0.1:0\"\napp = \"{}\"\n\n\
+             [inbound.rate_limit]\nrequests_per_second = 0.5\nburst = 1\nper = {{ header = \"x-caller\" }}\n\n\
+             [inbound.headers.response]\nset = {{ x-served-by = \"ratings\" }}\n",
+            app.addr
+        ))
+        .await;
+        let http = client();
+        let url = format!("http://{}/", proxy.inbound());
+        let from = |caller: &'static str| http.get(&url).header("x-caller", caller);
+        let response = match from("reviews").send().await {
+            Ok(response) => response,
+            Err(e) => panic!("request failed: {e}"),
+        };
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()["x-served-by"], "ratings");
+        assert_eq!(send(from("reviews")).await.0, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(send(from("productpage")).await.0, StatusCode::OK);
+    })
+    .await;
+}

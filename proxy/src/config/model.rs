@@ -76,6 +76,15 @@ pub struct InboundConfig {
     /// Limit on waiting for the application's response headers; none if absent.
     #[serde(default)]
     pub timeout: Option<HumanDuration>,
+    /// Token-bucket rate limit on requests to the application (e.g. per calling service).
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitConfig>,
+    /// Injected delays and aborts before the application.
+    #[serde(default)]
+    pub fault: Option<FaultConfig>,
+    /// Header rewrites on requests to the application and its responses.
+    #[serde(default)]
+    pub headers: HeaderRewriteConfig,
 }
 
 /// `[[outbound]]`: a listener for the local application's outgoing requests, with its routes.

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use super::locate::ConfigPath;
 use super::model::{
-    BalancerKind, Config, HashKey, HeaderMatchConfig, MatchConfig, RetryConfig, RouteConfig,
-    UpstreamConfig,
+    BalancerKind, Config, FaultConfig, HashKey, HeaderMatchConfig, HeaderRewriteConfig,
+    MatchConfig, RateLimitConfig, RetryConfig, RouteConfig, UpstreamConfig,
 };
 
 /// Upper bound on `retry.attempts`: more than this is a retry storm, not a policy.
@@ -50,6 +50,13 @@ pub(super) fn check(config: &Config) -> Vec<(ConfigPath, String)> {
         if let Some(timeout) = inbound.timeout {
             positive(&mut problems, root.key("inbound").key("timeout"), timeout.0);
         }
+        check_policies(
+            &mut problems,
+            &root.key("inbound"),
+            inbound.rate_limit.as_ref(),
+            inbound.fault.as_ref(),
+            &inbound.headers,
+        );
     }
 
     let mut upstream_names = HashSet::new();
@@ -296,7 +303,38 @@ fn check_route(
     if let Some(retry) = &route.retry {
         check_retry(problems, &path.key("retry"), retry);
     }
-    if let Some(limit) = &route.rate_limit {
+    check_policies(
+        problems,
+        path,
+        route.rate_limit.as_ref(),
+        route.fault.as_ref(),
+        &route.headers,
+    );
+    if let Some(mirror) = &route.mirror {
+        if !upstreams.contains(mirror.upstream.as_str()) {
+            problems.add(
+                path.key("mirror").key("upstream"),
+                format!("no [[upstream]] is named {:?}", mirror.upstream),
+            );
+        }
+        if !(0.0..=100.0).contains(&mirror.percent) {
+            problems.add(
+                path.key("mirror").key("percent"),
+                "is a percentage: 0 to 100",
+            );
+        }
+    }
+}
+
+/// Rate limit, fault and header rules, shared by routes and the inbound listener.
+fn check_policies(
+    problems: &mut Problems,
+    path: &ConfigPath,
+    rate_limit: Option<&RateLimitConfig>,
+    fault: Option<&FaultConfig>,
+    headers: &HeaderRewriteConfig,
+) {
+    if let Some(limit) = rate_limit {
         let limit_path = path.key("rate_limit");
         if !(limit.requests_per_second > 0.0 && limit.requests_per_second.is_finite()) {
             problems.add(
@@ -316,7 +354,7 @@ fn check_route(
             );
         }
     }
-    if let Some(fault) = &route.fault {
+    if let Some(fault) = fault {
         let fault_path = path.key("fault");
         for (key, value) in [
             ("delay_percent", fault.delay_percent),
@@ -342,8 +380,8 @@ fn check_route(
         }
     }
     for (side, ops) in [
-        ("request", &route.headers.request),
-        ("response", &route.headers.response),
+        ("request", &headers.request),
+        ("response", &headers.response),
     ] {
         let ops_path = path.key("headers").key(side);
         for (op, names) in [
@@ -369,20 +407,6 @@ fn check_route(
                     );
                 }
             }
-        }
-    }
-    if let Some(mirror) = &route.mirror {
-        if !upstreams.contains(mirror.upstream.as_str()) {
-            problems.add(
-                path.key("mirror").key("upstream"),
-                format!("no [[upstream]] is named {:?}", mirror.upstream),
-            );
-        }
-        if !(0.0..=100.0).contains(&mirror.percent) {
-            problems.add(
-                path.key("mirror").key("percent"),
-                "is a percentage: 0 to 100",
-            );
         }
     }
 }
