@@ -303,3 +303,33 @@ async fn an_unreachable_collector_does_not_affect_traffic() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn sample_ratio_applies_to_new_traces_only() {
+    bounded(async {
+        let (collector_addr, received) = collector().await;
+        let app = named("app").await;
+        let caller = proxy(&format!(
+            "[service]\nname = \"caller\"\n\n[[outbound]]\nlisten = \"127.0.0.1:0\"\nroute = [{{ name = \"all\", upstream = \"app\" }}]\n\n\
+             [[upstream]]\nname = \"app\"\nendpoints = [{{ address = \"{}\" }}]\n\n{}sample_ratio = 0.0\n",
+            app.addr,
+            telemetry(collector_addr)
+        ))
+        .await;
+        let url = format!("http://{}/", caller.outbound());
+        let response = match client().get(&url).send().await {
+            Ok(response) => response,
+            Err(e) => panic!("request failed: {e}"),
+        };
+        let seen = response.headers().get("x-echo-traceparent").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        assert!(seen.as_deref().is_some_and(|tp| tp.ends_with("-00")), "a new unsampled trace is marked so: {seen:?}");
+
+        let sampled = client().get(&url).header("traceparent", format!("00-{TRACE}-{PARENT}-01"));
+        assert_eq!(send(sampled).await.0, StatusCode::OK);
+        let all = spans(&received, 1).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(all.len(), 1, "only the caller-sampled request made a span");
+        assert_eq!(hex::encode(&all[0].1.trace_id), TRACE);
+    })
+    .await;
+}

@@ -468,6 +468,10 @@ pub struct TelemetryConfig {
     /// Limit on connecting to the collector and on each export request.
     #[serde(default = "defaults::export_timeout")]
     pub export_timeout: HumanDuration,
+    /// Share (0 to 1) of traces starting at this proxy that are recorded; a caller's decision,
+    /// carried in its trace context, is always followed.
+    #[serde(default = "defaults::sample_ratio")]
+    pub sample_ratio: f64,
 }
 
 impl Default for TelemetryConfig {
@@ -478,6 +482,7 @@ impl Default for TelemetryConfig {
             batch_size: defaults::batch_size(),
             flush_interval: defaults::flush_interval(),
             export_timeout: defaults::export_timeout(),
+            sample_ratio: defaults::sample_ratio(),
         }
     }
 }
@@ -730,6 +735,9 @@ mod defaults {
     }
     pub(super) fn flush_interval() -> HumanDuration {
         HumanDuration(Duration::from_secs(1))
+    }
+    pub(super) fn sample_ratio() -> f64 {
+        1.0
     }
     pub(super) fn export_timeout() -> HumanDuration {
         HumanDuration(Duration::from_secs(5))

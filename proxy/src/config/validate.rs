@@ -115,6 +115,9 @@ pub(super) fn check(config: &Config) -> Vec<(ConfigPath, String)> {
     if telemetry.batch_size == 0 || telemetry.batch_size > telemetry.queue_size {
         problems.add(path.key("batch_size"), "must be between 1 and queue_size");
     }
+    if !(0.0..=1.0).contains(&telemetry.sample_ratio) {
+        problems.add(path.key("sample_ratio"), "must be between 0 and 1");
+    }
     positive(
         &mut problems,
         path.key("flush_interval"),

@@ -25,7 +25,7 @@ pub(super) struct AttemptTracing {
     tracer: Arc<Tracer>,
     /// The caller's span, if it sent one.
     parent: Option<TraceContext>,
-    /// Supplies the trace id: the caller's, or a new trace's.
+    /// Supplies the trace id and the sampling decision: the caller's, or a new trace's.
     trace: TraceContext,
 }
 
@@ -33,13 +33,15 @@ impl AttemptTracing {
     /// `None` when the caller's trace is not sampled: then its headers pass through untouched.
     pub(super) fn new(tracer: &Arc<Tracer>, headers: &http::HeaderMap) -> Option<Self> {
         let parent = TraceContext::extract(headers);
-        if parent.is_some_and(|p| !p.sampled) {
-            return None;
-        }
+        let trace = match parent {
+            Some(parent) if !parent.sampled => return None,
+            Some(parent) => parent,
+            None => TraceContext::root(tracer.sample_new_trace()),
+        };
         Some(Self {
             tracer: Arc::clone(tracer),
             parent,
-            trace: parent.unwrap_or_else(TraceContext::root),
+            trace,
         })
     }
 }
@@ -109,7 +111,7 @@ pub(super) async fn send(
                 );
             }
         };
-        let span = tracing.map(|t| {
+        let span = tracing.filter(|t| t.trace.sampled).map(|t| {
             let attempt = AttemptFacts {
                 route: route.name(),
                 upstream: upstream.name(),
@@ -119,7 +121,14 @@ pub(super) async fn send(
             };
             SpanRecord::attempt(&t.tracer, &facts(&request), t.trace, t.parent, &attempt)
         });
-        if let Some(context) = span.as_ref().and_then(SpanRecord::context) {
+        // The next hop sees this attempt's span as its parent, or, for a new trace that is not
+        // recorded, a context saying so.
+        let context = match (&span, tracing) {
+            (Some(span), _) => span.context(),
+            (None, Some(t)) => Some(t.trace.child()),
+            (None, None) => None,
+        };
+        if let Some(context) = context {
             context.inject(request.headers_mut());
         }
 

@@ -23,7 +23,7 @@ pub(crate) use attempts::upstream_request;
 use crate::body::{self, ProxyBody, Replayable, TeeBody};
 use crate::headers::{append_forwarded_for, strip_hop_by_hop};
 use crate::route::{Route, RouteTable};
-use crate::telemetry::{RequestFacts, SpanRecord, Tracer};
+use crate::telemetry::{RequestFacts, Sampling, SpanRecord, Tracer};
 use crate::traffic::MAX_MIRROR_BODY;
 use crate::upgrade;
 use attempts::{AttemptTracing, RequestBody, send};
@@ -54,14 +54,19 @@ pub(crate) async fn handle(
     client: SocketAddr,
     mut request: Request<Incoming>,
 ) -> Response<ProxyBody> {
-    let server_span = match (listening.side, &listening.tracer) {
+    let sampling = match (listening.side, &listening.tracer) {
         (Side::Inbound, Some(tracer)) => {
             SpanRecord::server(tracer, &facts(&request), client, "inbound")
         }
-        _ => None,
+        _ => Sampling::PassThrough,
     };
-    let Some((mut span, context)) = server_span else {
-        return route_and_send(listening, routes, client, request).await;
+    let (mut span, context) = match sampling {
+        Sampling::PassThrough => return route_and_send(listening, routes, client, request).await,
+        Sampling::Unsampled(context) => {
+            context.inject(request.headers_mut());
+            return route_and_send(listening, routes, client, request).await;
+        }
+        Sampling::Record(span, context) => (span, context),
     };
     // The application's spans become children of this SERVER span.
     context.inject(request.headers_mut());

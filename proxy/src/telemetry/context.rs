@@ -20,12 +20,12 @@ pub(crate) struct TraceContext {
 }
 
 impl TraceContext {
-    /// The start of a new, sampled trace.
-    pub(crate) fn root() -> Self {
+    /// The start of a new trace, recorded or not.
+    pub(crate) fn root(sampled: bool) -> Self {
         Self {
             trace_id: nonzero_u128().to_be_bytes(),
             span_id: nonzero_u64().to_be_bytes(),
-            sampled: true,
+            sampled,
         }
     }
 
@@ -204,7 +204,7 @@ mod tests {
 
     #[test]
     fn children_share_the_trace() {
-        let root = TraceContext::root();
+        let root = TraceContext::root(true);
         let child = root.child();
         assert_eq!(root.trace_id, child.trace_id);
         assert_ne!(root.span_id, child.span_id);

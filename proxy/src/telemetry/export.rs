@@ -48,9 +48,15 @@ impl SpanCounters {
 pub(crate) struct Tracer {
     queue: mpsc::Sender<Span>,
     counters: Arc<SpanCounters>,
+    sample_ratio: f64,
 }
 
 impl Tracer {
+    /// Draws whether a trace that starts at this proxy is recorded.
+    pub(crate) fn sample_new_trace(&self) -> bool {
+        fastrand::f64() < self.sample_ratio
+    }
+
     /// Queues a finished span, or drops and counts it if the queue is full.
     pub(crate) fn record(&self, span: Span) {
         if self.queue.try_send(span).is_err() {
@@ -92,6 +98,7 @@ impl Exporter {
         };
         let task = tokio::spawn(batcher.run(spans, stopped, config.flush_interval.0));
         let tracer = Arc::new(Tracer {
+            sample_ratio: config.sample_ratio,
             queue,
             counters: Arc::clone(&counters),
         });

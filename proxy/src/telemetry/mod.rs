@@ -14,4 +14,4 @@ mod span;
 
 pub(crate) use context::TraceContext;
 pub(crate) use export::{Exporter, SpanCounters, Tracer};
-pub(crate) use span::{AttemptFacts, RequestFacts, SpanRecord};
+pub(crate) use span::{AttemptFacts, RequestFacts, Sampling, SpanRecord};

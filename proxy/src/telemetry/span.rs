@@ -24,6 +24,16 @@ use crate::forward::ERROR_HEADER;
 /// gRPC codes that make a SERVER span an error (the RPC semantic conventions' list).
 const GRPC_SERVER_ERRORS: [i64; 6] = [2, 4, 12, 13, 14, 15];
 
+/// What to do about one request's trace.
+pub(crate) enum Sampling {
+    /// The caller's trace is not recorded: pass its headers on untouched.
+    PassThrough,
+    /// A new trace that is not recorded: tell the next hop so, record nothing.
+    Unsampled(TraceContext),
+    /// Record this span; the next hop's parent is the context.
+    Record(SpanRecord, TraceContext),
+}
+
 /// A span being recorded; finished (and queued for export) by [`SpanRecord::finish`] or, for a
 /// response still streaming, when its body ends.
 #[derive(Debug)]
@@ -63,19 +73,23 @@ pub(crate) struct AttemptFacts<'a> {
 }
 
 impl SpanRecord {
-    /// A SERVER span for a request from `client`, and the context the application should see as its
-    /// parent. `None` when the caller's trace is not sampled (its headers then pass untouched).
+    /// The SERVER span for a request from `client`, if its trace is recorded, and what the
+    /// application should see as its trace context.
     pub(crate) fn server(
         tracer: &Arc<Tracer>,
         request: &RequestFacts<'_>,
         client: SocketAddr,
         route: &str,
-    ) -> Option<(Self, TraceContext)> {
+    ) -> Sampling {
         let parent = TraceContext::extract(request.headers);
-        if parent.is_some_and(|p| !p.sampled) {
-            return None;
+        let context = match parent {
+            Some(parent) if !parent.sampled => return Sampling::PassThrough,
+            Some(parent) => parent.child(),
+            None => TraceContext::root(tracer.sample_new_trace()),
+        };
+        if !context.sampled {
+            return Sampling::Unsampled(context);
         }
-        let context = parent.map_or_else(TraceContext::root, |p| p.child());
         let mut record = Self::start(
             tracer,
             SpanKind::Server,
@@ -104,7 +118,7 @@ impl SpanRecord {
             span.attributes.push(string("user_agent.original", agent));
         }
         span.attributes.push(string("meshscope.route", route));
-        Some((record, context))
+        Sampling::Record(record, context)
     }
 
     /// A CLIENT span for one attempt, under `parent` (the caller's span; `None` starts a trace whose
