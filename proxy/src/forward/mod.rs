@@ -66,7 +66,7 @@ pub(crate) async fn handle(
             context.inject(request.headers_mut());
             return route_and_send(listening, routes, client, request).await;
         }
-        Sampling::Record(span, context) => (span, context),
+        Sampling::Record(span, context) => (*span, context),
     };
     // The application's spans become children of this SERVER span.
     context.inject(request.headers_mut());

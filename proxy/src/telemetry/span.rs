@@ -31,7 +31,7 @@ pub(crate) enum Sampling {
     /// A new trace that is not recorded: tell the next hop so, record nothing.
     Unsampled(TraceContext),
     /// Record this span; the next hop's parent is the context.
-    Record(SpanRecord, TraceContext),
+    Record(Box<SpanRecord>, TraceContext),
 }
 
 /// A span being recorded; finished (and queued for export) by [`SpanRecord::finish`] or, for a
@@ -118,7 +118,7 @@ impl SpanRecord {
             span.attributes.push(string("user_agent.original", agent));
         }
         span.attributes.push(string("meshscope.route", route));
-        Sampling::Record(record, context)
+        Sampling::Record(Box::new(record), context)
     }
 
     /// A CLIENT span for one attempt, under `parent` (the caller's span; `None` starts a trace whose
