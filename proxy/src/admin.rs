@@ -276,6 +276,26 @@ fn metrics(live: &Live, spans: Option<&SpanCounters>) -> String {
             );
         }
     }
+    family(
+        &mut out,
+        "endpoint_failing_health_checks",
+        "gauge",
+        "1 while an endpoint is marked unhealthy by active health checks.",
+    );
+    for upstream in &upstreams {
+        for endpoint in upstream.endpoints() {
+            let labels = format!(
+                "upstream=\"{}\",endpoint=\"{}\"",
+                escape(upstream.name()),
+                escape(endpoint.address().as_str())
+            );
+            let failing = u8::from(endpoint.health().fails_checks());
+            let _ = writeln!(
+                out,
+                "meshscope_proxy_endpoint_failing_health_checks{{{labels}}} {failing}"
+            );
+        }
+    }
     if let Some(spans) = spans {
         let (exported, dropped, failed) = spans.totals();
         for (name, help, value) in [
@@ -338,6 +358,7 @@ fn endpoints(live: &Live) -> String {
                         "latency_estimate_ms": endpoint.rtt_estimate(now).as_secs_f64() * 1000.0,
                         "ejected_for_seconds": health.ejected_for(now).map(|left| left.as_secs_f64()),
                         "ejections": health.ejections(),
+                        "failing_health_checks": health.fails_checks(),
                         "consecutive_5xx": consecutive_5xx,
                         "consecutive_gateway_errors": consecutive_gateway_errors,
                     })

@@ -26,6 +26,7 @@ mod build;
 mod discovery;
 mod forward;
 mod headers;
+mod health_check;
 mod outlier;
 mod reload;
 mod retry;

@@ -1,5 +1,6 @@
-//! Passive health checking: endpoints that keep failing are ejected for a while (Envoy's outlier
-//! detection), and the panic threshold that ignores ejections when too few endpoints are left.
+//! Endpoint health. Passive: endpoints that keep failing real requests are ejected for a while
+//! (Envoy's outlier detection). Active: the results of health checks (`health_check.rs`) are kept
+//! here too, so the balancer asks one question, `is_usable`.
 //!
 //! Every attempt's outcome is reported here. Consecutive 5xx (or gateway errors: 502, 503, 504 and
 //! failures to connect or get an answer) past the configured count eject the endpoint for
@@ -7,7 +8,7 @@
 //! more than `max_ejection_percent` of the upstream (one endpoint may always be ejected). Ejections
 //! end by themselves: an endpoint is usable again as soon as its time is up.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -15,16 +16,52 @@ use crate::balance::Endpoint;
 use crate::config::OutlierConfig;
 use crate::retry::Outcome;
 
-/// An endpoint's failure streaks and ejection state.
+/// An endpoint's health: failure streaks and ejection (passive), and health check results (active).
 #[derive(Debug, Default)]
 pub(crate) struct Health {
     consecutive_5xx: AtomicU32,
     consecutive_gateway: AtomicU32,
     ejections: AtomicU32,
     ejected_until: Mutex<Option<Instant>>,
+    check_failures: AtomicU32,
+    check_passes: AtomicU32,
+    failing_checks: AtomicBool,
 }
 
 impl Health {
+    /// Whether the endpoint may get traffic at `now`: not ejected and not failing its health checks.
+    pub(crate) fn is_usable(&self, now: Instant) -> bool {
+        !self.is_ejected(now) && !self.fails_checks()
+    }
+
+    /// Whether active health checks currently mark the endpoint unhealthy.
+    pub(crate) fn fails_checks(&self) -> bool {
+        self.failing_checks.load(Ordering::Relaxed)
+    }
+
+    /// Records one health check; `unhealthy` consecutive failures mark the endpoint unhealthy,
+    /// `healthy` consecutive passes mark it healthy again. Returns the new state if it changed
+    /// (`true` = now failing).
+    pub(crate) fn record_check(&self, passed: bool, unhealthy: u32, healthy: u32) -> Option<bool> {
+        let (streak, other) = if passed {
+            (&self.check_passes, &self.check_failures)
+        } else {
+            (&self.check_failures, &self.check_passes)
+        };
+        other.store(0, Ordering::Relaxed);
+        let count = streak.fetch_add(1, Ordering::Relaxed) + 1;
+        let failing = self.fails_checks();
+        if !passed && !failing && count >= unhealthy {
+            self.failing_checks.store(true, Ordering::Relaxed);
+            return Some(true);
+        }
+        if passed && failing && count >= healthy {
+            self.failing_checks.store(false, Ordering::Relaxed);
+            return Some(false);
+        }
+        None
+    }
+
     /// Whether the endpoint is ejected at `now`.
     pub(crate) fn is_ejected(&self, now: Instant) -> bool {
         let until = match self.ejected_until.lock() {
@@ -196,6 +233,23 @@ mod tests {
                 .health()
                 .is_ejected(Instant::now() + Duration::from_secs(31))
         );
+    }
+
+    #[test]
+    fn health_checks_flip_state_at_their_thresholds() {
+        let health = Health::default();
+        assert_eq!(health.record_check(false, 2, 2), None);
+        assert_eq!(health.record_check(false, 2, 2), Some(true));
+        assert!(!health.is_usable(Instant::now()));
+        assert_eq!(health.record_check(true, 2, 2), None);
+        assert_eq!(
+            health.record_check(false, 2, 2),
+            None,
+            "a failure resets the passes"
+        );
+        assert_eq!(health.record_check(true, 2, 2), None);
+        assert_eq!(health.record_check(true, 2, 2), Some(false));
+        assert!(health.is_usable(Instant::now()));
     }
 
     #[test]

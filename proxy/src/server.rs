@@ -20,6 +20,7 @@ use crate::build::build;
 use crate::config::{self, Config, ConfigError};
 use crate::discovery;
 use crate::forward::{self, Listening, Side};
+use crate::health_check;
 use crate::reload::{Live, ReloadHandle};
 use crate::route::RouteTable;
 use crate::tcp::TcpForwarder;
@@ -201,6 +202,8 @@ impl Proxy {
         // The admin endpoint outlives the drain, answering `/ready` with 503 meanwhile.
         let (stop_admin, admin_stop_rx) = watch::channel(false);
         let discovery = tokio::spawn(discovery::run(Arc::clone(&self.live), stop_rx.clone()));
+        let health_checks =
+            tokio::spawn(health_check::run(Arc::clone(&self.live), stop_rx.clone()));
         let admin = self.admin.map(|socket| {
             let state = AdminState {
                 live: Arc::clone(&self.live),
@@ -229,6 +232,7 @@ impl Proxy {
         let _ = stop_accepting.send(true);
         while accept_loops.join_next().await.is_some() {}
         let _ = discovery.await;
+        let _ = health_checks.await;
         tunnels.close();
         match Arc::try_unwrap(graceful) {
             Ok(graceful) => {

@@ -21,6 +21,7 @@ use crate::config::{
     Protocol, RetryBudgetConfig, UpstreamConfig,
 };
 use crate::headers::request_key;
+use crate::health_check::HealthCheck;
 use crate::outlier::OutlierPolicy;
 use crate::retry::Outcome;
 use crate::stats::UpstreamStats;
@@ -45,6 +46,7 @@ pub(crate) struct Upstream {
     http2: HttpClient,
     budget: TpsBudget,
     outlier: Option<OutlierPolicy>,
+    health_check: Option<HealthCheck>,
     panic_threshold: u32,
     max_requests: Option<usize>,
     active: AtomicUsize,
@@ -84,6 +86,10 @@ impl Upstream {
                 .outlier_detection
                 .as_ref()
                 .map(OutlierPolicy::from_config),
+            health_check: config
+                .health_check
+                .as_ref()
+                .and_then(HealthCheck::from_config),
             panic_threshold: config.panic_threshold,
             max_requests: config.circuit_breaker.max_requests.map(|max| max as usize),
             active: AtomicUsize::new(0),
@@ -159,6 +165,7 @@ impl Upstream {
             outlier_detection: None,
             panic_threshold: 0,
             circuit_breaker: CircuitBreakerConfig::default(),
+            health_check: None,
             endpoints_file: None,
             dns_refresh: None,
         };
@@ -194,8 +201,9 @@ impl Upstream {
         let set = self.current();
         let endpoints = &set.endpoints;
         let now = Instant::now();
-        let respect_ejections = self.outlier.is_some() && !self.panicking(endpoints, now);
-        let healthy = |i: usize| !respect_ejections || !endpoints[i].health().is_ejected(now);
+        let checks_health = self.outlier.is_some() || self.health_check.is_some();
+        let respect_health = checks_health && !self.panicking(endpoints, now);
+        let healthy = |i: usize| !respect_health || endpoints[i].health().is_usable(now);
         let not_avoided = |i: usize| avoid.is_none_or(|avoid| !Arc::ptr_eq(avoid, &endpoints[i]));
         let index = set
             .balancer
@@ -209,18 +217,24 @@ impl Upstream {
         !self.current().endpoints.is_empty()
     }
 
-    /// Whether too few `endpoints` are left after ejections, so all of them are used again.
+    /// Whether too few `endpoints` are usable (not ejected, not failing health checks), so all of
+    /// them are used again.
     fn panicking(&self, endpoints: &[Arc<Endpoint>], now: Instant) -> bool {
         let total = endpoints.len();
         let usable = endpoints
             .iter()
-            .filter(|e| !e.health().is_ejected(now))
+            .filter(|e| e.health().is_usable(now))
             .count();
         let panicking = usable * 100 < total * self.panic_threshold as usize;
         if panicking {
             tracing::debug!(upstream = %self.name, usable, total, "below the panic threshold: ignoring ejections");
         }
         panicking
+    }
+
+    /// The active health check, if configured.
+    pub(crate) fn health_check(&self) -> Option<&HealthCheck> {
+        self.health_check.as_ref()
     }
 
     /// Reports how an attempt to `endpoint` ended, for outlier detection.

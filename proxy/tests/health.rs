@@ -129,3 +129,45 @@ async fn the_circuit_breaker_fails_fast_past_max_requests() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn active_health_checks_take_an_endpoint_out_and_back() {
+    bounded(async {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering};
+
+        let good = named("good").await;
+        let sick_now = Arc::new(AtomicBool::new(true));
+        let flag = Arc::clone(&sick_now);
+        let sick = common::serve(Arc::new(move |request: http::Request<hyper::body::Incoming>, _| {
+            let failing = flag.load(Ordering::SeqCst) && request.uri().path() == "/healthz";
+            Box::pin(async move {
+                if failing {
+                    common::reply(StatusCode::SERVICE_UNAVAILABLE, "not ready")
+                } else {
+                    let mut response = common::reply(StatusCode::OK, "sick");
+                    response.headers_mut().insert("x-upstream", http::HeaderValue::from_static("sick"));
+                    response
+                }
+            })
+        }))
+        .await;
+        let check = "[upstream.health_check]\npath = \"/healthz\"\ninterval = \"100ms\"\nunhealthy_threshold = 1\nhealthy_threshold = 1";
+        let proxy = upstream_with(&[good.addr, sick.addr], check).await;
+        let url = format!("http://{}/", proxy.outbound());
+        let http = client();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        for _ in 0..10 {
+            assert_eq!(get(&http, &url).await.1, "good", "the endpoint failing its checks gets no traffic");
+        }
+
+        sick_now.store(false, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut answered = Vec::new();
+        for _ in 0..10 {
+            answered.push(get(&http, &url).await.1);
+        }
+        assert_eq!(answered.iter().filter(|who| *who == "sick").count(), 5, "back in rotation: {answered:?}");
+    })
+    .await;
+}

@@ -14,10 +14,10 @@ use std::path::{Path, PathBuf};
 pub use model::{
     Address, AdminConfig, BalancerKind, CircuitBreakerConfig, Config, EndpointConfig,
     EndpointsFile, FaultConfig, HashKey, HeaderMatchConfig, HeaderOpsConfig, HeaderRewriteConfig,
-    HumanDuration, InboundConfig, MatchConfig, MethodName, MirrorConfig, OtlpEndpoint,
-    OutboundConfig, OutlierConfig, Pattern, Protocol, RateLimitConfig, RetryBudgetConfig,
-    RetryConfig, RetryOn, RouteConfig, ServiceConfig, SplitConfig, TcpConfig, TelemetryConfig,
-    UpstreamConfig,
+    HealthCheckConfig, HumanDuration, InboundConfig, MatchConfig, MethodName, MirrorConfig,
+    OtlpEndpoint, OutboundConfig, OutlierConfig, Pattern, Protocol, RateLimitConfig,
+    RetryBudgetConfig, RetryConfig, RetryOn, RouteConfig, ServiceConfig, SplitConfig, TcpConfig,
+    TelemetryConfig, UpstreamConfig,
 };
 
 /// Why a configuration was refused.

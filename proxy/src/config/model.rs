@@ -370,6 +370,9 @@ pub struct UpstreamConfig {
     /// Limits on concurrent work sent to this upstream.
     #[serde(default)]
     pub circuit_breaker: CircuitBreakerConfig,
+    /// Active HTTP health checks of every endpoint; none if absent.
+    #[serde(default)]
+    pub health_check: Option<HealthCheckConfig>,
 }
 
 /// `[upstream.outlier_detection]`: when an endpoint is taken out of rotation, and for how long.
@@ -392,6 +395,27 @@ pub struct OutlierConfig {
     /// Most endpoints (in percent) ejected at once; one may always be.
     #[serde(default = "defaults::max_ejection_percent")]
     pub max_ejection_percent: u32,
+}
+
+/// `[upstream.health_check]`: a periodic `GET` to each endpoint; a 2xx answer is a pass.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckConfig {
+    /// Path requested.
+    #[serde(default = "defaults::health_path")]
+    pub path: String,
+    /// Time between checks of an endpoint.
+    #[serde(default = "defaults::health_interval")]
+    pub interval: HumanDuration,
+    /// Limit on one check; a slower answer is a failure.
+    #[serde(default = "defaults::health_timeout")]
+    pub timeout: HumanDuration,
+    /// Consecutive failures that mark an endpoint unhealthy.
+    #[serde(default = "defaults::health_unhealthy_threshold")]
+    pub unhealthy_threshold: u32,
+    /// Consecutive passes that mark an unhealthy endpoint healthy again.
+    #[serde(default = "defaults::health_healthy_threshold")]
+    pub healthy_threshold: u32,
 }
 
 /// `[upstream.circuit_breaker]`: beyond these limits requests fail fast with 503 instead of queueing.
@@ -735,6 +759,21 @@ mod defaults {
     }
     pub(super) fn flush_interval() -> HumanDuration {
         HumanDuration(Duration::from_secs(1))
+    }
+    pub(super) fn health_path() -> String {
+        "/health".to_owned()
+    }
+    pub(super) fn health_interval() -> HumanDuration {
+        HumanDuration(Duration::from_secs(5))
+    }
+    pub(super) fn health_timeout() -> HumanDuration {
+        HumanDuration(Duration::from_secs(1))
+    }
+    pub(super) fn health_unhealthy_threshold() -> u32 {
+        2
+    }
+    pub(super) fn health_healthy_threshold() -> u32 {
+        1
     }
     pub(super) fn sample_ratio() -> f64 {
         1.0

@@ -241,6 +241,27 @@ fn check_upstream(problems: &mut Problems, path: &ConfigPath, upstream: &Upstrea
             );
         }
     }
+    if let Some(check) = &upstream.health_check {
+        let check_path = path.key("health_check");
+        if !check.path.starts_with('/')
+            || http::uri::PathAndQuery::try_from(check.path.as_str()).is_err()
+        {
+            problems.add(
+                check_path.key("path"),
+                format!("{:?} is not a path starting with '/'", check.path),
+            );
+        }
+        positive(problems, check_path.key("interval"), check.interval.0);
+        positive(problems, check_path.key("timeout"), check.timeout.0);
+        for (key, value) in [
+            ("unhealthy_threshold", check.unhealthy_threshold),
+            ("healthy_threshold", check.healthy_threshold),
+        ] {
+            if value == 0 {
+                problems.add(check_path.key(key), "must be at least 1");
+            }
+        }
+    }
     if upstream.circuit_breaker.max_requests == Some(0) {
         problems.add(
             path.key("circuit_breaker").key("max_requests"),
