@@ -156,13 +156,23 @@ async fn active_health_checks_take_an_endpoint_out_and_back() {
         let proxy = upstream_with(&[good.addr, sick.addr], check).await;
         let url = format!("http://{}/", proxy.outbound());
         let http = client();
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Wait for the first check round to mark it, then it must get nothing.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while sick.hits() < 1 {
+            assert!(std::time::Instant::now() < deadline, "no health check arrived");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
         for _ in 0..10 {
             assert_eq!(get(&http, &url).await.1, "good", "the endpoint failing its checks gets no traffic");
         }
 
         sick_now.store(false, Ordering::SeqCst);
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while get(&http, &url).await.1 != "sick" {
+            assert!(std::time::Instant::now() < deadline, "the endpoint never came back");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         let mut answered = Vec::new();
         for _ in 0..10 {
             answered.push(get(&http, &url).await.1);
