@@ -101,7 +101,8 @@ impl Replayable {
 }
 
 /// A request body streamed to the first attempt while a copy of it is kept, up to a cap, so a retry
-/// can send it again (Linkerd's design). Nothing waits for the whole body: a gRPC or chunked request
+/// can send it again (Linkerd's design; written here because Linkerd's lives inside its proxy, not
+/// in a published crate, and tower's retry middleware needs a body it can clone up front). Nothing waits for the whole body: a gRPC or chunked request
 /// goes out as it arrives. A retry is possible while the copy is complete: the body fitted under the
 /// cap so far, and the stream did not fail.
 ///

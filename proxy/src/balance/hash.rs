@@ -7,8 +7,10 @@
 //!   lookups are one array index and the spread is more even than a ring's, at the cost of a rebuild
 //!   touching the whole table.
 //!
-//! Hashes are xxHash64 (seed 0), stable across processes and releases, so every proxy of a fleet
-//! sends a key to the same endpoint.
+//! Hashes are xxHash64 (seed 0, from `twox-hash`), stable across processes and releases, so every
+//! proxy of a fleet sends a key to the same endpoint. The tables are written here: each is a few
+//! dozen lines, and the small crates that offer one fix their own hash or node naming, which would
+//! tie fleet-wide placement to a dependency's choices.
 
 use std::sync::Arc;
 
