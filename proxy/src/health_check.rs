@@ -2,7 +2,8 @@
 //! on the configured path at each interval; 2xx within the timeout is a pass. Results go to the
 //! endpoint's `Health`, which the balancer consults (with the panic threshold, as for ejections).
 //!
-//! One task checks every upstream that is due, all endpoints of an upstream at once.
+//! One task checks every upstream that is due, all endpoints of an upstream at once. The same task
+//! closes the success-rate windows of outlier detection (`outlier.rs`), which also need a clock.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -113,7 +114,8 @@ impl HealthCheck {
     }
 }
 
-/// Runs health check rounds for every due upstream until `stop` is raised.
+/// Runs health check rounds for every due upstream, and closes success-rate windows of outlier
+/// detection, until `stop` is raised.
 pub(crate) async fn run(live: Arc<Mutex<Live>>, mut stop: watch::Receiver<bool>) {
     let mut ticker = tokio::time::interval(TICK);
     loop {
@@ -122,7 +124,7 @@ pub(crate) async fn run(live: Arc<Mutex<Live>>, mut stop: watch::Receiver<bool>)
             _ = ticker.tick() => {}
         }
         let now = Instant::now();
-        let due: Vec<Arc<Upstream>> = {
+        let upstreams: Vec<Arc<Upstream>> = {
             let live = match live.lock() {
                 Ok(live) => live,
                 Err(poisoned) => poisoned.into_inner(),
@@ -130,14 +132,20 @@ pub(crate) async fn run(live: Arc<Mutex<Live>>, mut stop: watch::Receiver<bool>)
             live.tables()
                 .upstreams()
                 .into_iter()
-                .filter(|upstream| {
-                    upstream
-                        .health_check()
-                        .is_some_and(|check| check.take_due(now))
-                })
                 .map(Arc::clone)
                 .collect()
         };
+        for upstream in &upstreams {
+            upstream.evaluate_success_rates();
+        }
+        let due: Vec<&Arc<Upstream>> = upstreams
+            .iter()
+            .filter(|upstream| {
+                upstream
+                    .health_check()
+                    .is_some_and(|check| check.take_due(now))
+            })
+            .collect();
         let rounds = due
             .iter()
             .filter_map(|upstream| Some(upstream.health_check()?.round(upstream)));

@@ -8,7 +8,7 @@
 //! more than `max_ejection_percent` of the upstream (one endpoint may always be ejected). Ejections
 //! end by themselves: an endpoint is usable again as soon as its time is up.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,6 +26,9 @@ pub(crate) struct Health {
     check_failures: AtomicU32,
     check_passes: AtomicU32,
     failing_checks: AtomicBool,
+    /// Requests and successes in the current success-rate window.
+    window_requests: AtomicU64,
+    window_successes: AtomicU64,
 }
 
 impl Health {
@@ -107,6 +110,10 @@ impl Health {
             Outcome::Grpc(code) => (matches!(code, 2 | 4 | 13 | 14 | 15), matches!(code, 4 | 14)),
             Outcome::ConnectFailure | Outcome::PerTryTimeout | Outcome::Broken => (true, true),
         };
+        self.window_requests.fetch_add(1, Ordering::Relaxed);
+        if !server_error {
+            self.window_successes.fetch_add(1, Ordering::Relaxed);
+        }
         let bump = |streak: &AtomicU32, failed: bool| {
             if failed {
                 streak.fetch_add(1, Ordering::Relaxed) + 1
@@ -140,13 +147,24 @@ impl Health {
 }
 
 /// A compiled `[upstream.outlier_detection]` table.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct OutlierPolicy {
     consecutive_5xx: u32,
     consecutive_gateway_errors: u32,
     base_ejection_time: Duration,
     max_ejection_time: Duration,
     max_ejection_percent: u32,
+    success_rate: Option<SuccessRate>,
+}
+
+/// Success-rate ejection settings, and when the current window closes.
+#[derive(Debug)]
+struct SuccessRate {
+    stdev_factor: f64,
+    interval: Duration,
+    min_requests: u64,
+    min_hosts: usize,
+    window_ends: Mutex<Instant>,
 }
 
 impl OutlierPolicy {
@@ -158,7 +176,82 @@ impl OutlierPolicy {
             base_ejection_time: config.base_ejection_time.0,
             max_ejection_time: config.max_ejection_time.0,
             max_ejection_percent: config.max_ejection_percent,
+            success_rate: config
+                .success_rate_stdev_factor
+                .map(|stdev_factor| SuccessRate {
+                    stdev_factor,
+                    interval: config.success_rate_interval.0,
+                    min_requests: config.success_rate_min_requests,
+                    min_hosts: config.success_rate_min_hosts,
+                    window_ends: Mutex::new(Instant::now() + config.success_rate_interval.0),
+                }),
         }
+    }
+
+    /// When a success-rate window has closed: compares the endpoints' success rates in it, ejects
+    /// those below `mean − stdev_factor × stdev` (within the ejection cap), and starts a new window.
+    /// Returns the endpoints ejected.
+    pub(crate) fn evaluate_success_rates(&self, endpoints: &[Arc<Endpoint>]) -> Vec<Arc<Endpoint>> {
+        let Some(rate) = &self.success_rate else {
+            return Vec::new();
+        };
+        let now = Instant::now();
+        {
+            let mut window_ends = match rate.window_ends.lock() {
+                Ok(window_ends) => window_ends,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            if now < *window_ends {
+                return Vec::new();
+            }
+            *window_ends = now.checked_add(rate.interval).unwrap_or(now);
+        }
+        let rates: Vec<(&Arc<Endpoint>, f64)> = endpoints
+            .iter()
+            .filter_map(|endpoint| {
+                let health = endpoint.health();
+                let requests = health.window_requests.swap(0, Ordering::Relaxed);
+                let successes = health.window_successes.swap(0, Ordering::Relaxed);
+                (requests >= rate.min_requests && requests > 0)
+                    .then(|| (endpoint, successes as f64 / requests as f64))
+            })
+            .collect();
+        if rates.len() < rate.min_hosts {
+            return Vec::new();
+        }
+        let mean = rates.iter().map(|(_, r)| r).sum::<f64>() / rates.len() as f64;
+        let variance =
+            rates.iter().map(|(_, r)| (r - mean).powi(2)).sum::<f64>() / rates.len() as f64;
+        let threshold = mean - rate.stdev_factor * variance.sqrt();
+        let mut ejected = Vec::new();
+        for (endpoint, success) in rates {
+            if success < threshold && self.eject_within_cap(endpoints, endpoint, now).is_some() {
+                ejected.push(Arc::clone(endpoint));
+            }
+        }
+        ejected
+    }
+
+    /// Ejects `endpoint` unless it is already ejected or the cap is reached.
+    fn eject_within_cap(
+        &self,
+        endpoints: &[Arc<Endpoint>],
+        endpoint: &Endpoint,
+        now: Instant,
+    ) -> Option<Duration> {
+        let health = endpoint.health();
+        if health.is_ejected(now) {
+            return None;
+        }
+        let ejected = endpoints
+            .iter()
+            .filter(|e| e.health().is_ejected(now))
+            .count();
+        let cap = (endpoints.len() * self.max_ejection_percent as usize / 100).max(1);
+        if ejected >= cap {
+            return None;
+        }
+        Some(health.eject(now, self.base_ejection_time, self.max_ejection_time))
     }
 
     /// Records `outcome` for `endpoint` (one of `endpoints`, the upstream's current set), ejecting
@@ -178,19 +271,7 @@ impl OutlierPolicy {
         if !tripped {
             return None;
         }
-        let now = Instant::now();
-        if health.is_ejected(now) {
-            return None;
-        }
-        let ejected = endpoints
-            .iter()
-            .filter(|e| e.health().is_ejected(now))
-            .count();
-        let cap = (endpoints.len() * self.max_ejection_percent as usize / 100).max(1);
-        if ejected >= cap {
-            return None;
-        }
-        Some(health.eject(now, self.base_ejection_time, self.max_ejection_time))
+        self.eject_within_cap(endpoints, endpoint, Instant::now())
     }
 }
 
@@ -208,6 +289,10 @@ mod tests {
             base_ejection_time: HumanDuration(Duration::from_secs(30)),
             max_ejection_time: HumanDuration(Duration::from_secs(75)),
             max_ejection_percent: max_percent,
+            success_rate_stdev_factor: None,
+            success_rate_interval: HumanDuration(Duration::from_secs(10)),
+            success_rate_min_requests: 100,
+            success_rate_min_hosts: 5,
         })
     }
 
@@ -271,6 +356,56 @@ mod tests {
         assert!(
             p.observe(&all, &all[1], Outcome::Status(StatusCode::BAD_GATEWAY))
                 .is_some()
+        );
+    }
+
+    #[test]
+    fn success_rate_below_the_peers_ejects() {
+        let mut config = OutlierConfig {
+            consecutive_5xx: 0,
+            consecutive_gateway_errors: 0,
+            base_ejection_time: HumanDuration(Duration::from_secs(30)),
+            max_ejection_time: HumanDuration(Duration::from_secs(300)),
+            max_ejection_percent: 100,
+            success_rate_stdev_factor: Some(1.9),
+            success_rate_interval: HumanDuration(Duration::from_millis(1)),
+            success_rate_min_requests: 10,
+            success_rate_min_hosts: 5,
+        };
+        let all = endpoints(&[1, 1, 1, 1, 1, 1]);
+        let p = OutlierPolicy::from_config(&config);
+        for (i, endpoint) in all.iter().enumerate() {
+            let successes = match i {
+                0 => 5,  // 50%: far below the others
+                5 => 0,  // too few requests to be judged
+                _ => 10, // 100%
+            };
+            let requests = if i == 5 { 3 } else { 10 };
+            endpoint
+                .health()
+                .window_requests
+                .store(requests, Ordering::Relaxed);
+            endpoint
+                .health()
+                .window_successes
+                .store(successes, Ordering::Relaxed);
+        }
+        std::thread::sleep(Duration::from_millis(2));
+        let ejected = p.evaluate_success_rates(&all);
+        assert_eq!(ejected.len(), 1);
+        assert!(Arc::ptr_eq(&ejected[0], &all[0]));
+        assert_eq!(
+            all[1].health().window_requests.load(Ordering::Relaxed),
+            0,
+            "a new window starts"
+        );
+
+        config.success_rate_min_hosts = 6;
+        let strict = OutlierPolicy::from_config(&config);
+        std::thread::sleep(Duration::from_millis(2));
+        assert!(
+            strict.evaluate_success_rates(&all).is_empty(),
+            "too few endpoints with enough requests"
         );
     }
 

@@ -232,6 +232,15 @@ impl Upstream {
         panicking
     }
 
+    /// Runs the outlier policy's success-rate comparison if its window has closed.
+    pub(crate) fn evaluate_success_rates(&self) {
+        let Some(policy) = &self.outlier else { return };
+        for endpoint in policy.evaluate_success_rates(&self.current().endpoints) {
+            self.stats.ejections.increment();
+            tracing::warn!(upstream = %self.name, endpoint = %endpoint.address(), "endpoint ejected: success rate below its peers");
+        }
+    }
+
     /// The active health check, if configured.
     pub(crate) fn health_check(&self) -> Option<&HealthCheck> {
         self.health_check.as_ref()

@@ -181,3 +181,41 @@ async fn active_health_checks_take_an_endpoint_out_and_back() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn an_endpoint_failing_more_than_its_peers_is_ejected_by_success_rate() {
+    bounded(async {
+        use std::sync::Arc;
+
+        let mut servers = Vec::new();
+        for _ in 0..4 {
+            servers.push(named("good").await);
+        }
+        // Fails every other request: never 5 in a row, but half the rate of its peers.
+        let flaky = common::serve(Arc::new(|_, hit| {
+            Box::pin(async move {
+                if hit % 2 == 0 {
+                    common::reply(StatusCode::INTERNAL_SERVER_ERROR, "odd")
+                } else {
+                    common::reply(StatusCode::OK, "flaky")
+                }
+            })
+        }))
+        .await;
+        let mut addresses: Vec<_> = servers.iter().map(|s| s.addr).collect();
+        addresses.push(flaky.addr);
+        let outlier = "[upstream.outlier_detection]\nconsecutive_5xx = 0\nsuccess_rate_stdev_factor = 1.9\n\
+                       success_rate_interval = \"300ms\"\nsuccess_rate_min_requests = 4\nsuccess_rate_min_hosts = 5";
+        let proxy = upstream_with(&addresses, outlier).await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let before = flaky.hits();
+            failures(&proxy, 25).await;
+            if flaky.hits() == before {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "the flaky endpoint was never ejected");
+        }
+    })
+    .await;
+}

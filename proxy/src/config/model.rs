@@ -395,6 +395,19 @@ pub struct OutlierConfig {
     /// Most endpoints (in percent) ejected at once; one may always be.
     #[serde(default = "defaults::max_ejection_percent")]
     pub max_ejection_percent: u32,
+    /// Eject endpoints whose success rate over each `success_rate_interval` is below the mean of
+    /// their peers by more than this many standard deviations (Envoy's 1.9); off if absent.
+    #[serde(default)]
+    pub success_rate_stdev_factor: Option<f64>,
+    /// The window success rates are measured over.
+    #[serde(default = "defaults::success_rate_interval")]
+    pub success_rate_interval: HumanDuration,
+    /// Requests an endpoint needs in a window for its rate to count.
+    #[serde(default = "defaults::success_rate_min_requests")]
+    pub success_rate_min_requests: u64,
+    /// Endpoints with enough requests needed before any is compared to the others.
+    #[serde(default = "defaults::success_rate_min_hosts")]
+    pub success_rate_min_hosts: usize,
 }
 
 /// `[upstream.health_check]`: a periodic `GET` to each endpoint; a 2xx answer is a pass.
@@ -759,6 +772,15 @@ mod defaults {
     }
     pub(super) fn flush_interval() -> HumanDuration {
         HumanDuration(Duration::from_secs(1))
+    }
+    pub(super) fn success_rate_interval() -> HumanDuration {
+        HumanDuration(Duration::from_secs(10))
+    }
+    pub(super) fn success_rate_min_requests() -> u64 {
+        100
+    }
+    pub(super) fn success_rate_min_hosts() -> usize {
+        5
     }
     pub(super) fn health_path() -> String {
         "/health".to_owned()

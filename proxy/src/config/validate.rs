@@ -217,10 +217,32 @@ fn check_upstream(problems: &mut Problems, path: &ConfigPath, upstream: &Upstrea
     }
     if let Some(outlier) = &upstream.outlier_detection {
         let outlier_path = path.key("outlier_detection");
-        if outlier.consecutive_5xx == 0 && outlier.consecutive_gateway_errors == 0 {
+        if outlier.consecutive_5xx == 0
+            && outlier.consecutive_gateway_errors == 0
+            && outlier.success_rate_stdev_factor.is_none()
+        {
             problems.add(
                 outlier_path.clone(),
-                "set consecutive_5xx or consecutive_gateway_errors above 0, or remove the table",
+                "set consecutive_5xx or consecutive_gateway_errors above 0, or success_rate_stdev_factor, or remove the table",
+            );
+        }
+        if let Some(factor) = outlier.success_rate_stdev_factor
+            && !(factor.is_finite() && factor >= 0.0)
+        {
+            problems.add(
+                outlier_path.key("success_rate_stdev_factor"),
+                "must be a number of at least 0",
+            );
+        }
+        positive(
+            problems,
+            outlier_path.key("success_rate_interval"),
+            outlier.success_rate_interval.0,
+        );
+        if outlier.success_rate_min_hosts == 0 {
+            problems.add(
+                outlier_path.key("success_rate_min_hosts"),
+                "must be at least 1",
             );
         }
         positive(
