@@ -19,8 +19,9 @@ use super::json::{self, KeyValuesJson};
 /// The resource attribute stored in the `service_name` column.
 pub(crate) const SERVICE_NAME_KEY: &str = "service.name";
 
-/// Average bytes per value used to size string builders; they grow as needed.
-const STRING_CAPACITY_PER_ROW: usize = 32;
+/// Average bytes per value used to size string builders; they grow as needed (many columns are mostly
+/// null or short, so a small start wastes least).
+const STRING_CAPACITY_PER_ROW: usize = 8;
 
 /// A new string builder for `rows` values.
 pub(crate) fn string_builder(rows: usize) -> StringBuilder {
@@ -218,14 +219,20 @@ pub(crate) fn assemble(
         .fields()
         .iter()
         .map(|field| {
-            by_name
-                .remove(field.name().as_str())
-                .ok_or_else(|| ConvertError::ColumnType {
+            let mut column = by_name.remove(field.name().as_str()).ok_or_else(|| {
+                ConvertError::ColumnType {
                     column: field.name().clone(),
                     message: "no column was built for this field".to_owned(),
-                })
+                }
+            })?;
+            // Builders grow by doubling; the batch then waits in the memtable, so give back the
+            // unused capacity (it was more than half of a span batch's memory).
+            if let Some(array) = Arc::get_mut(&mut column) {
+                array.shrink_to_fit();
+            }
+            Ok(column)
         })
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect::<Result<Vec<_>, ConvertError>>()?;
     if let Some(extra) = by_name.into_keys().next() {
         return Err(ConvertError::ColumnType {
             column: extra.to_owned(),
