@@ -159,11 +159,13 @@ EOF
 }
 
 # manifest_partitions DIR -> "partition:files ..." of the spans table
+# manifest_partitions DIR [MAX_BYTES] -> "partition:files ..." for spans files (only those < MAX_BYTES if given)
 manifest_partitions() {
-  python3 - "$1/manifest.json" <<'EOF'
+  python3 - "$1/manifest.json" "${2:-0}" <<'EOF'
 import json, sys, collections
-m = json.load(open(sys.argv[1]))
-c = collections.Counter(x["partition"] for x in m.get("files", []) if x.get("table") == "spans")
+m = json.load(open(sys.argv[1])); limit = int(sys.argv[2])
+c = collections.Counter(x["partition"] for x in m.get("files", [])
+                        if x.get("table") == "spans" and (limit == 0 or x["bytes"] < limit))
 print(" ".join(f"{p}:{n}" for p, n in sorted(c.items())))
 EOF
 }
@@ -175,7 +177,8 @@ wait_compaction() {
   t0=$(date +%s); same_since=$t0
   while :; do
     now=$(date +%s)
-    cur=$(manifest_partitions "$dir")
+    # compaction leaves files of 64 MiB (its default compaction_file_bytes) and more alone
+    cur=$(manifest_partitions "$dir" 67108864)
     maxfiles=$(echo "$cur" | tr ' ' '\n' | awk -F: 'NF==2 && $2>m {m=$2} END {print m+0}')
     if [ "$cur" != "$last" ]; then last=$cur; same_since=$now; fi
     if [ "$maxfiles" -lt 4 ] && [ $((now - same_since)) -ge 40 ]; then break; fi

@@ -6,7 +6,7 @@
 #    traces starting over the last 2 hours), sent over gRPC as 512-span requests; one trace id per request is
 #    kept for lookups. Bounded by FILL_MAX_SECONDS (default 900); a partial fill is reported as such.
 # 3. SIGTERM + restart so everything is in Parquet; wait until compaction settles (no hour partition with
-#    >= 4 files and no manifest change for 40 s; at most COMPACT_MAX_SECONDS, default 420).
+#    >= 4 files under 64 MiB and no manifest change for 40 s; at most COMPACT_MAX_SECONDS, default 420).
 # 4. bench/query_bench.py: trace by id (200 ids, no time hint), search (50 runs), p99-per-service aggregate via
 #    /api/sql and via DuckDB on the same Parquet files (1 thread and default threads), ratio.
 # Knobs: FILL_SPANS=10000000 FILL_CONC=8 FILL_MAX_SECONDS=900 COMPACT_MAX_SECONDS=420 COLLECTOR_FLAGS=...

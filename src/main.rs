@@ -2,10 +2,12 @@
 //!
 //! ```text
 //! meshscope collector   OTLP receivers + store + query API
+//! meshscope proxy       the sidecar proxy (same as the `meshscope-proxy` binary)
 //! meshscope sql         one SQL query against a collector or a data dir
 //! ```
 
 mod collector_cmd;
+mod proxy_cmd;
 mod signals;
 mod sql_cmd;
 mod units;
@@ -32,6 +34,8 @@ struct Cli {
 enum Command {
     /// Run the collector: OTLP in (gRPC :4317, HTTP :4318), durable storage, the query API (:8686).
     Collector(collector_cmd::CollectorArgs),
+    /// Run the sidecar proxy from a configuration file (hot-reloaded).
+    Proxy(proxy_cmd::ProxyArgs),
     /// Run one SQL query and print the result.
     Sql(sql_cmd::SqlArgs),
 }
@@ -58,6 +62,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     runtime.block_on(async {
         match cli.command {
             Command::Collector(args) => collector_cmd::run(args.settings()?).await,
+            Command::Proxy(args) => proxy_cmd::run(args).await,
             Command::Sql(args) => sql_cmd::run(args).await,
         }
     })
