@@ -219,12 +219,13 @@ pub(crate) fn assemble(
         .fields()
         .iter()
         .map(|field| {
-            let mut column = by_name.remove(field.name().as_str()).ok_or_else(|| {
-                ConvertError::ColumnType {
-                    column: field.name().clone(),
-                    message: "no column was built for this field".to_owned(),
-                }
-            })?;
+            let mut column =
+                by_name
+                    .remove(field.name().as_str())
+                    .ok_or_else(|| ConvertError::ColumnType {
+                        column: field.name().clone(),
+                        message: "no column was built for this field".to_owned(),
+                    })?;
             // Builders grow by doubling; the batch then waits in the memtable, so give back the
             // unused capacity (it was more than half of a span batch's memory).
             if let Some(array) = Arc::get_mut(&mut column) {
