@@ -132,7 +132,7 @@ impl Store {
         let (wal, records, report) = Wal::open(
             &options.data_dir.join("wal"),
             manifest.flushed_seq,
-            options.wal.clone(),
+            options.wal,
         )?;
         for problem in &report.truncated {
             tracing::warn!(%problem, "WAL corruption cut off during replay");
@@ -511,10 +511,10 @@ impl Store {
                 .memtable
                 .oldest()
                 .is_some_and(|t| t.elapsed() >= self.options.flush_interval);
-            if wanted || aged || self.memtable.bytes() >= self.options.flush_bytes {
-                if let Err(error) = self.flush().await {
-                    tracing::error!(%error, "flush failed; rows stay in the WAL and memtable");
-                }
+            if (wanted || aged || self.memtable.bytes() >= self.options.flush_bytes)
+                && let Err(error) = self.flush().await
+            {
+                tracing::error!(%error, "flush failed; rows stay in the WAL and memtable");
             }
         }
         // A merge cut short leaves an unpublished file, which the next start removes.
