@@ -1,8 +1,8 @@
 //! Compaction: merging several sorted Parquet files of one partition into one, in bounded memory.
 //!
 //! Every file is already sorted in the on-disk order ([`parquet_io::sort_keys`]), so a k-way merge of
-//! their row streams yields the sorted union without ever holding a whole file: each input contributes
-//! one row group's compressed bytes and one decoded batch at a time, and the writer holds one row group.
+//! their row streams yields the sorted union without ever holding a whole file: each input holds about
+//! one decoded row group at a time, and the writer holds one row group.
 //! The merge itself is DataFusion's `StreamingMergeBuilder`, the same operator its
 //! `SortPreservingMergeExec` runs, so no merge logic is written here.
 

@@ -419,17 +419,23 @@ impl Store {
         let working_bytes = files.iter().map(compaction::input_working_bytes).sum();
         let _working = WorkingSet::new(&self.working, working_bytes);
         let path = new_file_path(table, partition);
+        let output = Path::from(path.as_str());
         let objects = self.objects.clone();
         let inputs = files.clone();
-        let output = Path::from(path.as_str());
+        let merged_path = output.clone();
         // Decoding and encoding are CPU work: run the merge on a blocking-pool thread, not on a runtime
         // worker that serves ingest.
         let runtime = tokio::runtime::Handle::current();
         let rows = tokio::task::spawn_blocking(move || {
-            runtime.block_on(compaction::merge_files(objects, table, &inputs, &output))
+            runtime.block_on(compaction::merge_files(
+                objects,
+                table,
+                &inputs,
+                &merged_path,
+            ))
         })
         .await??;
-        let bytes = self.objects.head(&Path::from(path.as_str())).await?.size;
+        let bytes = self.objects.head(&output).await?.size;
         self.sync_local(&path)?;
         let file = FileMeta {
             table,
