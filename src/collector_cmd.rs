@@ -52,6 +52,16 @@ pub(crate) struct CollectorArgs {
     /// Drop Parquet files whose newest row is older than this [default: 7d].
     #[arg(long, env = "MESHSCOPE_RETENTION")]
     retention: Option<String>,
+    /// Parquet files at least this large are left alone by compaction [default: 64MiB].
+    #[arg(long, env = "MESHSCOPE_COMPACTION_FILE_BYTES")]
+    compaction_file_bytes: Option<String>,
+    /// Compact an hour's files once it has this many small ones [default: 4].
+    #[arg(long, env = "MESHSCOPE_COMPACTION_MIN_FILES")]
+    compaction_min_files: Option<String>,
+    /// Merge at most this many files at once; each holds about one row group while merging
+    /// [default: 8].
+    #[arg(long, env = "MESHSCOPE_COMPACTION_MAX_FILES")]
+    compaction_max_files: Option<String>,
     /// Wall-clock limit of one query [default: 30s].
     #[arg(long, env = "MESHSCOPE_QUERY_TIMEOUT")]
     query_timeout: Option<String>,
@@ -73,6 +83,9 @@ struct FileConfig {
     flush_interval: Option<toml::Spanned<String>>,
     flush_bytes: Option<toml::Spanned<String>>,
     retention: Option<toml::Spanned<String>>,
+    compaction_file_bytes: Option<toml::Spanned<String>>,
+    compaction_min_files: Option<toml::Spanned<u64>>,
+    compaction_max_files: Option<toml::Spanned<u64>>,
     query_timeout: Option<toml::Spanned<String>>,
     query_memory: Option<toml::Spanned<String>>,
 }
@@ -103,11 +116,11 @@ struct Problems {
 
 impl Problems {
     /// A value from flag/env (`flag`) or file (`spanned`), parsed, or the default.
-    fn value<T>(
+    fn value<T, S: ToString>(
         &mut self,
         name: &str,
         flag: Option<String>,
-        spanned: Option<toml::Spanned<String>>,
+        spanned: Option<toml::Spanned<S>>,
         default: T,
         parse: impl Fn(&str) -> Result<T, String>,
     ) -> T {
@@ -119,7 +132,7 @@ impl Problems {
                     .count()
                     .max(1);
                 (
-                    spanned.into_inner(),
+                    spanned.into_inner().to_string(),
                     format!("{}:{line}: {name}", self.file),
                 )
             }
@@ -129,6 +142,15 @@ impl Problems {
             self.found.push(format!("{origin}: {error}"));
             default
         })
+    }
+}
+
+/// A number of files, at least `least` (a merge needs two inputs).
+fn parse_file_count(text: &str, least: usize) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(count) if count >= least => Ok(count),
+        Ok(count) => Err(format!("{count} is too few: at least {least}")),
+        Err(error) => Err(format!("{text:?} is not a count of files: {error}")),
     }
 }
 
@@ -187,6 +209,28 @@ impl CollectorArgs {
             Duration::from_secs(7 * 86_400),
             parse_duration,
         );
+        let store_defaults = StoreOptions::new(PathBuf::new());
+        let compaction_file_bytes = problems.value(
+            "compaction_file_bytes",
+            self.compaction_file_bytes,
+            file.compaction_file_bytes,
+            store_defaults.compaction_file_bytes,
+            |text| parse_bytes(text).map(|bytes| bytes as u64),
+        );
+        let compaction_min_files = problems.value(
+            "compaction_min_files",
+            self.compaction_min_files,
+            file.compaction_min_files,
+            store_defaults.compaction_min_files,
+            |text| parse_file_count(text, 2),
+        );
+        let compaction_max_files = problems.value(
+            "compaction_max_files",
+            self.compaction_max_files,
+            file.compaction_max_files,
+            store_defaults.compaction_max_files,
+            |text| parse_file_count(text, 2),
+        );
         let defaults = QueryLimits::default();
         let query_timeout = problems.value(
             "query_timeout",
@@ -213,6 +257,9 @@ impl CollectorArgs {
         store.flush_bytes = flush_bytes;
         store.flush_interval = flush_interval;
         store.retention = retention;
+        store.compaction_file_bytes = compaction_file_bytes;
+        store.compaction_min_files = compaction_min_files;
+        store.compaction_max_files = compaction_max_files;
         let address = |flag: Option<SocketAddr>, file: Option<SocketAddr>, default: &str| {
             flag.or(file).unwrap_or_else(|| {
                 default
@@ -297,4 +344,51 @@ pub(crate) async fn run(settings: CollectorSettings) -> anyhow::Result<()> {
     api.context("API server")?;
     tracing::info!("collector stopped cleanly");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: CollectorArgs,
+    }
+
+    fn settings(file: &str, flags: &[&str]) -> anyhow::Result<CollectorSettings> {
+        let dir = std::env::temp_dir().join(format!("meshscope-settings-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let path = dir.join(format!("{}.toml", flags.len()));
+        std::fs::write(&path, file)?;
+        let mut argv = vec!["collector", "--config", path.to_str().unwrap_or_default()];
+        argv.extend_from_slice(flags);
+        Cli::try_parse_from(argv)?.args.settings()
+    }
+
+    #[test]
+    fn compaction_settings_come_from_file_then_flags() -> anyhow::Result<()> {
+        let file = "compaction_min_files = 6\ncompaction_max_files = 3\ncompaction_file_bytes = \"8MiB\"\n";
+        let from_file = settings(file, &[])?.store;
+        assert_eq!(from_file.compaction_min_files, 6);
+        assert_eq!(from_file.compaction_max_files, 3);
+        assert_eq!(from_file.compaction_file_bytes, 8 << 20);
+        let flagged = settings(file, &["--compaction-max-files", "12"])?.store;
+        assert_eq!(flagged.compaction_max_files, 12);
+        assert_eq!(flagged.compaction_min_files, 6);
+        Ok(())
+    }
+
+    #[test]
+    fn bad_compaction_settings_name_their_line() {
+        let error = settings("retention = \"1d\"\ncompaction_max_files = 1\n", &[])
+            .err()
+            .map(|error| error.to_string())
+            .unwrap_or_default();
+        assert!(
+            error.contains(":2: compaction_max_files: 1 is too few"),
+            "{error}"
+        );
+    }
 }

@@ -14,6 +14,7 @@ use prost::Message;
 
 use crate::admission::Admission;
 use crate::error::IngestError;
+use crate::fleet::{FleetHealth, FleetOptions};
 use crate::validate::{Rejections, validate_metrics, validate_traces};
 
 /// Which OTLP signal an export carries.
@@ -60,6 +61,8 @@ pub struct Ingest {
     pub max_request_bytes: usize,
     /// What has been accepted and refused so far.
     pub stats: IngestStats,
+    /// The pooled view of every proxy's calls, fed with each acknowledged batch of spans.
+    fleet: Arc<FleetHealth>,
 }
 
 /// A decoded, validated export ready for the store.
@@ -81,7 +84,13 @@ impl Ingest {
             store,
             max_request_bytes,
             stats: IngestStats::default(),
+            fleet: Arc::new(FleetHealth::new(FleetOptions::default())),
         }
+    }
+
+    /// Fleet health, computed from the acknowledged CLIENT spans of every proxy.
+    pub fn fleet(&self) -> &Arc<FleetHealth> {
+        &self.fleet
     }
 
     /// Bytes reserved by requests being processed now.
@@ -141,6 +150,7 @@ impl Ingest {
         for (name, help, value) in gauges {
             out += &format!("# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n");
         }
+        out += &self.fleet.render_metrics();
         out
     }
 
@@ -188,10 +198,14 @@ impl Ingest {
                 Signal::Traces => RecordKind::Traces,
                 Signal::Metrics => RecordKind::Metrics,
             };
+            let observed = (signal == Signal::Traces).then(|| prepared.batch.clone());
             self.store
                 .append(kind, prepared.payload, prepared.batch)
                 .await
                 .map_err(unavailable)?;
+            if let Some(batch) = observed {
+                self.fleet.observe(&batch);
+            }
             accepted.fetch_add(prepared.rows as u64, Ordering::Relaxed);
         }
         Ok(prepared.rejections)

@@ -7,11 +7,13 @@
 //! ```text
 //! OTLP/gRPC :4317 ─┐
 //!                  ├─► Ingest: admission ─► decode+validate+convert (blocking pool) ─► Store::append
-//! OTLP/HTTP :4318 ─┘                                                                   (WAL fsync, memtable)
+//! OTLP/HTTP :4318 ─┘                                │                                  (WAL fsync, memtable)
+//!                                                    └─► fleet health ─► FleetSignals.Subscribe (gRPC :4317)
 //! ```
 
 pub mod admission;
 pub mod error;
+pub mod fleet;
 pub mod grpc;
 pub mod http;
 pub mod ingest;
@@ -72,7 +74,9 @@ where
 
     let http =
         axum::serve(http_listener, http::router(ingest.clone())).with_graceful_shutdown(shutdown());
+    let stop = futures::FutureExt::shared(futures::FutureExt::boxed(shutdown()));
     let grpc = tonic::transport::Server::builder()
+        .add_service(fleet::SignalsService::server(ingest.fleet().clone(), stop))
         .add_service(grpc::OtlpGrpcService::<grpc::Traces>::new(ingest.clone()))
         .add_service(grpc::OtlpGrpcService::<grpc::Metrics>::new(ingest))
         .serve_with_incoming_shutdown(

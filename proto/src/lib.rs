@@ -7,6 +7,9 @@
 //! ```text
 //! opentelemetry-proto (prost + tonic + serde) ──► meshscope-proto ──► storage, collector, proxy
 //! ```
+//!
+//! It also holds the mesh control API that only Meshscope speaks: [`signals`], compiled from
+//! `proto/meshscope/signals/v1/signals.proto` at build time.
 
 pub use opentelemetry_proto::tonic::collector;
 pub use opentelemetry_proto::tonic::common::v1 as common;
@@ -14,3 +17,10 @@ pub use opentelemetry_proto::tonic::metrics::v1 as metrics;
 pub use opentelemetry_proto::tonic::resource::v1 as resource;
 pub use opentelemetry_proto::tonic::trace::v1 as trace;
 pub use prost;
+
+/// Fleet signals: the collector's per-endpoint health verdicts, streamed to proxies
+/// (`meshscope.signals.v1`).
+#[allow(missing_docs, unreachable_pub, clippy::all)]
+pub mod signals {
+    tonic::include_proto!("meshscope.signals.v1");
+}

@@ -21,6 +21,8 @@ pub mod schema;
 pub mod store;
 pub mod wal;
 
+/// Arrow, re-exported so crates that read stored batches use the same version as storage.
+pub use datafusion::arrow;
 pub use datafusion::arrow::record_batch::RecordBatch;
 pub use memtable::TimeRange;
 pub use schema::Table;

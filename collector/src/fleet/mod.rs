@@ -1,0 +1,251 @@
+//! Fleet-wide endpoint health: every proxy's CLIENT spans pooled per (upstream service, endpoint) over a
+//! sliding window, each endpoint judged against its peers, and the verdicts streamed back to the proxies
+//! (the `FleetSignals` gRPC service).
+
+mod judge;
+mod service;
+mod window;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use meshscope_proto::signals::{EndpointHealth, ServiceHealth, SignalsUpdate};
+use meshscope_storage::RecordBatch;
+use meshscope_storage::arrow::array::{Array, AsArray};
+use meshscope_storage::arrow::datatypes::{Int64Type, TimestampNanosecondType};
+
+pub use judge::JudgeOptions;
+pub use service::SignalsService;
+
+use judge::{Ejection, judge};
+use window::{Evidence, Window};
+
+/// Settings of the fleet view.
+#[derive(Debug, Clone)]
+pub struct FleetOptions {
+    /// Length of the sliding window, in whole seconds.
+    pub window: Duration,
+    /// How often subscribers get an update.
+    pub update_interval: Duration,
+    /// Proxies ignore an update's entries after this long.
+    pub signal_ttl: Duration,
+    /// At most this many (service, endpoint) pairs are tracked; spans of further ones are counted
+    /// in `meshscope_fleet_endpoints_dropped_total` and ignored.
+    pub max_endpoints: usize,
+    /// Endpoints without a request for this long are forgotten.
+    pub idle_expiry: Duration,
+    /// How endpoints are judged.
+    pub judge: JudgeOptions,
+}
+
+impl Default for FleetOptions {
+    fn default() -> Self {
+        FleetOptions {
+            window: Duration::from_secs(10),
+            update_interval: Duration::from_millis(500),
+            signal_ttl: Duration::from_secs(5),
+            max_endpoints: 100_000,
+            idle_expiry: Duration::from_secs(300),
+            judge: JudgeOptions::default(),
+        }
+    }
+}
+
+/// The window and ejection state of one endpoint.
+struct EndpointState {
+    window: Window,
+    ejection: Ejection,
+}
+
+/// The pooled view of every proxy's calls; fed by ingest, read by subscribers.
+pub struct FleetHealth {
+    options: FleetOptions,
+    /// service → endpoint → state.
+    services: Mutex<HashMap<String, HashMap<String, EndpointState>>>,
+    tracked: AtomicU64,
+    /// Spans ignored because `max_endpoints` was reached.
+    pub dropped: AtomicU64,
+    /// CLIENT spans counted.
+    pub observed: AtomicU64,
+}
+
+impl FleetHealth {
+    /// An empty view.
+    pub fn new(options: FleetOptions) -> FleetHealth {
+        FleetHealth {
+            options,
+            services: Mutex::new(HashMap::new()),
+            tracked: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            observed: AtomicU64::new(0),
+        }
+    }
+
+    /// The settings this view runs with.
+    pub fn options(&self) -> &FleetOptions {
+        &self.options
+    }
+
+    /// Counts the CLIENT spans of an acknowledged batch of `spans` rows that name an upstream service
+    /// and endpoint (`meshscope.upstream.service`, `meshscope.upstream.endpoint`). A span fails when its
+    /// status is error or its HTTP status is 5xx.
+    pub fn observe(&self, batch: &RecordBatch) {
+        let column = |name: &str| batch.column_by_name(name);
+        let (
+            Some(kind),
+            Some(service),
+            Some(endpoint),
+            Some(status),
+            Some(http),
+            Some(duration),
+            Some(end),
+        ) = (
+            column("kind"),
+            column("mesh_upstream_service"),
+            column("mesh_upstream_endpoint"),
+            column("status_code"),
+            column("http_response_status_code"),
+            column("duration_ns"),
+            column("end_time"),
+        )
+        else {
+            return;
+        };
+        let (Some(kind), Some(service), Some(endpoint), Some(status)) = (
+            kind.as_string_opt::<i32>(),
+            service.as_string_opt::<i32>(),
+            endpoint.as_string_opt::<i32>(),
+            status.as_string_opt::<i32>(),
+        ) else {
+            return;
+        };
+        let (Some(http), Some(duration), Some(end)) = (
+            http.as_primitive_opt::<Int64Type>(),
+            duration.as_primitive_opt::<Int64Type>(),
+            end.as_primitive_opt::<TimestampNanosecondType>(),
+        ) else {
+            return;
+        };
+        let mut services = self.services.lock().unwrap_or_else(|e| e.into_inner());
+        let window_seconds = self.options.window.as_secs().max(1) as usize;
+        let mut observed = 0;
+        for row in 0..batch.num_rows() {
+            if kind.value(row) != "client" || service.is_null(row) || endpoint.is_null(row) {
+                continue;
+            }
+            let failed =
+                status.value(row) == "error" || (http.is_valid(row) && http.value(row) >= 500);
+            let second = end.value(row).div_euclid(1_000_000_000);
+            let latency_ms = duration.value(row) as f64 / 1e6;
+            let endpoints = services.entry(service.value(row).to_owned()).or_default();
+            let state = match endpoints.get_mut(endpoint.value(row)) {
+                Some(state) => state,
+                None => {
+                    if self.tracked.load(Ordering::Relaxed) >= self.options.max_endpoints as u64 {
+                        self.dropped.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    self.tracked.fetch_add(1, Ordering::Relaxed);
+                    endpoints
+                        .entry(endpoint.value(row).to_owned())
+                        .or_insert_with(|| EndpointState {
+                            window: Window::new(window_seconds),
+                            ejection: Ejection::default(),
+                        })
+                }
+            };
+            state.window.record(second, failed, latency_ms);
+            observed += 1;
+        }
+        self.observed.fetch_add(observed, Ordering::Relaxed);
+    }
+
+    /// Judges every endpoint of `wanted` services (all services when empty) at `now` and returns the
+    /// update to send; forgets endpoints idle past `idle_expiry`.
+    pub fn update(&self, wanted: &[String], now: SystemTime) -> SignalsUpdate {
+        let now_nanos = now
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        let now_second = (now_nanos / 1_000_000_000) as i64;
+        let expires = now_nanos + self.options.signal_ttl.as_nanos() as u64;
+        let idle_seconds = self.options.idle_expiry.as_secs() as i64;
+        let mut services = self.services.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = Vec::new();
+        for (name, endpoints) in services.iter_mut() {
+            let before = endpoints.len();
+            endpoints.retain(|_, state| {
+                state.window.last_second() > now_second - idle_seconds
+                    || state.ejection.until > now_nanos
+            });
+            self.tracked
+                .fetch_sub((before - endpoints.len()) as u64, Ordering::Relaxed);
+            if !wanted.is_empty() && !wanted.iter().any(|w| w == name) {
+                continue;
+            }
+            let mut addresses: Vec<&String> = Vec::with_capacity(endpoints.len());
+            let mut evidences: Vec<Evidence> = Vec::with_capacity(endpoints.len());
+            let mut ejections: Vec<&mut Ejection> = Vec::with_capacity(endpoints.len());
+            for (address, state) in endpoints.iter_mut() {
+                addresses.push(address);
+                evidences.push(state.window.total(now_second));
+                ejections.push(&mut state.ejection);
+            }
+            let mut pairs: Vec<(&Evidence, &mut Ejection)> = evidences
+                .iter()
+                .zip(ejections.iter_mut().map(|e| &mut **e))
+                .collect();
+            let verdicts = judge(&self.options.judge, now_nanos, &mut pairs);
+            let mut total = Evidence::default();
+            let mut health = Vec::with_capacity(addresses.len());
+            for (i, verdict) in verdicts.into_iter().enumerate() {
+                let evidence = &evidences[i];
+                total.merge(evidence);
+                health.push(EndpointHealth {
+                    address: addresses[i].clone(),
+                    weight: verdict.weight,
+                    success_rate: evidence.success_rate(),
+                    requests: evidence.requests,
+                    latency_p50_ms: evidence.latency_quantile(0.5),
+                    latency_p90_ms: evidence.latency_quantile(0.9),
+                    latency_p99_ms: evidence.latency_quantile(0.99),
+                    ejected_until_unix_nano: pairs[i].1.until,
+                    reason: verdict.reason,
+                    expires_unix_nano: expires,
+                });
+            }
+            health.sort_by(|a, b| a.address.cmp(&b.address));
+            out.push(ServiceHealth {
+                service: name.clone(),
+                endpoints: health,
+                requests: total.requests,
+                success_rate: total.success_rate(),
+            });
+        }
+        out.sort_by(|a, b| a.service.cmp(&b.service));
+        SignalsUpdate {
+            generated_unix_nano: now_nanos,
+            window_millis: self.options.window.as_millis() as u32,
+            services: out,
+        }
+    }
+
+    /// The view's own metrics in Prometheus text format.
+    pub fn render_metrics(&self) -> String {
+        format!(
+            "# HELP meshscope_fleet_spans_observed_total CLIENT spans counted into fleet health.\n\
+             # TYPE meshscope_fleet_spans_observed_total counter\n\
+             meshscope_fleet_spans_observed_total {}\n\
+             # HELP meshscope_fleet_endpoints_dropped_total Spans ignored because the endpoint cap was reached.\n\
+             # TYPE meshscope_fleet_endpoints_dropped_total counter\n\
+             meshscope_fleet_endpoints_dropped_total {}\n\
+             # HELP meshscope_fleet_endpoints Endpoints tracked.\n\
+             # TYPE meshscope_fleet_endpoints gauge\n\
+             meshscope_fleet_endpoints {}\n",
+            self.observed.load(Ordering::Relaxed),
+            self.dropped.load(Ordering::Relaxed),
+            self.tracked.load(Ordering::Relaxed),
+        )
+    }
+}
