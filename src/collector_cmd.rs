@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
+use meshscope_collector::graph::GraphOptions;
 use meshscope_collector::{Ingest, ReceiverConfig};
 use meshscope_query::{QueryEngine, QueryLimits};
 use meshscope_storage::{Store, StoreOptions};
@@ -62,6 +63,13 @@ pub(crate) struct CollectorArgs {
     /// [default: 8].
     #[arg(long, env = "MESHSCOPE_COMPACTION_MAX_FILES")]
     compaction_max_files: Option<String>,
+    /// Length of one service-graph and RED window [default: 10s].
+    #[arg(long, env = "MESHSCOPE_GRAPH_WINDOW")]
+    graph_window: Option<String>,
+    /// How long a client or server span waits for its partner before it counts as unpaired
+    /// [default: 10s].
+    #[arg(long, env = "MESHSCOPE_GRAPH_PAIRING_WAIT")]
+    graph_pairing_wait: Option<String>,
     /// Wall-clock limit of one query [default: 30s].
     #[arg(long, env = "MESHSCOPE_QUERY_TIMEOUT")]
     query_timeout: Option<String>,
@@ -86,6 +94,8 @@ struct FileConfig {
     compaction_file_bytes: Option<toml::Spanned<String>>,
     compaction_min_files: Option<toml::Spanned<u64>>,
     compaction_max_files: Option<toml::Spanned<u64>>,
+    graph_window: Option<toml::Spanned<String>>,
+    graph_pairing_wait: Option<toml::Spanned<String>>,
     query_timeout: Option<toml::Spanned<String>>,
     query_memory: Option<toml::Spanned<String>>,
 }
@@ -105,6 +115,8 @@ pub(crate) struct CollectorSettings {
     pub(crate) max_request_bytes: usize,
     /// Per-query limits.
     pub(crate) query: QueryLimits,
+    /// Service graph windows.
+    pub(crate) graph: GraphOptions,
 }
 
 /// Collects every bad setting, so the user fixes them in one go.
@@ -231,6 +243,29 @@ impl CollectorArgs {
             store_defaults.compaction_max_files,
             |text| parse_file_count(text, 2),
         );
+        let graph_defaults = GraphOptions::default();
+        let graph_window = problems.value(
+            "graph_window",
+            self.graph_window,
+            file.graph_window,
+            graph_defaults.window,
+            |text| {
+                parse_duration(text).and_then(|window| {
+                    if window.as_secs() >= 1 && window.subsec_nanos() == 0 {
+                        Ok(window)
+                    } else {
+                        Err(format!("{text:?} is not a whole number of seconds"))
+                    }
+                })
+            },
+        );
+        let graph_pairing_wait = problems.value(
+            "graph_pairing_wait",
+            self.graph_pairing_wait,
+            file.graph_pairing_wait,
+            graph_defaults.pairing_wait,
+            parse_duration,
+        );
         let defaults = QueryLimits::default();
         let query_timeout = problems.value(
             "query_timeout",
@@ -289,6 +324,11 @@ impl CollectorArgs {
                 memory_bytes: query_memory,
                 ..defaults
             },
+            graph: GraphOptions {
+                window: graph_window,
+                pairing_wait: graph_pairing_wait,
+                ..graph_defaults
+            },
         })
     }
 }
@@ -300,11 +340,14 @@ pub(crate) async fn run(settings: CollectorSettings) -> anyhow::Result<()> {
     let store = Store::open(settings.store)
         .await
         .with_context(|| format!("opening store in {}", data_dir.display()))?;
-    let ingest = Arc::new(Ingest::new(
-        store.clone(),
-        settings.memory_limit,
-        settings.max_request_bytes,
-    ));
+    let ingest = Arc::new(
+        Ingest::new(
+            store.clone(),
+            settings.memory_limit,
+            settings.max_request_bytes,
+        )
+        .with_graph(settings.graph),
+    );
     let engine = Arc::new(QueryEngine::new(store.clone(), settings.query)?);
 
     let shutdown = CancellationToken::new();

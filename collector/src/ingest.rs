@@ -15,6 +15,7 @@ use prost::Message;
 use crate::admission::Admission;
 use crate::error::IngestError;
 use crate::fleet::{FleetHealth, FleetOptions};
+use crate::graph::{GraphOptions, ServiceGraph};
 use crate::validate::{Rejections, validate_metrics, validate_traces};
 
 /// Which OTLP signal an export carries.
@@ -63,6 +64,8 @@ pub struct Ingest {
     pub stats: IngestStats,
     /// The pooled view of every proxy's calls, fed with each acknowledged batch of spans.
     fleet: Arc<FleetHealth>,
+    /// The service graph and RED aggregation, fed with each acknowledged batch of spans.
+    graph: ServiceGraph,
 }
 
 /// A decoded, validated export ready for the store.
@@ -85,7 +88,14 @@ impl Ingest {
             max_request_bytes,
             stats: IngestStats::default(),
             fleet: Arc::new(FleetHealth::new(FleetOptions::default())),
+            graph: ServiceGraph::new(GraphOptions::default()),
         }
+    }
+
+    /// Replaces the service graph's settings (windows and pairing wait).
+    pub fn with_graph(mut self, options: GraphOptions) -> Ingest {
+        self.graph = ServiceGraph::new(options);
+        self
     }
 
     /// Fleet health, computed from the acknowledged CLIENT spans of every proxy.
@@ -151,6 +161,7 @@ impl Ingest {
             out += &format!("# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n");
         }
         out += &self.fleet.render_metrics();
+        out += &self.graph.render_metrics();
         out
     }
 
@@ -205,11 +216,58 @@ impl Ingest {
                 .map_err(unavailable)?;
             if let Some(batch) = observed {
                 self.fleet.observe(&batch);
+                self.graph.observe(&batch, unix_millis());
             }
             accepted.fetch_add(prepared.rows as u64, Ordering::Relaxed);
         }
         Ok(prepared.rejections)
     }
+}
+
+impl Ingest {
+    /// Every second, closes the graph windows that can no longer change and stores their figures as
+    /// metric points through the ordinary export path (so they are in the WAL before they count), until
+    /// `stop` resolves. A window the store refuses (overload) is retried on the next tick.
+    pub async fn store_graph_windows(self: Arc<Self>, stop: impl std::future::Future<Output = ()>) {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut waiting: Vec<ExportMetricsServiceRequest> = Vec::new();
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                _ = &mut stop => return,
+                _ = tick.tick() => {}
+            }
+            waiting.extend(self.graph.tick(unix_millis()));
+            // At most a minute of windows waits for a store that refuses; older ones are dropped.
+            if waiting.len() > 60 {
+                let dropped = waiting.len() - 60;
+                waiting.drain(..dropped);
+                tracing::warn!(
+                    dropped,
+                    "graph windows dropped: the store kept refusing them"
+                );
+            }
+            while let Some(request) = waiting.first() {
+                let body = Bytes::from(request.encode_to_vec());
+                match self.export(Signal::Metrics, Encoding::Protobuf, body).await {
+                    Ok(_) => {
+                        waiting.remove(0);
+                    }
+                    Err(error) => {
+                        tracing::debug!(%error, "graph window not stored yet");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn unix_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as u64)
 }
 
 fn unavailable(error: StorageError) -> IngestError {

@@ -8,12 +8,14 @@
 //! OTLP/gRPC :4317 ─┐
 //!                  ├─► Ingest: admission ─► decode+validate+convert (blocking pool) ─► Store::append
 //! OTLP/HTTP :4318 ─┘                                │                                  (WAL fsync, memtable)
-//!                                                    └─► fleet health ─► FleetSignals.Subscribe (gRPC :4317)
+//!                                                    ├─► fleet health ─► FleetSignals.Subscribe (gRPC :4317)
+//!                                                    └─► service graph + RED ─► metric points (every 10 s window)
 //! ```
 
 pub mod admission;
 pub mod error;
 pub mod fleet;
+pub mod graph;
 pub mod grpc;
 pub mod http;
 pub mod ingest;
@@ -74,6 +76,7 @@ where
 
     let http =
         axum::serve(http_listener, http::router(ingest.clone())).with_graceful_shutdown(shutdown());
+    let graph = tokio::spawn(ingest.clone().store_graph_windows(shutdown()));
     let stop = futures::FutureExt::shared(futures::FutureExt::boxed(shutdown()));
     let grpc = tonic::transport::Server::builder()
         .add_service(fleet::SignalsService::server(ingest.fleet().clone(), stop))
@@ -84,6 +87,7 @@ where
             shutdown(),
         );
     let (http, grpc) = tokio::join!(http, grpc);
+    let _ = graph.await;
     http.map_err(listen_error("OTLP/HTTP", config.http_listen))?;
     grpc?;
     Ok(())

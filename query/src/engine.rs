@@ -65,6 +65,7 @@ impl QueryEngine {
             )?;
         }
         crate::udf::register(&ctx);
+        crate::views::register(&ctx)?;
         Ok(QueryEngine { ctx, limits })
     }
 

@@ -14,6 +14,7 @@ pub mod search;
 pub mod table;
 pub mod trace;
 pub mod udf;
+mod views;
 
 pub use engine::{QueryEngine, QueryLimits};
 pub use error::{QueryError, Result};

@@ -4,7 +4,7 @@
 
 mod judge;
 mod service;
-mod window;
+pub(crate) mod window;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
