@@ -1,5 +1,6 @@
 //! The streaming service graph and RED metrics end to end: a trace crossing four services (one of them
-//! an uninstrumented database) is exported in pieces and out of order; the collector pairs the calls,
+//! an uninstrumented database) is exported in pieces and out of order, and a trace without span kinds
+//! crosses two more; the collector pairs the calls,
 //! stores each closed window, and the `service_edges` and `red_metrics` views and `/metrics` show it.
 
 mod common;
@@ -116,12 +117,26 @@ async fn calls_are_paired_across_services_and_stored_per_window() {
         ))
         .await;
 
+    // Spans without a kind pair by parent/child when their services differ.
+    let untyped = random_trace_id();
+    let (batch_root, worker_child) = (random_span_id(), random_span_id());
+    for (service, id, parent) in [
+        ("batch", &batch_root, &vec![]),
+        ("worker", &worker_child, &batch_root),
+    ] {
+        let mut untyped_span = call_span(&untyped, id, parent, "step", SpanKind::Server, false);
+        untyped_span.kind = SpanKind::Unspecified as i32;
+        collector
+            .export_grpc(traces_request(service, vec![untyped_span]))
+            .await;
+    }
+
     let edges_sql = "SELECT client, server, connection_type, sum(requests) AS requests, \
                      sum(failures) AS failures, max(client_p50_ms) AS client_p50 \
                      FROM service_edges GROUP BY 1, 2, 3 ORDER BY 1, 2";
     let edges = eventually_within(Duration::from_secs(20), || async {
         let result = collector.sql(edges_sql).await;
-        (result.rows.len() == 4).then_some(result.rows)
+        (result.rows.len() == 5).then_some(result.rows)
     })
     .await;
     let edges = match edges {
@@ -149,6 +164,7 @@ async fn calls_are_paired_across_services_and_stored_per_window() {
     let expected = [
         ("api", "payments", "", 1, 1),
         ("api", "postgresql", "database", 1, 0),
+        ("batch", "worker", "", 1, 0),
         ("frontend", "api", "", 1, 0),
         ("user", "frontend", "", 1, 0),
     ]
@@ -199,7 +215,7 @@ async fn calls_are_paired_across_services_and_stored_per_window() {
         "meshscope_edge_requests_total{client=\"frontend\",server=\"api\",connection_type=\"\"} 1",
         "meshscope_edge_failed_requests_total{client=\"api\",server=\"payments\",connection_type=\"\"} 1",
         "meshscope_operation_errors_total{service=\"payments\",operation=\"POST /charge\"} 1",
-        "meshscope_graph_paired_total 2",
+        "meshscope_graph_paired_total 3",
         "meshscope_graph_pending 0",
     ] {
         assert!(metrics.contains(line), "missing {line:?} in:\n{metrics}");

@@ -145,6 +145,7 @@ impl ServiceGraph {
                 second: rows.end.value(row).div_euclid(1_000_000_000),
                 peer: None,
                 messaging: matches!(kind, "producer" | "consumer"),
+                fallback: kind == "unspecified",
             };
             match kind {
                 "server" | "consumer" => {
@@ -170,6 +171,16 @@ impl ServiceGraph {
                     };
                     self.file(&mut state, key, true, half, now_ms);
                 }
+                // No kind: the parent/child fallback files the span as a possible callee of its
+                // parent and a possible caller of its children.
+                "unspecified" => {
+                    if let Some(key) = rows.key(row, true) {
+                        self.file(&mut state, key, false, half.clone(), now_ms);
+                    }
+                    if let Some(key) = rows.key(row, false) {
+                        self.file(&mut state, key, true, half, now_ms);
+                    }
+                }
                 _ => {}
             }
         }
@@ -190,6 +201,9 @@ impl ServiceGraph {
     fn settle(&self, state: &mut State, outcome: Outcome) {
         match outcome {
             Outcome::Paired { client, server } => {
+                if (client.fallback || server.fallback) && client.service == server.service {
+                    return;
+                }
                 self.counters.paired.fetch_add(1, Ordering::Relaxed);
                 let kind = if client.messaging { "messaging" } else { "" };
                 self.record_edge(
@@ -200,6 +214,7 @@ impl ServiceGraph {
                     kind,
                 );
             }
+            Outcome::LoneClient(client) | Outcome::LoneServer(client) if client.fallback => {}
             Outcome::LoneClient(client) => {
                 self.counters.expired.fetch_add(1, Ordering::Relaxed);
                 if let Some(Peer { name, kind }) = client.peer.clone() {

@@ -20,6 +20,9 @@ pub(crate) struct Half {
     pub(crate) peer: Option<Peer>,
     /// Messaging (PRODUCER/CONSUMER) rather than a request.
     pub(crate) messaging: bool,
+    /// A span without `span.kind`, filed as both halves: it makes an edge only when paired with a
+    /// span of another service, and never a virtual node.
+    pub(crate) fallback: bool,
 }
 
 /// An uninstrumented peer a caller names.
@@ -161,6 +164,7 @@ mod tests {
             second: 0,
             peer: None,
             messaging: false,
+            fallback: false,
         }
     }
 
