@@ -22,9 +22,11 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::body::{self, ProxyBody};
+use crate::breaker::{CircuitBreaker, Limit};
 use crate::reload::Live;
 use crate::stats::{LATENCY_BUCKETS, UpstreamStats};
 use crate::telemetry::SpanCounters;
+use crate::upstream::Upstream;
 
 /// What the admin endpoint reads.
 #[derive(Debug, Clone)]
@@ -117,6 +119,72 @@ fn text(status: StatusCode, content_type: &'static str, body: String) -> Respons
 type UpstreamMetric = (&'static str, &'static str, fn(&UpstreamStats) -> u64);
 
 /// Prometheus text exposition of every counter.
+/// The circuit breakers' overflow counts by limit, their state, and the figures the limits apply to.
+fn breaker_metrics(out: &mut String, upstreams: &[&Arc<Upstream>]) {
+    family(
+        out,
+        "upstream_overflows_total",
+        "counter",
+        "Requests refused by the circuit breaker, by the limit that was reached.",
+    );
+    for upstream in upstreams {
+        for limit in Limit::ALL {
+            let _ = writeln!(
+                out,
+                "meshscope_proxy_upstream_overflows_total{{upstream=\"{}\",limit=\"{}\"}} {}",
+                escape(upstream.name()),
+                limit.label(),
+                upstream.breaker().overflows(limit)
+            );
+        }
+    }
+    family(
+        out,
+        "upstream_breaker_open",
+        "gauge",
+        "1 while a circuit breaker limit is reached (the next request would overflow or wait).",
+    );
+    for upstream in upstreams {
+        for limit in Limit::ALL {
+            let _ = writeln!(
+                out,
+                "meshscope_proxy_upstream_breaker_open{{upstream=\"{}\",limit=\"{}\"}} {}",
+                escape(upstream.name()),
+                limit.label(),
+                u8::from(upstream.breaker().is_open(limit))
+            );
+        }
+    }
+    let gauges: [(&str, &str, fn(&CircuitBreaker) -> usize); 3] = [
+        (
+            "upstream_requests_active",
+            "Requests (and TCP or upgraded connections) in flight to an upstream.",
+            CircuitBreaker::active,
+        ),
+        (
+            "upstream_connections_active",
+            "Connection slots in use under max_connections (0 without that limit).",
+            CircuitBreaker::connections,
+        ),
+        (
+            "upstream_requests_pending",
+            "Requests waiting for a connection slot.",
+            CircuitBreaker::pending,
+        ),
+    ];
+    for (name, help, value) in gauges {
+        family(out, name, "gauge", help);
+        for upstream in upstreams {
+            let _ = writeln!(
+                out,
+                "meshscope_proxy_{name}{{upstream=\"{}\"}} {}",
+                escape(upstream.name()),
+                value(upstream.breaker())
+            );
+        }
+    }
+}
+
 fn metrics(live: &Live, spans: Option<&SpanCounters>) -> String {
     let mut out = String::new();
     let tables = live.tables();
@@ -199,7 +267,7 @@ fn metrics(live: &Live, spans: Option<&SpanCounters>) -> String {
     }
 
     let upstreams = tables.upstreams();
-    let per_upstream: [UpstreamMetric; 5] = [
+    let per_upstream: [UpstreamMetric; 4] = [
         (
             "upstream_attempts_total",
             "Attempts sent, first tries and retries.",
@@ -212,11 +280,6 @@ fn metrics(live: &Live, spans: Option<&SpanCounters>) -> String {
             "upstream_retry_budget_exhausted_total",
             "Retries not sent because the retry budget was spent.",
             |s| s.budget_exhausted.get(),
-        ),
-        (
-            "upstream_overflows_total",
-            "Requests refused by the circuit breaker.",
-            |s| s.overflows.get(),
         ),
         (
             "upstream_ejections_total",
@@ -235,6 +298,7 @@ fn metrics(live: &Live, spans: Option<&SpanCounters>) -> String {
             );
         }
     }
+    breaker_metrics(&mut out, &upstreams);
     let now = Instant::now();
     family(
         &mut out,

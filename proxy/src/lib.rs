@@ -22,6 +22,7 @@ pub mod config;
 mod admin;
 mod balance;
 mod body;
+mod breaker;
 mod build;
 mod discovery;
 mod forward;

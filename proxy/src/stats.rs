@@ -96,8 +96,6 @@ pub(crate) struct UpstreamStats {
     pub(crate) retries: Counter,
     /// Retries not sent because the retry budget was spent.
     pub(crate) budget_exhausted: Counter,
-    /// Requests refused by the circuit breaker.
-    pub(crate) overflows: Counter,
     /// Endpoints ejected by outlier detection.
     pub(crate) ejections: Counter,
 }

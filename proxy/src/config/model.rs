@@ -431,13 +431,22 @@ pub struct HealthCheckConfig {
     pub healthy_threshold: u32,
 }
 
-/// `[upstream.circuit_breaker]`: beyond these limits requests fail fast with 503 instead of queueing.
+/// `[upstream.circuit_breaker]`: limits that protect an upstream from a surge; beyond them requests
+/// fail fast with 503 instead of piling up.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CircuitBreakerConfig {
     /// Requests (or TCP connections) in flight to the upstream at once; unlimited if absent.
     #[serde(default)]
     pub max_requests: Option<u32>,
+    /// Connections in use to the upstream's endpoints at once (HTTP/1.1 requests, upgraded and TCP
+    /// connections each hold one); unlimited if absent.
+    #[serde(default)]
+    pub max_connections: Option<u32>,
+    /// Requests waiting for a connection when `max_connections` are in use; unlimited if absent,
+    /// `0` to never wait.
+    #[serde(default)]
+    pub max_pending_requests: Option<u32>,
 }
 
 /// One instance of an upstream service.

@@ -284,10 +284,22 @@ fn check_upstream(problems: &mut Problems, path: &ConfigPath, upstream: &Upstrea
             }
         }
     }
-    if upstream.circuit_breaker.max_requests == Some(0) {
+    let breaker = &upstream.circuit_breaker;
+    for (key, value) in [
+        ("max_requests", breaker.max_requests),
+        ("max_connections", breaker.max_connections),
+    ] {
+        if value == Some(0) {
+            problems.add(
+                path.key("circuit_breaker").key(key),
+                "must be at least 1 (remove it for no limit)",
+            );
+        }
+    }
+    if breaker.max_pending_requests.is_some() && breaker.max_connections.is_none() {
         problems.add(
-            path.key("circuit_breaker").key("max_requests"),
-            "must be at least 1 (remove it for no limit)",
+            path.key("circuit_breaker").key("max_pending_requests"),
+            "needs max_connections: requests only wait when every connection is in use",
         );
     }
     let budget = &upstream.retry_budget;
