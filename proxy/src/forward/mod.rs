@@ -7,6 +7,7 @@
 
 mod answer;
 mod attempts;
+mod trailers;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

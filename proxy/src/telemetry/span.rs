@@ -254,6 +254,11 @@ impl SpanRecord {
         self.grpc_status(headers);
     }
 
+    /// Records a gRPC status from `trailers` that were read before the response was passed on.
+    pub(crate) fn trailers(&mut self, trailers: &HeaderMap) {
+        self.grpc_status(trailers);
+    }
+
     /// Records that the attempt or request failed without a response from the peer.
     pub(crate) fn failed(&mut self, error_type: &str) {
         self.fail(error_type);
