@@ -25,7 +25,7 @@ use crate::body::{self, ProxyBody};
 use crate::breaker::{CircuitBreaker, Limit};
 use crate::reload::Live;
 use crate::stats::{LATENCY_BUCKETS, UpstreamStats};
-use crate::telemetry::SpanCounters;
+use crate::telemetry::{MetricCounters, SpanCounters};
 use crate::upstream::Upstream;
 
 /// What the admin endpoint reads.
@@ -35,6 +35,8 @@ pub(crate) struct AdminState {
     pub(crate) live: Arc<Mutex<Live>>,
     /// Span export counters, when telemetry is on.
     pub(crate) spans: Option<Arc<SpanCounters>>,
+    /// Metric export counters, when metrics are exported.
+    pub(crate) metric_exports: Option<Arc<MetricCounters>>,
     /// Raised when shutdown begins.
     pub(crate) draining: watch::Receiver<bool>,
 }
@@ -87,7 +89,11 @@ fn answer(state: &AdminState, request: &Request<Incoming>) -> Response<ProxyBody
         "/metrics" => text(
             StatusCode::OK,
             "text/plain; version=0.0.4",
-            metrics(&live, state.spans.as_deref()),
+            metrics(
+                &live,
+                state.spans.as_deref(),
+                state.metric_exports.as_deref(),
+            ),
         ),
         "/config" => match toml::to_string(live.config()) {
             Ok(config) => text(StatusCode::OK, "application/toml", config),
@@ -185,7 +191,11 @@ fn breaker_metrics(out: &mut String, upstreams: &[&Arc<Upstream>]) {
     }
 }
 
-fn metrics(live: &Live, spans: Option<&SpanCounters>) -> String {
+fn metrics(
+    live: &Live,
+    spans: Option<&SpanCounters>,
+    metric_exports: Option<&MetricCounters>,
+) -> String {
     let mut out = String::new();
     let tables = live.tables();
     family(
@@ -376,6 +386,29 @@ fn metrics(live: &Live, spans: Option<&SpanCounters>) -> String {
             (
                 "spans_failed_total",
                 "Spans lost in failed exports.",
+                failed,
+            ),
+        ] {
+            family(&mut out, name, "counter", help);
+            let _ = writeln!(out, "meshscope_proxy_{name} {value}");
+        }
+    }
+    if let Some(exports) = metric_exports {
+        let (exported, dropped, failed) = exports.totals();
+        for (name, help, value) in [
+            (
+                "metric_exports_total",
+                "Metric snapshots the collector accepted.",
+                exported,
+            ),
+            (
+                "metric_exports_dropped_total",
+                "Metric snapshots dropped because the export queue was full.",
+                dropped,
+            ),
+            (
+                "metric_exports_failed_total",
+                "Metric snapshots lost in failed exports.",
                 failed,
             ),
         ] {

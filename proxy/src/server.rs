@@ -24,7 +24,7 @@ use crate::health_check;
 use crate::reload::{Live, ReloadHandle};
 use crate::route::RouteTable;
 use crate::tcp::TcpForwarder;
-use crate::telemetry::Exporter;
+use crate::telemetry::{Exporter, MetricExporter};
 
 /// Pause after a failed `accept` (e.g. out of file descriptors) so the loop does not spin.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
@@ -93,6 +93,7 @@ pub struct Proxy {
     drain_timeout: Duration,
     admin: Option<TcpListener>,
     exporter: Option<Exporter>,
+    metric_exporter: Option<MetricExporter>,
     forwarders: Vec<TcpForwarder>,
     live: Arc<Mutex<Live>>,
 }
@@ -165,19 +166,28 @@ impl Proxy {
             }
             None => None,
         };
+        let exporter = exporter.map(|(_, exporter)| exporter);
+        let live = Arc::new(Mutex::new(Live::new(
+            config.clone(),
+            tables,
+            senders,
+            tcp_senders,
+        )));
+        let metric_exporter = MetricExporter::start(
+            &config.telemetry,
+            &config.service.name,
+            Arc::clone(&live),
+            exporter.as_ref().map(Exporter::counters),
+        );
         Ok(Proxy {
             admin,
-            exporter: exporter.map(|(_, exporter)| exporter),
+            exporter,
+            metric_exporter,
             listeners,
             addresses,
             drain_timeout: config.service.drain_timeout.0,
             forwarders,
-            live: Arc::new(Mutex::new(Live::new(
-                config.clone(),
-                tables,
-                senders,
-                tcp_senders,
-            ))),
+            live,
         })
     }
 
@@ -208,6 +218,7 @@ impl Proxy {
             let state = AdminState {
                 live: Arc::clone(&self.live),
                 spans: self.exporter.as_ref().map(Exporter::counters),
+                metric_exports: self.metric_exporter.as_ref().map(MetricExporter::counters),
                 draining: stop_rx.clone(),
             };
             tokio::spawn(admin::serve(socket, state, admin_stop_rx))
@@ -257,6 +268,10 @@ impl Proxy {
         // Spans of the drained requests are queued by now: flush them.
         if let Some(exporter) = self.exporter {
             exporter.stop().await;
+        }
+        // After the spans, so the last snapshot counts them.
+        if let Some(metric_exporter) = self.metric_exporter {
+            metric_exporter.stop().await;
         }
         let _ = stop_admin.send(true);
         if let Some(admin) = admin {

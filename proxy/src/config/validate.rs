@@ -128,6 +128,11 @@ pub(super) fn check(config: &Config) -> Vec<(ConfigPath, String)> {
         path.key("export_timeout"),
         telemetry.export_timeout.0,
     );
+    positive(
+        &mut problems,
+        path.key("metrics_interval"),
+        telemetry.metrics_interval.0,
+    );
 
     for (i, tcp) in config.tcp.iter().enumerate() {
         let path = root.key("tcp").index(i);
