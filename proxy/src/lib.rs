@@ -26,6 +26,7 @@ mod breaker;
 mod build;
 mod discovery;
 mod forward;
+mod h2c;
 mod headers;
 mod health_check;
 mod outlier;
