@@ -125,6 +125,9 @@ fn text(status: StatusCode, content_type: &'static str, body: String) -> Respons
 type UpstreamMetric = (&'static str, &'static str, fn(&UpstreamStats) -> u64);
 
 /// Prometheus text exposition of every counter.
+/// A gauge read from an upstream's circuit breaker: name, help, value.
+type BreakerGauge = (&'static str, &'static str, fn(&CircuitBreaker) -> usize);
+
 /// The circuit breakers' overflow counts by limit, their state, and the figures the limits apply to.
 fn breaker_metrics(out: &mut String, upstreams: &[&Arc<Upstream>]) {
     family(
@@ -161,7 +164,7 @@ fn breaker_metrics(out: &mut String, upstreams: &[&Arc<Upstream>]) {
             );
         }
     }
-    let gauges: [(&str, &str, fn(&CircuitBreaker) -> usize); 3] = [
+    let gauges: [BreakerGauge; 3] = [
         (
             "upstream_requests_active",
             "Requests (and TCP or upgraded connections) in flight to an upstream.",

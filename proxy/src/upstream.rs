@@ -213,6 +213,22 @@ impl Upstream {
         endpoints.get(index).cloned()
     }
 
+    /// How many endpoints are out of balancing (ejected or failing health checks), and whether so
+    /// many are that the panic threshold puts them all back; for spans.
+    pub(crate) fn health_view(&self) -> (usize, bool) {
+        if self.outlier.is_none() && self.health_check.is_none() {
+            return (0, false);
+        }
+        let set = self.current();
+        let now = Instant::now();
+        let out = set
+            .endpoints
+            .iter()
+            .filter(|e| !e.health().is_usable(now))
+            .count();
+        (out, out > 0 && self.panicking(&set.endpoints, now))
+    }
+
     /// Whether the upstream has any endpoints at all (ejected or not).
     pub(crate) fn has_endpoints(&self) -> bool {
         !self.current().endpoints.is_empty()

@@ -11,7 +11,7 @@ use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use tower::retry::backoff::Backoff;
 
-use super::answer::{error, failure, no_endpoint};
+use super::answer::{ERROR_HEADER, error, failure, no_endpoint};
 use super::facts;
 use super::trailers::read_to_trailers;
 
@@ -22,7 +22,7 @@ use crate::body::{self, ProxyBody, Replayable, TeeBody};
 use crate::headers::strip_hop_by_hop;
 use crate::retry::Outcome;
 use crate::route::Route;
-use crate::telemetry::{AttemptFacts, SpanRecord, TraceContext, Tracer};
+use crate::telemetry::{AttemptFacts, RequestFacts, SpanRecord, TraceContext, Tracer};
 use crate::upstream::Upstream;
 
 /// How the attempts of one outbound request are traced: all share a trace and a parent.
@@ -49,6 +49,46 @@ impl AttemptTracing {
             trace,
         })
     }
+}
+
+/// Records a CLIENT span for a request the proxy answered itself before an attempt could be sent
+/// (circuit breaker overflow, no usable endpoint), naming the decision; returns `answer`.
+pub(super) fn refused(
+    tracing: Option<&AttemptTracing>,
+    request: &RequestFacts<'_>,
+    route: &Route,
+    upstream: &Upstream,
+    answer: Response<ProxyBody>,
+    retry: u32,
+) -> Response<ProxyBody> {
+    let Some(tracing) = tracing.filter(|t| t.trace.sampled) else {
+        return answer;
+    };
+    let decision = match answer.headers().get(ERROR_HEADER).map(|v| v.as_bytes()) {
+        Some(b"overflow") => "overflow",
+        Some(b"all-ejected") => "all-ejected",
+        _ => "no-endpoints",
+    };
+    let (ejected, _) = upstream.health_view();
+    let attempt = AttemptFacts {
+        route: route.name(),
+        upstream: upstream.name(),
+        endpoint: None,
+        balancer: upstream.balancer_name(),
+        retry,
+        decision: Some(decision),
+        ejected,
+    };
+    let mut span = SpanRecord::attempt(
+        &tracing.tracer,
+        request,
+        tracing.trace,
+        tracing.parent,
+        &attempt,
+    );
+    span.response(answer.status(), answer.headers());
+    span.finish();
+    answer
 }
 
 /// The request body as each attempt sees it.
@@ -105,7 +145,14 @@ pub(super) async fn send(
     let mut retries = 0;
     loop {
         let Some(endpoint) = upstream.pick(avoid.as_ref(), key) else {
-            return no_endpoint(upstream);
+            let answer = no_endpoint(upstream);
+            let request = RequestFacts {
+                method: &parts.method,
+                uri: &parts.uri,
+                headers: &parts.headers,
+                version: parts.version,
+            };
+            return refused(tracing, &request, route, upstream, answer, retries);
         };
         let Some(attempt_body) = body.next() else {
             return error(
@@ -126,12 +173,15 @@ pub(super) async fn send(
             }
         };
         let span = tracing.filter(|t| t.trace.sampled).map(|t| {
+            let (ejected, panicking) = upstream.health_view();
             let attempt = AttemptFacts {
                 route: route.name(),
                 upstream: upstream.name(),
-                endpoint: endpoint.address(),
+                endpoint: Some(endpoint.address()),
                 balancer: upstream.balancer_name(),
                 retry: retries,
+                decision: panicking.then_some("panic"),
+                ejected,
             };
             SpanRecord::attempt(&t.tracer, &facts(&request), t.trace, t.parent, &attempt)
         });

@@ -27,7 +27,7 @@ use crate::route::{Route, RouteTable};
 use crate::telemetry::{RequestFacts, Sampling, SpanRecord, Tracer};
 use crate::traffic::MAX_MIRROR_BODY;
 use crate::upgrade;
-use attempts::{AttemptTracing, RequestBody, send};
+use attempts::{AttemptTracing, RequestBody, refused, send};
 
 /// Which side of the mesh a listener is on; it decides which spans are recorded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,7 +131,7 @@ async fn on_route(
     let admission = match with_deadline(deadline, upstream.admit(h2, true)).await {
         Some(Ok(admission)) => admission,
         Some(Err(limit)) => {
-            return error(
+            let answer = error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "overflow",
                 format!(
@@ -139,6 +139,18 @@ async fn on_route(
                     upstream.name(),
                     limit.key()
                 ),
+            );
+            let tracing = match (listening.side, &listening.tracer) {
+                (Side::Outbound, Some(tracer)) => AttemptTracing::new(tracer, request.headers()),
+                _ => None,
+            };
+            return refused(
+                tracing.as_ref(),
+                &facts(&request),
+                route,
+                upstream,
+                answer,
+                0,
             );
         }
         None => return route_timeout(upstream.name(), route.timeout()),
