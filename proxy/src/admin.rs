@@ -22,9 +22,11 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::body::{self, ProxyBody};
+use crate::breaker::{CircuitBreaker, Limit};
 use crate::reload::Live;
 use crate::stats::{LATENCY_BUCKETS, UpstreamStats};
-use crate::telemetry::SpanCounters;
+use crate::telemetry::{MetricCounters, SpanCounters};
+use crate::upstream::Upstream;
 
 /// What the admin endpoint reads.
 #[derive(Debug, Clone)]
@@ -33,6 +35,8 @@ pub(crate) struct AdminState {
     pub(crate) live: Arc<Mutex<Live>>,
     /// Span export counters, when telemetry is on.
     pub(crate) spans: Option<Arc<SpanCounters>>,
+    /// Metric export counters, when metrics are exported.
+    pub(crate) metric_exports: Option<Arc<MetricCounters>>,
     /// Raised when shutdown begins.
     pub(crate) draining: watch::Receiver<bool>,
 }
@@ -85,7 +89,11 @@ fn answer(state: &AdminState, request: &Request<Incoming>) -> Response<ProxyBody
         "/metrics" => text(
             StatusCode::OK,
             "text/plain; version=0.0.4",
-            metrics(&live, state.spans.as_deref()),
+            metrics(
+                &live,
+                state.spans.as_deref(),
+                state.metric_exports.as_deref(),
+            ),
         ),
         "/config" => match toml::to_string(live.config()) {
             Ok(config) => text(StatusCode::OK, "application/toml", config),
@@ -117,7 +125,80 @@ fn text(status: StatusCode, content_type: &'static str, body: String) -> Respons
 type UpstreamMetric = (&'static str, &'static str, fn(&UpstreamStats) -> u64);
 
 /// Prometheus text exposition of every counter.
-fn metrics(live: &Live, spans: Option<&SpanCounters>) -> String {
+/// A gauge read from an upstream's circuit breaker: name, help, value.
+type BreakerGauge = (&'static str, &'static str, fn(&CircuitBreaker) -> usize);
+
+/// The circuit breakers' overflow counts by limit, their state, and the figures the limits apply to.
+fn breaker_metrics(out: &mut String, upstreams: &[&Arc<Upstream>]) {
+    family(
+        out,
+        "upstream_overflows_total",
+        "counter",
+        "Requests refused by the circuit breaker, by the limit that was reached.",
+    );
+    for upstream in upstreams {
+        for limit in Limit::ALL {
+            let _ = writeln!(
+                out,
+                "meshscope_proxy_upstream_overflows_total{{upstream=\"{}\",limit=\"{}\"}} {}",
+                escape(upstream.name()),
+                limit.label(),
+                upstream.breaker().overflows(limit)
+            );
+        }
+    }
+    family(
+        out,
+        "upstream_breaker_open",
+        "gauge",
+        "1 while a circuit breaker limit is reached (the next request would overflow or wait).",
+    );
+    for upstream in upstreams {
+        for limit in Limit::ALL {
+            let _ = writeln!(
+                out,
+                "meshscope_proxy_upstream_breaker_open{{upstream=\"{}\",limit=\"{}\"}} {}",
+                escape(upstream.name()),
+                limit.label(),
+                u8::from(upstream.breaker().is_open(limit))
+            );
+        }
+    }
+    let gauges: [BreakerGauge; 3] = [
+        (
+            "upstream_requests_active",
+            "Requests (and TCP or upgraded connections) in flight to an upstream.",
+            CircuitBreaker::active,
+        ),
+        (
+            "upstream_connections_active",
+            "Connection slots in use under max_connections (0 without that limit).",
+            CircuitBreaker::connections,
+        ),
+        (
+            "upstream_requests_pending",
+            "Requests waiting for a connection slot.",
+            CircuitBreaker::pending,
+        ),
+    ];
+    for (name, help, value) in gauges {
+        family(out, name, "gauge", help);
+        for upstream in upstreams {
+            let _ = writeln!(
+                out,
+                "meshscope_proxy_{name}{{upstream=\"{}\"}} {}",
+                escape(upstream.name()),
+                value(upstream.breaker())
+            );
+        }
+    }
+}
+
+fn metrics(
+    live: &Live,
+    spans: Option<&SpanCounters>,
+    metric_exports: Option<&MetricCounters>,
+) -> String {
     let mut out = String::new();
     let tables = live.tables();
     family(
@@ -199,7 +280,7 @@ fn metrics(live: &Live, spans: Option<&SpanCounters>) -> String {
     }
 
     let upstreams = tables.upstreams();
-    let per_upstream: [UpstreamMetric; 5] = [
+    let per_upstream: [UpstreamMetric; 4] = [
         (
             "upstream_attempts_total",
             "Attempts sent, first tries and retries.",
@@ -212,11 +293,6 @@ fn metrics(live: &Live, spans: Option<&SpanCounters>) -> String {
             "upstream_retry_budget_exhausted_total",
             "Retries not sent because the retry budget was spent.",
             |s| s.budget_exhausted.get(),
-        ),
-        (
-            "upstream_overflows_total",
-            "Requests refused by the circuit breaker.",
-            |s| s.overflows.get(),
         ),
         (
             "upstream_ejections_total",
@@ -235,6 +311,7 @@ fn metrics(live: &Live, spans: Option<&SpanCounters>) -> String {
             );
         }
     }
+    breaker_metrics(&mut out, &upstreams);
     let now = Instant::now();
     family(
         &mut out,
@@ -312,6 +389,29 @@ fn metrics(live: &Live, spans: Option<&SpanCounters>) -> String {
             (
                 "spans_failed_total",
                 "Spans lost in failed exports.",
+                failed,
+            ),
+        ] {
+            family(&mut out, name, "counter", help);
+            let _ = writeln!(out, "meshscope_proxy_{name} {value}");
+        }
+    }
+    if let Some(exports) = metric_exports {
+        let (exported, dropped, failed) = exports.totals();
+        for (name, help, value) in [
+            (
+                "metric_exports_total",
+                "Metric snapshots the collector accepted.",
+                exported,
+            ),
+            (
+                "metric_exports_dropped_total",
+                "Metric snapshots dropped because the export queue was full.",
+                dropped,
+            ),
+            (
+                "metric_exports_failed_total",
+                "Metric snapshots lost in failed exports.",
                 failed,
             ),
         ] {

@@ -159,6 +159,12 @@ impl TeeBody {
         !self.lock().spoiled
     }
 
+    /// Whether the whole body has arrived and is kept: the caller has nothing more to send.
+    pub(crate) fn complete(&self) -> bool {
+        let tee = self.lock();
+        !tee.spoiled && (tee.ended || tee.source.is_end_stream())
+    }
+
     /// The body for the next attempt; earlier attempts' views stop working.
     pub(crate) fn attempt(&self) -> ProxyBody {
         let generation = {

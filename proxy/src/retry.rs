@@ -20,7 +20,8 @@ const JITTER: f64 = 1.0;
 pub(crate) enum Outcome {
     /// Response headers arrived with this status.
     Status(StatusCode),
-    /// Response headers arrived carrying this non-zero gRPC status (a trailers-only gRPC error).
+    /// A non-zero gRPC status arrived, in the response headers (a trailers-only gRPC error) or in
+    /// trailers read before the response was passed on.
     Grpc(u32),
     /// No TCP connection could be made.
     ConnectFailure,
@@ -110,6 +111,22 @@ impl RetryPolicy {
     /// A fresh backoff sequence for one request.
     pub(crate) fn backoff(&self) -> ExponentialBackoff {
         self.backoff.clone().make_backoff()
+    }
+
+    /// Whether a gRPC call with `method` may be retried on some gRPC status, which is then worth
+    /// reading from the response's trailers before the response is passed on.
+    pub(crate) fn retries_grpc_codes(&self, method: &Method) -> bool {
+        self.allows_method(method)
+            && self.on.iter().any(|condition| {
+                matches!(
+                    condition,
+                    RetryOn::GrpcCancelled
+                        | RetryOn::GrpcDeadlineExceeded
+                        | RetryOn::GrpcResourceExhausted
+                        | RetryOn::GrpcInternal
+                        | RetryOn::GrpcUnavailable
+                )
+            })
     }
 
     /// Whether an attempt of a `method` request that ended with `outcome` should be tried again.

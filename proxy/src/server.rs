@@ -6,6 +6,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use http::{Request, Response};
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -16,15 +18,17 @@ use tokio::task::JoinSet;
 use tokio_util::task::TaskTracker;
 
 use crate::admin::{self, AdminState};
+use crate::body::ProxyBody;
 use crate::build::build;
 use crate::config::{self, Config, ConfigError};
 use crate::discovery;
 use crate::forward::{self, Listening, Side};
+use crate::h2c;
 use crate::health_check;
 use crate::reload::{Live, ReloadHandle};
 use crate::route::RouteTable;
 use crate::tcp::TcpForwarder;
-use crate::telemetry::Exporter;
+use crate::telemetry::{Exporter, MetricExporter};
 
 /// Pause after a failed `accept` (e.g. out of file descriptors) so the loop does not spin.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
@@ -93,6 +97,7 @@ pub struct Proxy {
     drain_timeout: Duration,
     admin: Option<TcpListener>,
     exporter: Option<Exporter>,
+    metric_exporter: Option<MetricExporter>,
     forwarders: Vec<TcpForwarder>,
     live: Arc<Mutex<Live>>,
 }
@@ -165,19 +170,28 @@ impl Proxy {
             }
             None => None,
         };
+        let exporter = exporter.map(|(_, exporter)| exporter);
+        let live = Arc::new(Mutex::new(Live::new(
+            config.clone(),
+            tables,
+            senders,
+            tcp_senders,
+        )));
+        let metric_exporter = MetricExporter::start(
+            &config.telemetry,
+            &config.service.name,
+            Arc::clone(&live),
+            exporter.as_ref().map(Exporter::counters),
+        );
         Ok(Proxy {
             admin,
-            exporter: exporter.map(|(_, exporter)| exporter),
+            exporter,
+            metric_exporter,
             listeners,
             addresses,
             drain_timeout: config.service.drain_timeout.0,
             forwarders,
-            live: Arc::new(Mutex::new(Live::new(
-                config.clone(),
-                tables,
-                senders,
-                tcp_senders,
-            ))),
+            live,
         })
     }
 
@@ -208,6 +222,7 @@ impl Proxy {
             let state = AdminState {
                 live: Arc::clone(&self.live),
                 spans: self.exporter.as_ref().map(Exporter::counters),
+                metric_exports: self.metric_exporter.as_ref().map(MetricExporter::counters),
                 draining: stop_rx.clone(),
             };
             tokio::spawn(admin::serve(socket, state, admin_stop_rx))
@@ -224,8 +239,11 @@ impl Proxy {
             tracing::info!(role = listener.role, address = ?listener.socket.local_addr().ok(), "listening");
             accept_loops.spawn(listener.accept_loop(
                 Arc::clone(&graceful),
-                stop_rx.clone(),
-                force_rx.clone(),
+                h2c::Lifecycle {
+                    stop: stop_rx.clone(),
+                    force: force_rx.clone(),
+                    tracker: tunnels.clone(),
+                },
             ));
         }
         shutdown.await;
@@ -257,6 +275,10 @@ impl Proxy {
         // Spans of the drained requests are queued by now: flush them.
         if let Some(exporter) = self.exporter {
             exporter.stop().await;
+        }
+        // After the spans, so the last snapshot counts them.
+        if let Some(metric_exporter) = self.metric_exporter {
+            metric_exporter.stop().await;
         }
         let _ = stop_admin.send(true);
         if let Some(admin) = admin {
@@ -309,16 +331,13 @@ pub async fn run_file(
 
 impl Listener {
     /// Accepts connections until told to stop; each connection is served on its own task, speaking
-    /// HTTP/1.1 or HTTP/2 (prior knowledge) as the client's first bytes say.
-    async fn accept_loop(
-        self,
-        graceful: Arc<GracefulShutdown>,
-        mut stop: watch::Receiver<bool>,
-        force: watch::Receiver<bool>,
-    ) {
+    /// HTTP/1.1 or HTTP/2 (prior knowledge) as the client's first bytes say, and switching from
+    /// HTTP/1.1 to HTTP/2 when a request asks for `Upgrade: h2c`.
+    async fn accept_loop(self, graceful: Arc<GracefulShutdown>, lifecycle: h2c::Lifecycle) {
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder.http1().timer(TokioTimer::new());
         builder.http2().timer(TokioTimer::new());
+        let mut stop = lifecycle.stop.clone();
         loop {
             let accepted = tokio::select! {
                 _ = stop.wait_for(|stop| *stop) => break,
@@ -333,22 +352,19 @@ impl Listener {
                 }
             };
             let _ = stream.set_nodelay(true);
-            let (routes, listening) = (self.routes.clone(), Arc::clone(&self.listening));
-            let service = service_fn(move |request| {
-                // The table current when the request arrives serves it to the end, reloads or not.
-                let table = Arc::clone(&routes.borrow());
-                let listening = Arc::clone(&listening);
-                async move {
-                    let response = forward::handle(&listening, &table, peer, request).await;
-                    Ok::<_, Infallible>(response)
-                }
+            let handler = Arc::new(Handler {
+                routes: self.routes.clone(),
+                listening: Arc::clone(&self.listening),
+                peer,
+                lifecycle: lifecycle.clone(),
             });
+            let service = service_fn(move |request| Arc::clone(&handler).serve(request));
             let connection = graceful.watch(
                 builder
                     .serve_connection_with_upgrades(TokioIo::new(stream), service)
                     .into_owned(),
             );
-            let mut force = force.clone();
+            let mut force = lifecycle.force.clone();
             tokio::spawn(async move {
                 tokio::select! {
                     result = connection => if let Err(e) = result {
@@ -358,5 +374,38 @@ impl Listener {
                 }
             });
         }
+    }
+}
+
+/// What serving one connection's requests needs.
+struct Handler {
+    routes: watch::Receiver<Arc<RouteTable>>,
+    listening: Arc<Listening>,
+    peer: SocketAddr,
+    lifecycle: h2c::Lifecycle,
+}
+
+impl Handler {
+    /// Serves a request as it arrived on the connection: an `Upgrade: h2c` request switches the
+    /// connection to HTTP/2 and is answered there, anything else is forwarded.
+    async fn serve(
+        self: Arc<Self>,
+        request: Request<Incoming>,
+    ) -> Result<Response<ProxyBody>, Infallible> {
+        if let Some(frame) = h2c::upgrade_frame(&request) {
+            let lifecycle = self.lifecycle.clone();
+            let h2 = service_fn(move |request| Arc::clone(&self).forward(request));
+            return Ok(h2c::switch(request, frame, h2, lifecycle));
+        }
+        self.forward(request).await
+    }
+
+    async fn forward(
+        self: Arc<Self>,
+        request: Request<Incoming>,
+    ) -> Result<Response<ProxyBody>, Infallible> {
+        // The table current when the request arrives serves it to the end, reloads or not.
+        let table = Arc::clone(&self.routes.borrow());
+        Ok(forward::handle(&self.listening, &table, self.peer, request).await)
     }
 }

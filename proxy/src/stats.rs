@@ -7,7 +7,14 @@
 //! is a few lines to write, in `admin.rs`.)
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Nanoseconds since the Unix epoch, OTLP's timestamp.
+pub(crate) fn unix_nanos(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH).map_or(0, |elapsed| {
+        u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX)
+    })
+}
 
 /// Upper bounds (seconds) of the latency histogram buckets, from 0.5 ms to 10 s.
 pub(crate) const LATENCY_BUCKETS: [f64; 14] = [
@@ -56,14 +63,28 @@ impl Histogram {
 }
 
 /// A route's traffic: answers by status class and latency to response headers.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct RouteStats {
+    /// When counting started (Unix nanoseconds): a reload that rebuilds the route starts again from
+    /// zero, and OTLP's cumulative points carry this as their start time.
+    pub(crate) since: u64,
     /// Responses by class: index 0 for 1xx … 4 for 5xx.
     responses: [AtomicU64; 5],
     /// Requests refused by the route's rate limit.
     pub(crate) rate_limited: Counter,
     /// Time from request to response headers.
     pub(crate) latency: Histogram,
+}
+
+impl Default for RouteStats {
+    fn default() -> Self {
+        Self {
+            since: unix_nanos(SystemTime::now()),
+            responses: Default::default(),
+            rate_limited: Counter::default(),
+            latency: Histogram::default(),
+        }
+    }
 }
 
 impl RouteStats {
@@ -88,18 +109,30 @@ impl RouteStats {
 }
 
 /// What happened to requests sent to an upstream, beyond each endpoint's own figures.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct UpstreamStats {
+    /// When counting started (Unix nanoseconds), as for [`RouteStats::since`].
+    pub(crate) since: u64,
     /// Attempts sent (first tries and retries).
     pub(crate) attempts: Counter,
     /// Retries sent.
     pub(crate) retries: Counter,
     /// Retries not sent because the retry budget was spent.
     pub(crate) budget_exhausted: Counter,
-    /// Requests refused by the circuit breaker.
-    pub(crate) overflows: Counter,
     /// Endpoints ejected by outlier detection.
     pub(crate) ejections: Counter,
+}
+
+impl Default for UpstreamStats {
+    fn default() -> Self {
+        Self {
+            since: unix_nanos(SystemTime::now()),
+            attempts: Counter::default(),
+            retries: Counter::default(),
+            budget_exhausted: Counter::default(),
+            ejections: Counter::default(),
+        }
+    }
 }
 
 /// A monotonically increasing count.

@@ -72,9 +72,12 @@ impl TcpForwarder {
 /// closes. Gives up (closing `downstream`) when no endpoint accepts a connection.
 async fn tunnel(upstream: &Arc<Upstream>, mut downstream: TcpStream, peer: SocketAddr) {
     let _ = downstream.set_nodelay(true);
-    let Some(_admission) = upstream.admit() else {
-        tracing::debug!(upstream = upstream.name(), %peer, "circuit breaker open; closing");
-        return;
+    let _admission = match upstream.admit(false, true).await {
+        Ok(admission) => admission,
+        Err(limit) => {
+            tracing::debug!(upstream = upstream.name(), %peer, limit = limit.key(), "circuit breaker open; closing");
+            return;
+        }
     };
     // TCP has no headers: only a `source_ip` hash key applies; header and cookie keys pick at random.
     let key = upstream.request_key(&HeaderMap::new(), peer.ip());

@@ -23,7 +23,10 @@ use crate::upstream::{Admission, Upstream};
 /// Whether `request` asks to switch protocols on its HTTP/1.1 connection.
 pub(crate) fn is_upgrade<B>(request: &Request<B>) -> bool {
     request.version() == Version::HTTP_11
-        && request.headers().contains_key(UPGRADE)
+        && request.headers().get_all(UPGRADE).iter().any(|protocol| {
+            // `h2c` is the proxy's own business (h2c.rs); one it declined is served as HTTP/1.1.
+            !protocol.as_bytes().eq_ignore_ascii_case(b"h2c")
+        })
         && request
             .headers()
             .get_all(CONNECTION)

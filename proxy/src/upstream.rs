@@ -2,7 +2,6 @@
 //! budget, its outlier detection and its circuit breaker.
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -16,6 +15,8 @@ use tower::retry::budget::{Budget, TpsBudget};
 
 use crate::balance::{Balancer, Endpoint};
 use crate::body::ProxyBody;
+pub(crate) use crate::breaker::Admission;
+use crate::breaker::{CircuitBreaker, Limit};
 use crate::config::{
     BalancerKind, CircuitBreakerConfig, EndpointConfig, HashKey, HumanDuration, InboundConfig,
     Protocol, RetryBudgetConfig, UpstreamConfig,
@@ -48,8 +49,7 @@ pub(crate) struct Upstream {
     outlier: Option<OutlierPolicy>,
     health_check: Option<HealthCheck>,
     panic_threshold: u32,
-    max_requests: Option<usize>,
-    active: AtomicUsize,
+    breaker: Arc<CircuitBreaker>,
     stats: UpstreamStats,
 }
 
@@ -68,6 +68,8 @@ impl Upstream {
             .map(|(address, weight)| Arc::new(Endpoint::new(address.clone(), *weight)))
             .collect();
         let budget = &config.retry_budget;
+        let breaker = Arc::new(CircuitBreaker::new(&config.circuit_breaker));
+        let idle = breaker.max_idle_per_endpoint();
         Self {
             name: config.name.as_str().into(),
             kind: config.balancer,
@@ -78,8 +80,8 @@ impl Upstream {
             hash_key: config.hash_key.clone(),
             protocol: config.protocol,
             connect_timeout: config.connect_timeout.0,
-            http1: client(config.connect_timeout.0, false),
-            http2: client(config.connect_timeout.0, true),
+            http1: client(config.connect_timeout.0, false, idle),
+            http2: client(config.connect_timeout.0, true, idle),
             // Validation keeps ttl within 1..=60s and ratio within 0..=1000, which TpsBudget asserts.
             budget: TpsBudget::new(budget.ttl.0, budget.min_per_second, budget.ratio),
             outlier: config
@@ -91,8 +93,7 @@ impl Upstream {
                 .as_ref()
                 .and_then(HealthCheck::from_config),
             panic_threshold: config.panic_threshold,
-            max_requests: config.circuit_breaker.max_requests.map(|max| max as usize),
-            active: AtomicUsize::new(0),
+            breaker,
             stats: UpstreamStats::default(),
         }
     }
@@ -212,6 +213,22 @@ impl Upstream {
         endpoints.get(index).cloned()
     }
 
+    /// How many endpoints are out of balancing (ejected or failing health checks), and whether so
+    /// many are that the panic threshold puts them all back; for spans.
+    pub(crate) fn health_view(&self) -> (usize, bool) {
+        if self.outlier.is_none() && self.health_check.is_none() {
+            return (0, false);
+        }
+        let set = self.current();
+        let now = Instant::now();
+        let out = set
+            .endpoints
+            .iter()
+            .filter(|e| !e.health().is_usable(now))
+            .count();
+        (out, out > 0 && self.panicking(&set.endpoints, now))
+    }
+
     /// Whether the upstream has any endpoints at all (ejected or not).
     pub(crate) fn has_endpoints(&self) -> bool {
         !self.current().endpoints.is_empty()
@@ -255,19 +272,25 @@ impl Upstream {
         }
     }
 
-    /// Admits one more request (or TCP connection) under the circuit breaker, counted until the
-    /// returned guard is dropped; `None` when `max_requests` are already in flight.
-    pub(crate) fn admit(self: &Arc<Self>) -> Option<Admission> {
-        let active = self.active.fetch_add(1, Ordering::AcqRel) + 1;
-        let admission = Admission {
-            upstream: Arc::clone(self),
-        };
-        match self.max_requests {
-            Some(max) if active > max => {
-                self.stats.overflows.increment();
-                None
-            }
-            _ => Some(admission),
+    /// Admits one more request under the circuit breaker, counted until the returned guard is
+    /// dropped; `Err` names the limit that is reached. An HTTP/1.1 request (`h2 == false`), an
+    /// upgrade or a TCP connection holds a connection slot, waiting in line for one if allowed.
+    pub(crate) async fn admit(&self, h2: bool, may_wait: bool) -> Result<Admission, Limit> {
+        self.breaker.admit(!h2, may_wait).await
+    }
+
+    /// The circuit breaker's state.
+    pub(crate) fn breaker(&self) -> &CircuitBreaker {
+        &self.breaker
+    }
+
+    /// Whether requests to the upstream go out over HTTP/2, for one that arrived over HTTP/2
+    /// (`downstream_h2`) or HTTP/1.
+    pub(crate) fn speaks_h2(&self, downstream_h2: bool) -> bool {
+        match self.protocol {
+            Protocol::Auto => downstream_h2,
+            Protocol::Http1 => false,
+            Protocol::Http2 => true,
         }
     }
 
@@ -293,11 +316,7 @@ impl Upstream {
 
     /// The client for a request that arrived over HTTP/2 (`downstream_h2`) or HTTP/1.
     pub(crate) fn client(&self, downstream_h2: bool) -> (&HttpClient, bool) {
-        let h2 = match self.protocol {
-            Protocol::Auto => downstream_h2,
-            Protocol::Http1 => false,
-            Protocol::Http2 => true,
-        };
+        let h2 = self.speaks_h2(downstream_h2);
         (if h2 { &self.http2 } else { &self.http1 }, h2)
     }
 
@@ -312,24 +331,13 @@ impl Upstream {
     }
 }
 
-/// A request admitted by an upstream's circuit breaker; counts as active until dropped.
-#[derive(Debug)]
-pub(crate) struct Admission {
-    upstream: Arc<Upstream>,
-}
-
-impl Drop for Admission {
-    fn drop(&mut self) {
-        self.upstream.active.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-fn client(connect_timeout: Duration, http2_only: bool) -> HttpClient {
+fn client(connect_timeout: Duration, http2_only: bool, max_idle: usize) -> HttpClient {
     let mut connector = HttpConnector::new();
     connector.set_connect_timeout(Some(connect_timeout));
     connector.set_nodelay(true);
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .pool_max_idle_per_host(max_idle)
         .pool_timer(TokioTimer::new())
         .timer(TokioTimer::new())
         .http2_only(http2_only)

@@ -383,3 +383,218 @@ endpoints = [{{ address = "{app}" }}]
     })
     .await;
 }
+
+/// `test.Flaky/Call`: its first call answers a message and then UNAVAILABLE in the trailers; later
+/// calls answer `ok`. A request message `big` makes the first answer 100 KB long.
+#[derive(Debug, Clone, Default)]
+struct FlakyStream {
+    calls: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl NamedService for FlakyStream {
+    const NAME: &'static str = "test.Flaky";
+}
+
+impl StreamingService<Bytes> for FlakyStream {
+    type Response = Bytes;
+    type ResponseStream = MessageStream;
+    type Future = BoxFuture<Response<MessageStream>, Status>;
+
+    fn call(&mut self, request: Request<tonic::Streaming<Bytes>>) -> Self::Future {
+        let first = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0;
+        Box::pin(async move {
+            let mut messages = request.into_inner();
+            let big = matches!(messages.message().await, Ok(Some(m)) if m.as_ref() == b"big");
+            let replies: Vec<Result<Bytes, Status>> = if first {
+                let partial = if big {
+                    vec![b'x'; 100_000]
+                } else {
+                    b"partial".to_vec()
+                };
+                vec![
+                    Ok(Bytes::from(partial)),
+                    Err(Status::unavailable("went away mid-call")),
+                ]
+            } else {
+                vec![Ok(Bytes::from_static(b"ok"))]
+            };
+            Ok(Response::new(
+                Box::pin(futures::stream::iter(replies)) as MessageStream
+            ))
+        })
+    }
+}
+
+impl Service<http::Request<tonic::body::Body>> for FlakyStream {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Infallible>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Infallible>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        let service = self.clone();
+        Box::pin(async move {
+            Ok(tonic::server::Grpc::new(RawCodec)
+                .streaming(service, request)
+                .await)
+        })
+    }
+}
+
+/// Calls `test.Flaky/Call` once with `message` through a proxy whose route retries UNAVAILABLE
+/// under `budget`; returns the replies (or the status), the server's call count and the metrics.
+async fn flaky_call(
+    message: &'static [u8],
+    budget: &str,
+) -> (Result<Vec<Bytes>, Status>, usize, String) {
+    let listener = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
+        Ok(listener) => listener,
+        Err(e) => panic!("cannot bind: {e}"),
+    };
+    let app = match listener.local_addr() {
+        Ok(addr) => addr,
+        Err(e) => panic!("no address: {e}"),
+    };
+    let service = FlakyStream::default();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(service.clone())
+            .serve_with_incoming(TcpListenerStream::new(listener)),
+    );
+    let caller = proxy(&format!(
+        r#"
+[service]
+name = "sender"
+
+[admin]
+listen = "127.0.0.1:0"
+
+[[outbound]]
+listen = "127.0.0.1:0"
+
+[[outbound.route]]
+name = "flaky"
+upstream = "flaky"
+
+[outbound.route.retry]
+attempts = 2
+on = ["unavailable"]
+retry_non_idempotent = true
+backoff_base = "5ms"
+
+[[upstream]]
+name = "flaky"
+protocol = "http2"
+endpoints = [{{ address = "{app}" }}]
+
+[upstream.retry_budget]
+{budget}
+"#
+    ))
+    .await;
+    let channel =
+        match tonic::transport::Endpoint::from_shared(format!("http://{}", caller.outbound())) {
+            Ok(endpoint) => match endpoint.connect().await {
+                Ok(channel) => channel,
+                Err(e) => panic!("cannot connect: {e}"),
+            },
+            Err(e) => panic!("bad endpoint: {e}"),
+        };
+    let mut grpc = tonic::client::Grpc::new(channel);
+    if let Err(e) = grpc.ready().await {
+        panic!("channel not ready: {e}");
+    }
+    let path = http::uri::PathAndQuery::from_static("/test.Flaky/Call");
+    let requests = futures::stream::iter([Bytes::from_static(message)]);
+    let outcome = async {
+        let mut replies = grpc
+            .streaming(Request::new(requests), path, RawCodec)
+            .await?
+            .into_inner();
+        let mut received = Vec::new();
+        while let Some(reply) = replies.message().await? {
+            received.push(reply);
+        }
+        Ok(received)
+    }
+    .await;
+    let Some(admin) = caller.addresses.admin else {
+        panic!("no admin listener")
+    };
+    let (_, _, metrics) = common::get(&common::client(), &format!("http://{admin}/metrics")).await;
+    (
+        outcome,
+        service.calls.load(std::sync::atomic::Ordering::SeqCst),
+        metrics,
+    )
+}
+
+#[tokio::test]
+async fn grpc_status_in_trailers_after_a_message_is_retried() {
+    bounded(async {
+        let (outcome, calls, metrics) = flaky_call(b"small", "min_per_second = 10").await;
+        match outcome {
+            Ok(replies) => assert_eq!(
+                replies,
+                vec![Bytes::from_static(b"ok")],
+                "the failed attempt's message is not passed on"
+            ),
+            Err(status) => panic!("the retry should have hidden UNAVAILABLE: {status}"),
+        }
+        assert_eq!(calls, 2);
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l == "meshscope_proxy_upstream_retries_total{upstream=\"flaky\"} 1"),
+            "{metrics}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn grpc_trailers_retries_are_paid_from_the_retry_budget() {
+    bounded(async {
+        let (outcome, calls, metrics) =
+            flaky_call(b"small", "ratio = 0.0\nmin_per_second = 0").await;
+        match outcome {
+            Err(status) => assert_eq!(status.code(), Code::Unavailable),
+            Ok(replies) => panic!("no budget, no retry: got {replies:?}"),
+        }
+        assert_eq!(calls, 1);
+        assert!(
+            metrics.lines().any(|l| l
+                == "meshscope_proxy_upstream_retry_budget_exhausted_total{upstream=\"flaky\"} 1"),
+            "{metrics}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_grpc_answer_larger_than_the_replay_cap_streams_through_unretried() {
+    bounded(async {
+        let (outcome, calls, _) = flaky_call(b"big", "min_per_second = 10").await;
+        match outcome {
+            Err(status) => assert_eq!(
+                (status.code(), status.message()),
+                (Code::Unavailable, "went away mid-call")
+            ),
+            Ok(replies) => panic!(
+                "expected UNAVAILABLE after the big message, got {} replies",
+                replies.len()
+            ),
+        }
+        assert_eq!(
+            calls, 1,
+            "past the cap the answer was already being passed on"
+        );
+    })
+    .await;
+}

@@ -219,3 +219,87 @@ async fn an_endpoint_failing_more_than_its_peers_is_ejected_by_success_rate() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn max_connections_queues_requests_and_max_pending_turns_the_rest_away() {
+    bounded(async {
+        let app = slow("app", Duration::from_millis(1500)).await;
+        let proxy = upstream_with(
+            &[app.addr],
+            "[upstream.circuit_breaker]\nmax_connections = 2\nmax_pending_requests = 1\n\n[admin]\nlisten = \"127.0.0.1:0\"",
+        )
+        .await;
+        let Some(admin) = proxy.addresses.admin else { panic!("no admin listener") };
+        let url = format!("http://{}/", proxy.outbound());
+        let http = client();
+        let spawn_get = || {
+            let (http, url) = (http.clone(), url.clone());
+            tokio::spawn(async move { get(&http, &url).await.0 })
+        };
+        let holding: Vec<_> = (0..2).map(|_| spawn_get()).collect();
+        while app.hits() < 2 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let queued = spawn_get();
+        let metric = |text: &str, line: &str| text.lines().any(|l| l == line);
+        loop {
+            let (_, _, metrics) = get(&http, &format!("http://{admin}/metrics")).await;
+            if metric(&metrics, "meshscope_proxy_upstream_requests_pending{upstream=\"svc\"} 1") {
+                assert!(metric(&metrics, "meshscope_proxy_upstream_connections_active{upstream=\"svc\"} 2"));
+                assert!(metric(&metrics, "meshscope_proxy_upstream_breaker_open{upstream=\"svc\",limit=\"connections\"} 1"));
+                assert!(metric(&metrics, "meshscope_proxy_upstream_breaker_open{upstream=\"svc\",limit=\"pending\"} 1"));
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(app.hits(), 2, "the third request waits instead of opening a third connection");
+        let (status, kind, body) = get(&http, &url).await;
+        assert_eq!((status, kind.as_str()), (StatusCode::SERVICE_UNAVAILABLE, "overflow"));
+        assert!(body.contains("max_pending_requests"), "{body}");
+        for request in holding.into_iter().chain([queued]) {
+            match request.await {
+                Ok(status) => assert_eq!(status, StatusCode::OK),
+                Err(e) => panic!("request task failed: {e}"),
+            }
+        }
+        assert_eq!(app.hits(), 3, "the queued request ran once a connection was free");
+        let (_, _, metrics) = get(&http, &format!("http://{admin}/metrics")).await;
+        assert!(metric(&metrics, "meshscope_proxy_upstream_overflows_total{upstream=\"svc\",limit=\"pending\"} 1"), "{metrics}");
+        assert!(metric(&metrics, "meshscope_proxy_upstream_overflows_total{upstream=\"svc\",limit=\"requests\"} 0"));
+        assert!(metric(&metrics, "meshscope_proxy_upstream_requests_pending{upstream=\"svc\"} 0"));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn max_connections_without_a_queue_fails_fast() {
+    bounded(async {
+        let app = slow("app", Duration::from_millis(800)).await;
+        let proxy = upstream_with(
+            &[app.addr],
+            "[upstream.circuit_breaker]\nmax_connections = 1\nmax_pending_requests = 0",
+        )
+        .await;
+        let url = format!("http://{}/", proxy.outbound());
+        let http = client();
+        let first = {
+            let (http, url) = (http.clone(), url.clone());
+            tokio::spawn(async move { get(&http, &url).await.0 })
+        };
+        while app.hits() < 1 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let started = std::time::Instant::now();
+        let (status, kind, _) = get(&http, &url).await;
+        assert_eq!(
+            (status, kind.as_str()),
+            (StatusCode::SERVICE_UNAVAILABLE, "overflow")
+        );
+        assert!(
+            started.elapsed() < Duration::from_millis(500),
+            "answered without waiting"
+        );
+        assert!(matches!(first.await, Ok(StatusCode::OK)));
+    })
+    .await;
+}

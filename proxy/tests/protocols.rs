@@ -305,3 +305,73 @@ async fn http1_upgrade_is_tunnelled_both_ways() {
     })
     .await;
 }
+
+/// Runs curl with `args` and returns what it printed (headers with `-i`, then bodies).
+async fn curl(args: Vec<String>) -> String {
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("curl")
+            .args(["-sS", "-i", "--max-time", "10", "--noproxy", "*"])
+            .args(&args)
+            .output()
+    })
+    .await;
+    match output {
+        Ok(Ok(output)) if output.status.success() => {
+            String::from_utf8_lossy(&output.stdout).into_owned()
+        }
+        Ok(Ok(output)) => panic!("curl failed: {}", String::from_utf8_lossy(&output.stderr)),
+        Ok(Err(e)) => panic!("cannot run curl: {e}"),
+        Err(e) => panic!("curl task failed: {e}"),
+    }
+}
+
+#[tokio::test]
+async fn curl_upgrades_to_h2c_on_both_listeners_and_reuses_the_connection() {
+    bounded(async {
+        let app = named("app").await;
+        let outbound = proxy(&format!(
+            "[service]\nname = \"svc\"\n\n[[outbound]]\nlisten = \"127.0.0.1:0\"\nroute = [{{ name = \"all\", upstream = \"app\" }}]\n\n[[upstream]]\nname = \"app\"\nendpoints = [{{ address = \"{}\" }}]\n",
+            app.addr
+        ))
+        .await;
+        let inbound = inbound_to(app.addr, "auto").await;
+        for listener in [outbound.outbound(), inbound.inbound()] {
+            // Two URLs: the first asks for the upgrade, the second rides the HTTP/2 connection.
+            let printed = curl(vec![
+                "--http2".to_owned(),
+                "-H".to_owned(),
+                "x-probe: upgraded".to_owned(),
+                format!("http://{listener}/one?x=1"),
+                format!("http://{listener}/two"),
+            ])
+            .await;
+            assert!(printed.contains("HTTP/1.1 101"), "no switch:\n{printed}");
+            assert_eq!(printed.matches("HTTP/2 200").count(), 2, "{printed}");
+            assert_eq!(printed.matches("x-version: HTTP/2.0").count(), 2, "the app got HTTP/2:\n{printed}");
+            assert_eq!(printed.matches("x-echo-x-probe: upgraded").count(), 2, "{printed}");
+            assert!(!printed.contains("x-echo-http2-settings"), "HTTP/1.1-only headers are not forwarded:\n{printed}");
+        }
+        assert_eq!(app.hits(), 4);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_h2c_upgrade_with_a_body_is_served_as_http1() {
+    bounded(async {
+        let app = named("app").await;
+        let inbound = inbound_to(app.addr, "auto").await;
+        let printed = curl(vec![
+            "--http2".to_owned(),
+            "--data".to_owned(),
+            "payload".to_owned(),
+            format!("http://{}/", inbound.inbound()),
+        ])
+        .await;
+        assert!(!printed.contains("101"), "{printed}");
+        assert!(printed.starts_with("HTTP/1.1 200"), "{printed}");
+        assert!(printed.contains("x-version: HTTP/1.1"), "{printed}");
+        assert!(!printed.contains("x-echo-upgrade"), "{printed}");
+    })
+    .await;
+}

@@ -333,3 +333,67 @@ async fn sample_ratio_applies_to_new_traces_only() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn b3_headers_are_accepted_as_the_callers_context() {
+    bounded(async {
+        let (collector_addr, received) = collector().await;
+        let app = named("app").await;
+        let callee = proxy(&format!(
+            "[service]\nname = \"callee\"\n\n[inbound]\nlisten = \"127.0.0.1:0\"\napp = \"{}\"\n\n{}",
+            app.addr,
+            telemetry(collector_addr)
+        ))
+        .await;
+        let url = format!("http://{}/", callee.inbound());
+        let single = client().get(&url).header("b3", format!("{TRACE}-{PARENT}-1"));
+        assert_eq!(send(single).await.0, StatusCode::OK);
+        let multi = client()
+            .get(&url)
+            .header("x-b3-traceid", "a3ce929d0e0e4736")
+            .header("x-b3-spanid", PARENT)
+            .header("x-b3-sampled", "1");
+        assert_eq!(send(multi).await.0, StatusCode::OK);
+        let all = spans(&received, 2).await;
+        let ids: Vec<(String, String)> = all
+            .iter()
+            .map(|(_, s)| (hex::encode(&s.trace_id), hex::encode(&s.parent_span_id)))
+            .collect();
+        assert!(ids.contains(&(TRACE.to_owned(), PARENT.to_owned())), "single b3 header: {ids:?}");
+        assert!(
+            ids.contains(&("0000000000000000a3ce929d0e0e4736".to_owned(), PARENT.to_owned())),
+            "x-b3-* headers, 64-bit trace id padded: {ids:?}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn refused_requests_and_ejections_are_named_on_client_spans() {
+    bounded(async {
+        let (collector_addr, received) = collector().await;
+        let bad = common::failing(StatusCode::SERVICE_UNAVAILABLE).await;
+        let caller = proxy(&format!(
+            "[service]\nname = \"caller\"\n\n[[outbound]]\nlisten = \"127.0.0.1:0\"\nroute = [{{ name = \"r\", upstream = \"callee\" }}]\n\n\
+             [[upstream]]\nname = \"callee\"\nendpoints = [{{ address = \"{}\" }}]\npanic_threshold = 0\n\n\
+             [upstream.outlier_detection]\nconsecutive_5xx = 1\nmax_ejection_percent = 100\n\n{}",
+            bad.addr,
+            telemetry(collector_addr)
+        ))
+        .await;
+        let url = format!("http://{}/", caller.outbound());
+        let (status, _, _) = get(&client(), &url).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "the app's own 503");
+        let (status, kind, _) = get(&client(), &url).await;
+        assert_eq!((status, kind.as_str()), (StatusCode::SERVICE_UNAVAILABLE, "all-ejected"));
+        let all = spans(&received, 2).await;
+        let Some((_, refused)) = all.iter().find(|(_, s)| attribute(s, "meshscope.decision").is_some()) else {
+            panic!("no span names the decision: {all:?}");
+        };
+        assert_eq!(attribute(refused, "meshscope.decision").as_deref(), Some("all-ejected"));
+        assert_eq!(attribute(refused, "meshscope.ejected_endpoints").as_deref(), Some("1"));
+        assert_eq!(attribute(refused, "error.type").as_deref(), Some("all-ejected"));
+        assert_eq!(attribute(refused, "meshscope.endpoint"), None, "no endpoint was picked");
+    })
+    .await;
+}

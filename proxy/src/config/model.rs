@@ -431,13 +431,22 @@ pub struct HealthCheckConfig {
     pub healthy_threshold: u32,
 }
 
-/// `[upstream.circuit_breaker]`: beyond these limits requests fail fast with 503 instead of queueing.
+/// `[upstream.circuit_breaker]`: limits that protect an upstream from a surge; beyond them requests
+/// fail fast with 503 instead of piling up.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CircuitBreakerConfig {
     /// Requests (or TCP connections) in flight to the upstream at once; unlimited if absent.
     #[serde(default)]
     pub max_requests: Option<u32>,
+    /// Connections in use to the upstream's endpoints at once (HTTP/1.1 requests, upgraded and TCP
+    /// connections each hold one); unlimited if absent.
+    #[serde(default)]
+    pub max_connections: Option<u32>,
+    /// Requests waiting for a connection when `max_connections` are in use; unlimited if absent,
+    /// `0` to never wait.
+    #[serde(default)]
+    pub max_pending_requests: Option<u32>,
 }
 
 /// One instance of an upstream service.
@@ -485,8 +494,8 @@ impl Default for RetryBudgetConfig {
     }
 }
 
-/// `[telemetry]`: span export. Without `otlp_endpoint` no spans are made and trace headers pass
-/// through untouched.
+/// `[telemetry]`: span and metric export. Without `otlp_endpoint` no spans are made, trace headers
+/// pass through untouched and metrics are only on the admin endpoint.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TelemetryConfig {
@@ -509,6 +518,12 @@ pub struct TelemetryConfig {
     /// carried in its trace context, is always followed.
     #[serde(default = "defaults::sample_ratio")]
     pub sample_ratio: f64,
+    /// Whether the proxy's own metrics are exported to `otlp_endpoint` too.
+    #[serde(default = "defaults::yes")]
+    pub metrics: bool,
+    /// Time between two metric exports.
+    #[serde(default = "defaults::metrics_interval")]
+    pub metrics_interval: HumanDuration,
 }
 
 impl Default for TelemetryConfig {
@@ -520,6 +535,8 @@ impl Default for TelemetryConfig {
             flush_interval: defaults::flush_interval(),
             export_timeout: defaults::export_timeout(),
             sample_ratio: defaults::sample_ratio(),
+            metrics: true,
+            metrics_interval: defaults::metrics_interval(),
         }
     }
 }
@@ -799,6 +816,12 @@ mod defaults {
     }
     pub(super) fn sample_ratio() -> f64 {
         1.0
+    }
+    pub(super) fn yes() -> bool {
+        true
+    }
+    pub(super) fn metrics_interval() -> HumanDuration {
+        HumanDuration(Duration::from_secs(10))
     }
     pub(super) fn export_timeout() -> HumanDuration {
         HumanDuration(Duration::from_secs(5))

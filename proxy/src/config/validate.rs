@@ -128,6 +128,11 @@ pub(super) fn check(config: &Config) -> Vec<(ConfigPath, String)> {
         path.key("export_timeout"),
         telemetry.export_timeout.0,
     );
+    positive(
+        &mut problems,
+        path.key("metrics_interval"),
+        telemetry.metrics_interval.0,
+    );
 
     for (i, tcp) in config.tcp.iter().enumerate() {
         let path = root.key("tcp").index(i);
@@ -284,10 +289,22 @@ fn check_upstream(problems: &mut Problems, path: &ConfigPath, upstream: &Upstrea
             }
         }
     }
-    if upstream.circuit_breaker.max_requests == Some(0) {
+    let breaker = &upstream.circuit_breaker;
+    for (key, value) in [
+        ("max_requests", breaker.max_requests),
+        ("max_connections", breaker.max_connections),
+    ] {
+        if value == Some(0) {
+            problems.add(
+                path.key("circuit_breaker").key(key),
+                "must be at least 1 (remove it for no limit)",
+            );
+        }
+    }
+    if breaker.max_pending_requests.is_some() && breaker.max_connections.is_none() {
         problems.add(
-            path.key("circuit_breaker").key("max_requests"),
-            "must be at least 1 (remove it for no limit)",
+            path.key("circuit_breaker").key("max_pending_requests"),
+            "needs max_connections: requests only wait when every connection is in use",
         );
     }
     let budget = &upstream.retry_budget;

@@ -2,7 +2,7 @@
 //! one CLIENT span per attempt.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderValue};
 use http::request::Parts;
@@ -11,13 +11,18 @@ use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use tower::retry::backoff::Backoff;
 
-use super::answer::{error, failure, no_endpoint};
+use super::answer::{ERROR_HEADER, error, failure, no_endpoint};
 use super::facts;
+use super::trailers::read_to_trailers;
+
+/// How long a retryable gRPC response is held for its trailers when the route sets no
+/// `per_try_timeout`; a longer stream is passed on as it is.
+const TRAILERS_HOLD: Duration = Duration::from_secs(1);
 use crate::body::{self, ProxyBody, Replayable, TeeBody};
 use crate::headers::strip_hop_by_hop;
 use crate::retry::Outcome;
 use crate::route::Route;
-use crate::telemetry::{AttemptFacts, SpanRecord, TraceContext, Tracer};
+use crate::telemetry::{AttemptFacts, RequestFacts, SpanRecord, TraceContext, Tracer};
 use crate::upstream::Upstream;
 
 /// How the attempts of one outbound request are traced: all share a trace and a parent.
@@ -46,6 +51,46 @@ impl AttemptTracing {
     }
 }
 
+/// Records a CLIENT span for a request the proxy answered itself before an attempt could be sent
+/// (circuit breaker overflow, no usable endpoint), naming the decision; returns `answer`.
+pub(super) fn refused(
+    tracing: Option<&AttemptTracing>,
+    request: &RequestFacts<'_>,
+    route: &Route,
+    upstream: &Upstream,
+    answer: Response<ProxyBody>,
+    retry: u32,
+) -> Response<ProxyBody> {
+    let Some(tracing) = tracing.filter(|t| t.trace.sampled) else {
+        return answer;
+    };
+    let decision = match answer.headers().get(ERROR_HEADER).map(|v| v.as_bytes()) {
+        Some(b"overflow") => "overflow",
+        Some(b"all-ejected") => "all-ejected",
+        _ => "no-endpoints",
+    };
+    let (ejected, _) = upstream.health_view();
+    let attempt = AttemptFacts {
+        route: route.name(),
+        upstream: upstream.name(),
+        endpoint: None,
+        balancer: upstream.balancer_name(),
+        retry,
+        decision: Some(decision),
+        ejected,
+    };
+    let mut span = SpanRecord::attempt(
+        &tracing.tracer,
+        request,
+        tracing.trace,
+        tracing.parent,
+        &attempt,
+    );
+    span.response(answer.status(), answer.headers());
+    span.finish();
+    answer
+}
+
 /// The request body as each attempt sees it.
 pub(super) enum RequestBody {
     /// Read whole into memory: every attempt gets a copy.
@@ -62,6 +107,15 @@ impl RequestBody {
             RequestBody::Buffered(kept) => Some(kept.body()),
             RequestBody::Tee(tee) => Some(tee.attempt()),
             RequestBody::Streaming(body) => body.take().map(body::stream),
+        }
+    }
+
+    /// Whether the whole body has arrived and is kept.
+    fn complete(&self) -> bool {
+        match self {
+            RequestBody::Buffered(_) => true,
+            RequestBody::Tee(tee) => tee.complete(),
+            RequestBody::Streaming(_) => false,
         }
     }
 
@@ -91,7 +145,14 @@ pub(super) async fn send(
     let mut retries = 0;
     loop {
         let Some(endpoint) = upstream.pick(avoid.as_ref(), key) else {
-            return no_endpoint(upstream);
+            let answer = no_endpoint(upstream);
+            let request = RequestFacts {
+                method: &parts.method,
+                uri: &parts.uri,
+                headers: &parts.headers,
+                version: parts.version,
+            };
+            return refused(tracing, &request, route, upstream, answer, retries);
         };
         let Some(attempt_body) = body.next() else {
             return error(
@@ -112,12 +173,15 @@ pub(super) async fn send(
             }
         };
         let span = tracing.filter(|t| t.trace.sampled).map(|t| {
+            let (ejected, panicking) = upstream.health_view();
             let attempt = AttemptFacts {
                 route: route.name(),
                 upstream: upstream.name(),
-                endpoint: endpoint.address(),
+                endpoint: Some(endpoint.address()),
                 balancer: upstream.balancer_name(),
                 retry: retries,
+                decision: panicking.then_some("panic"),
+                ejected,
             };
             SpanRecord::attempt(&t.tracer, &facts(&request), t.trace, t.parent, &attempt)
         });
@@ -135,18 +199,44 @@ pub(super) async fn send(
         upstream.stats().attempts.increment();
         let in_flight = endpoint.start();
         let per_try = policy.and_then(|p| p.per_try_timeout());
+        let sent = Instant::now();
         let result = with_optional_timeout(per_try, client.request(request)).await;
-        let (outcome, answer) = match result {
+        // A gRPC status in trailers decides a retry only if the response is read to its trailers
+        // before anything is passed on, so that is done while a retry is still possible.
+        let read_trailers = policy.filter(|p| {
+            is_grpc(&parts.headers)
+                && retries < p.attempts()
+                && p.retries_grpc_codes(&parts.method)
+                && body.complete()
+        });
+        let (outcome, answer, trailers) = match result {
             Some(Ok(response)) => {
                 in_flight.finish();
-                (
-                    Outcome::of_response(response.status(), response.headers()),
-                    Ok(response),
-                )
+                let outcome = Outcome::of_response(response.status(), response.headers());
+                match read_trailers.filter(|_| outcome == Outcome::Status(StatusCode::OK)) {
+                    Some(policy) => {
+                        let hold = per_try
+                            .map_or(TRAILERS_HOLD, |limit| limit.saturating_sub(sent.elapsed()));
+                        match read_to_trailers(response, policy.max_replay_bytes(), hold).await {
+                            Ok(peeked) => {
+                                let outcome = peeked.trailers.as_ref().map_or(outcome, |t| {
+                                    Outcome::of_response(peeked.response.status(), t)
+                                });
+                                (outcome, Ok(peeked.response), peeked.trailers)
+                            }
+                            Err(e) => (Outcome::Broken, Err(e.to_string()), None),
+                        }
+                    }
+                    None => (outcome, Ok(response.map(body::stream)), None),
+                }
             }
-            Some(Err(e)) if e.is_connect() => (Outcome::ConnectFailure, Err(e.to_string())),
-            Some(Err(e)) => (Outcome::Broken, Err(e.to_string())),
-            None => (Outcome::PerTryTimeout, Err("per-try timeout".to_owned())),
+            Some(Err(e)) if e.is_connect() => (Outcome::ConnectFailure, Err(e.to_string()), None),
+            Some(Err(e)) => (Outcome::Broken, Err(e.to_string()), None),
+            None => (
+                Outcome::PerTryTimeout,
+                Err("per-try timeout".to_owned()),
+                None,
+            ),
         };
         upstream.observe(&endpoint, outcome);
 
@@ -174,6 +264,9 @@ pub(super) async fn send(
                 Ok(response) => span.response(response.status(), response.headers()),
                 Err(_) => span.failed(outcome.error_kind()),
             }
+            if let Some(trailers) = &trailers {
+                span.trailers(trailers);
+            }
             span.finish();
         }
         drop(answer);
@@ -184,6 +277,14 @@ pub(super) async fn send(
         upstream.stats().retries.increment();
         avoid = Some(endpoint);
     }
+}
+
+/// Whether a request is a gRPC call.
+fn is_grpc(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"))
 }
 
 /// Runs `future`, giving up after `limit` if there is one; `None` means it timed out.
@@ -199,13 +300,12 @@ fn finish(
     upstream: &Upstream,
     address: &Authority,
     outcome: Outcome,
-    answer: Result<Response<Incoming>, String>,
+    answer: Result<Response<ProxyBody>, String>,
 ) -> Response<ProxyBody> {
     match answer {
-        Ok(response) => {
-            let (mut parts, body) = response.into_parts();
-            strip_hop_by_hop(&mut parts.headers, false);
-            Response::from_parts(parts, body::stream(body))
+        Ok(mut response) => {
+            strip_hop_by_hop(response.headers_mut(), false);
+            response
         }
         Err(reason) => failure(upstream, address, outcome, &reason),
     }

@@ -7,6 +7,7 @@
 
 mod answer;
 mod attempts;
+mod trailers;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,7 +27,7 @@ use crate::route::{Route, RouteTable};
 use crate::telemetry::{RequestFacts, Sampling, SpanRecord, Tracer};
 use crate::traffic::MAX_MIRROR_BODY;
 use crate::upgrade;
-use attempts::{AttemptTracing, RequestBody, send};
+use attempts::{AttemptTracing, RequestBody, refused, send};
 
 /// Which side of the mesh a listener is on; it decides which spans are recorded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,17 +124,38 @@ async fn on_route(
     if let Some(answer) = gate(route, request.headers_mut(), client).await {
         return answer;
     }
-    let Some(admission) = upstream.admit() else {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "overflow",
-            format!(
-                "upstream {:?} is at its circuit breaker's max_requests",
-                upstream.name()
-            ),
-        );
+    // The route timeout covers waiting for a connection slot as well as the attempts.
+    let deadline = route.timeout().map(|limit| Instant::now() + limit);
+    let is_upgrade = upgrade::is_upgrade(&request);
+    let h2 = !is_upgrade && upstream.speaks_h2(request.version() == http::Version::HTTP_2);
+    let admission = match with_deadline(deadline, upstream.admit(h2, true)).await {
+        Some(Ok(admission)) => admission,
+        Some(Err(limit)) => {
+            let answer = error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overflow",
+                format!(
+                    "upstream {:?} is at its circuit breaker's {}",
+                    upstream.name(),
+                    limit.key()
+                ),
+            );
+            let tracing = match (listening.side, &listening.tracer) {
+                (Side::Outbound, Some(tracer)) => AttemptTracing::new(tracer, request.headers()),
+                _ => None,
+            };
+            return refused(
+                tracing.as_ref(),
+                &facts(&request),
+                route,
+                upstream,
+                answer,
+                0,
+            );
+        }
+        None => return route_timeout(upstream.name(), route.timeout()),
     };
-    if upgrade::is_upgrade(&request) {
+    if is_upgrade {
         return upgrade::forward(upstream, client, request, route.timeout(), admission).await;
     }
     let (mut parts, body) = request.into_parts();
@@ -185,25 +207,33 @@ async fn on_route(
     };
     let key = upstream.request_key(&parts.headers, client.ip());
     let attempts = send(route, upstream, &parts, body, key, tracing.as_ref());
-    let response = match route.timeout() {
-        None => attempts.await,
-        Some(limit) => match tokio::time::timeout(limit, attempts).await {
-            Ok(response) => response,
-            Err(_) => error(
-                StatusCode::GATEWAY_TIMEOUT,
-                "timeout",
-                format!(
-                    "upstream {:?} did not answer within {}",
-                    upstream.name(),
-                    humantime::format_duration(limit)
-                ),
-            ),
-        },
-    };
+    let response = with_deadline(deadline, attempts)
+        .await
+        .unwrap_or_else(|| route_timeout(upstream.name(), route.timeout()));
     // The request counts against the circuit breaker until its response has been sent.
     let (mut parts, body) = response.into_parts();
     route.policies().response_headers.apply(&mut parts.headers);
     Response::from_parts(parts, body::hold(body, admission))
+}
+
+/// Runs `future` until `deadline`, if there is one; `None` means the deadline passed first.
+async fn with_deadline<F: Future>(deadline: Option<Instant>, future: F) -> Option<F::Output> {
+    match deadline {
+        Some(deadline) => tokio::time::timeout_at(deadline.into(), future).await.ok(),
+        None => Some(future.await),
+    }
+}
+
+/// The answer when the route's `limit` expired before `upstream` answered.
+fn route_timeout(upstream: &str, limit: Option<std::time::Duration>) -> Response<ProxyBody> {
+    let within = limit.map_or_else(String::new, |limit| {
+        format!(" within {}", humantime::format_duration(limit))
+    });
+    error(
+        StatusCode::GATEWAY_TIMEOUT,
+        "timeout",
+        format!("upstream {upstream:?} did not answer{within}"),
+    )
 }
 
 /// Rate limit and injected faults, in that order: the proxy's own answer instead of forwarding, if

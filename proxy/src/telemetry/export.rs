@@ -21,7 +21,7 @@ use tonic::transport::{Channel, Endpoint};
 use crate::config::TelemetryConfig;
 
 /// Name and version of this instrumentation, as OTLP's instrumentation scope.
-const SCOPE_NAME: &str = "meshscope-proxy";
+pub(crate) const SCOPE_NAME: &str = "meshscope-proxy";
 
 /// Counts of what happened to spans, for the log at shutdown and the admin endpoint.
 #[derive(Debug, Default)]
@@ -81,11 +81,7 @@ impl Exporter {
         config: &TelemetryConfig,
         service: &str,
     ) -> Option<(Arc<Tracer>, Exporter)> {
-        let endpoint = config.otlp_endpoint.as_ref()?;
-        let channel = Endpoint::from(endpoint.0.clone())
-            .connect_timeout(config.export_timeout.0)
-            .timeout(config.export_timeout.0)
-            .connect_lazy();
+        let channel = channel(config)?;
         let (queue, spans) = mpsc::channel(config.queue_size);
         let (stop, stopped) = watch::channel(false);
         let counters = Arc::new(SpanCounters::default());
@@ -218,7 +214,20 @@ impl Batcher {
     }
 }
 
-fn resource(service: &str) -> Resource {
+/// A lazily connecting channel to `config.otlp_endpoint`, with the export timeout; `None` without an
+/// endpoint.
+pub(crate) fn channel(config: &TelemetryConfig) -> Option<Channel> {
+    let endpoint = config.otlp_endpoint.as_ref()?;
+    Some(
+        Endpoint::from(endpoint.0.clone())
+            .connect_timeout(config.export_timeout.0)
+            .timeout(config.export_timeout.0)
+            .connect_lazy(),
+    )
+}
+
+/// The OTLP resource every span and metric of this proxy carries.
+pub(crate) fn resource(service: &str) -> Resource {
     Resource {
         attributes: vec![
             string("service.name", service),

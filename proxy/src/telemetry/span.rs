@@ -64,12 +64,18 @@ pub(crate) struct AttemptFacts<'a> {
     pub(crate) route: &'a str,
     /// The upstream the split chose.
     pub(crate) upstream: &'a str,
-    /// The endpoint the balancer chose.
-    pub(crate) endpoint: &'a Authority,
+    /// The endpoint the balancer chose; `None` when the request was refused before one was picked.
+    pub(crate) endpoint: Option<&'a Authority>,
     /// The balancer's name.
     pub(crate) balancer: &'static str,
     /// 0 for the first attempt, then 1, 2, ... for retries.
     pub(crate) retry: u32,
+    /// The mesh decision that shaped the attempt, if notable: `overflow` (circuit breaker),
+    /// `no-endpoints` or `all-ejected` (refused), `panic` (ejections ignored under the panic
+    /// threshold).
+    pub(crate) decision: Option<&'static str>,
+    /// Endpoints of the upstream out of balancing (ejected or failing health checks) at the pick.
+    pub(crate) ejected: usize,
 }
 
 impl SpanRecord {
@@ -139,15 +145,15 @@ impl SpanRecord {
             parent.map(|p| p.span_id),
         );
         let span = &mut record.span;
-        let path = request.uri.path_and_query().map_or("/", |p| p.as_str());
-        span.attributes.push(string(
-            "url.full",
-            format!("http://{}{path}", attempt.endpoint),
-        ));
-        span.attributes
-            .push(string("server.address", attempt.endpoint.host()));
-        if let Some(port) = attempt.endpoint.port_u16() {
-            span.attributes.push(int("server.port", i64::from(port)));
+        if let Some(endpoint) = attempt.endpoint {
+            let path = request.uri.path_and_query().map_or("/", |p| p.as_str());
+            span.attributes
+                .push(string("url.full", format!("http://{endpoint}{path}")));
+            span.attributes
+                .push(string("server.address", endpoint.host()));
+            if let Some(port) = endpoint.port_u16() {
+                span.attributes.push(int("server.port", i64::from(port)));
+            }
         }
         if attempt.retry > 0 {
             span.attributes
@@ -157,8 +163,19 @@ impl SpanRecord {
             .push(string("meshscope.route", attempt.route));
         span.attributes
             .push(string("meshscope.upstream", attempt.upstream));
-        span.attributes
-            .push(string("meshscope.endpoint", attempt.endpoint.as_str()));
+        if let Some(endpoint) = attempt.endpoint {
+            span.attributes
+                .push(string("meshscope.endpoint", endpoint.as_str()));
+        }
+        if let Some(decision) = attempt.decision {
+            span.attributes.push(string("meshscope.decision", decision));
+        }
+        if attempt.ejected > 0 {
+            span.attributes.push(int(
+                "meshscope.ejected_endpoints",
+                i64::try_from(attempt.ejected).unwrap_or(i64::MAX),
+            ));
+        }
         span.attributes
             .push(string("meshscope.balancer", attempt.balancer));
         span.attributes
@@ -252,6 +269,11 @@ impl SpanRecord {
             self.fail(status.as_str());
         }
         self.grpc_status(headers);
+    }
+
+    /// Records a gRPC status from `trailers` that were read before the response was passed on.
+    pub(crate) fn trailers(&mut self, trailers: &HeaderMap) {
+        self.grpc_status(trailers);
     }
 
     /// Records that the attempt or request failed without a response from the peer.

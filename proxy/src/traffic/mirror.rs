@@ -42,9 +42,6 @@ impl Mirror {
     /// Sends a copy of the request (`parts` with `body`) in the background.
     pub(crate) fn send(&self, parts: &Parts, body: &Replayable) {
         let upstream = Arc::clone(&self.upstream);
-        let Some(admission) = upstream.admit() else {
-            return;
-        };
         let Some(endpoint) = upstream.pick(None, None) else {
             return;
         };
@@ -55,7 +52,10 @@ impl Mirror {
         shadow_host(request.headers_mut());
         let client = client.clone();
         tokio::spawn(async move {
-            let _admitted = admission;
+            // A copy never waits for a connection: it is sent now or not at all.
+            let Ok(_admitted) = upstream.admit(h2, false).await else {
+                return;
+            };
             let in_flight = endpoint.start();
             let exchange = async {
                 let response = client.request(request).await?;

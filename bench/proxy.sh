@@ -1,0 +1,285 @@
+#!/bin/bash
+# The Meshscope proxy against direct, HAProxy and nginx, side by side in one run on loopback.
+#
+#   bash bench/proxy.sh            (~4 min after the build; root, or the tools already installed)
+#
+# Layout on a 2-core machine (taskset): the proxy under test alone on CPU ${PROXY_CPU:-1}, one worker
+# (TOKIO_WORKER_THREADS=1, HAProxy nbthread 1, nginx worker_processes 1); the load generator and the
+# upstream (nginx, one worker, answering "ok\n") on CPU ${LG_CPU:-0}. "direct" is the load generator
+# straight to that upstream, in the same place. Measures, for each: HTTP/1.1 with wrk and HTTP/2
+# (h2c prior knowledge) with h2load, requests/s, p50/p99, and the proxy's own CPU per request (utime +
+# stime from /proc); latency at a fixed 1k requests/s with the open-loop `fixed_rate` example; the
+# Meshscope proxy with span export off and on (to the `otlp_sink` example on CPU 0); RSS idle and
+# peak. Prints a markdown block for bench/README.md on stdout, progress on stderr.
+# Env: D (seconds per load run, 10), C (connections, 64), RATE (1000), RATE_S (seconds, 10),
+# NOBUILD=1 (use the binaries already built), KEEP=1 (keep the work dir).
+set -uo pipefail
+
+BENCH=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$BENCH/.." && pwd)
+D=${D:-10}; C=${C:-64}; RATE=${RATE:-1000}; RATE_S=${RATE_S:-10}
+PROXY_CPU=${PROXY_CPU:-1}; LG_CPU=${LG_CPU:-0}
+P_UP=18180; P_UP_H2=18181; P_HA=18182; P_HA_H2=18183; P_NG=18184; P_NG_H2=18185
+P_MS=18186; P_MS_ADMIN=18187; P_SINK=18188
+WORK=$(mktemp -d /tmp/meshscope-proxy-bench.XXXXXX)
+PIDS=()
+
+log() { echo "[$(date -u +%H:%M:%S)] $*" >&2; }
+die() { log "FATAL: $*"; exit 1; }
+cleanup() {
+  local p
+  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
+  for f in "$WORK"/*.pid; do [ -s "$f" ] && kill -TERM "$(cat "$f")" 2>/dev/null; done
+  sleep 1
+  for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; done
+  if [ -z "${KEEP:-}" ]; then rm -rf "$WORK"; else log "kept $WORK"; fi
+  return 0
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# --- tools -----------------------------------------------------------------------------------------
+missing=()
+for tool in haproxy nginx wrk h2load bc taskset; do command -v $tool >/dev/null || missing+=($tool); done
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing Debian packages for: ${missing[*]}"
+  apt-get install -y haproxy nginx wrk nghttp2-client bc >&2 || { apt-get update >&2 && apt-get install -y haproxy nginx wrk nghttp2-client bc >&2; } \
+    || die "cannot install haproxy nginx wrk nghttp2-client bc (run as root)"
+fi
+ulimit -n 20000 2>/dev/null || true
+
+# --- build: the release proxy binary alone, then the two bench helpers -------------------------------
+if [ -z "${NOBUILD:-}" ]; then
+  log "cargo build --release -p meshscope-proxy"
+  (cd "$ROOT" && cargo build --release -p meshscope-proxy) >&2 || die "build failed"
+fi
+cp "$ROOT/target/release/meshscope-proxy" "$WORK/meshscope-proxy" || die "no release binary"
+if [ -z "${NOBUILD:-}" ]; then
+  log "cargo build --release -p meshscope-proxy --example otlp_sink --example fixed_rate"
+  (cd "$ROOT" && cargo build --release -p meshscope-proxy --example otlp_sink --example fixed_rate) >&2 || die "example build failed"
+fi
+SINK=$ROOT/target/release/examples/otlp_sink
+FIXED=$ROOT/target/release/examples/fixed_rate
+[ -x "$SINK" ] && [ -x "$FIXED" ] || die "examples missing"
+
+# --- configurations -----------------------------------------------------------------------------------
+nginx_common="worker_processes 1;
+events { worker_connections 8192; }"
+nginx_http="access_log off;
+    client_body_temp_path $WORK/tmp-body; proxy_temp_path $WORK/tmp-proxy; fastcgi_temp_path $WORK/tmp-fcgi;
+    uwsgi_temp_path $WORK/tmp-uwsgi; scgi_temp_path $WORK/tmp-scgi;
+    keepalive_requests 10000000; keepalive_timeout 300s;"
+cat > "$WORK/upstream.conf" <<EOF
+$nginx_common
+pid $WORK/upstream.pid;
+error_log $WORK/upstream.err warn;
+http {
+    $nginx_http
+    server {
+        listen 127.0.0.1:$P_UP backlog=4096;
+        listen 127.0.0.1:$P_UP_H2 http2;
+        location / { default_type text/plain; return 200 "ok\n"; }
+    }
+}
+EOF
+cat > "$WORK/nginx-proxy.conf" <<EOF
+$nginx_common
+pid $WORK/nginx-proxy.pid;
+error_log $WORK/nginx-proxy.err warn;
+http {
+    $nginx_http
+    upstream backend { server 127.0.0.1:$P_UP; keepalive 256; keepalive_requests 10000000; }
+    server {
+        listen 127.0.0.1:$P_NG backlog=4096;
+        listen 127.0.0.1:$P_NG_H2 http2;
+        location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; }
+    }
+}
+EOF
+cat > "$WORK/haproxy.cfg" <<EOF
+global
+    nbthread 1
+    maxconn 8000
+    pidfile $WORK/haproxy.pid
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 300s
+    timeout server 300s
+    timeout http-keep-alive 300s
+    option http-keep-alive
+    http-reuse always
+frontend h1
+    bind 127.0.0.1:$P_HA
+    default_backend up
+frontend h2
+    bind 127.0.0.1:$P_HA_H2 proto h2
+    default_backend up
+backend up
+    server up1 127.0.0.1:$P_UP maxconn 1000
+EOF
+meshscope_conf() { # $1 = telemetry table or ""
+  cat <<EOF
+[service]
+name = "bench"
+
+[[outbound]]
+listen = "127.0.0.1:$P_MS"
+route = [{ name = "all", upstream = "up" }]
+
+[[upstream]]
+name = "up"
+protocol = "http1"
+endpoints = [{ address = "127.0.0.1:$P_UP" }]
+
+[admin]
+listen = "127.0.0.1:$P_MS_ADMIN"
+
+$1
+EOF
+}
+meshscope_conf "" > "$WORK/meshscope-off.toml"
+meshscope_conf "[telemetry]
+otlp_endpoint = \"http://127.0.0.1:$P_SINK\"" > "$WORK/meshscope-on.toml"
+
+# --- helpers ------------------------------------------------------------------------------------------
+wait_port() { local i; for i in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.05; done; die "nothing listens on :$1"; }
+cpu_ticks() { local t=0 p; for p in $1 $(pgrep -P "$1"); do t=$((t + $(awk '{print $14+$15}' /proc/$p/stat 2>/dev/null || echo 0))); done; echo $t; }
+rss_kib() { awk -v k="$2" '$1==k":"{print $2}' /proc/$1/status; }
+busy() { # per-CPU busy % over 2 s
+  local a b c d; read -ra a < <(grep '^cpu0 ' /proc/stat); read -ra b < <(grep '^cpu1 ' /proc/stat); sleep 2
+  read -ra c < <(grep '^cpu0 ' /proc/stat); read -ra d < <(grep '^cpu1 ' /proc/stat)
+  local pct; pct() { local -n x=$1 y=$2; local t0=0 t1=0 i; for i in 1 2 3 4 5 6 7 8; do t0=$((t0+x[i])); t1=$((t1+y[i])); done
+    echo $((100 - 100*((y[4]+y[5])-(x[4]+x[5]))/((t1-t0)>0?(t1-t0):1))); }
+  echo "cpu0 $(pct a c)% busy, cpu1 $(pct b d)% busy"
+}
+SUT_PID=
+start_meshscope() { # $1 config
+  TOKIO_WORKER_THREADS=1 RUST_LOG=warn taskset -c $PROXY_CPU "$WORK/meshscope-proxy" --config "$1" 2>"$WORK/meshscope.log" &
+  SUT_PID=$!; PIDS+=($SUT_PID); wait_port $P_MS; sleep 0.5
+}
+stop_pid() { kill -TERM "$1" 2>/dev/null; wait "$1" 2>/dev/null; }
+
+ROWS=()
+# wrk_run NAME URL [pid of the process under test]
+wrk_run() {
+  local out=$WORK/wrk-$1.txt t0 t1 cpu="—" per_core="—"
+  [ -n "${3:-}" ] && t0=$(cpu_ticks "$3")
+  taskset -c $LG_CPU wrk -t1 -c$C -d${D}s --latency "$2" > "$out" 2>&1
+  local rps p50 p99 reqs
+  rps=$(awk '/Requests\/sec/{print $2}' "$out"); reqs=$(awk '/requests in/{print $1}' "$out")
+  p50=$(awk '/Latency Distribution/{f=1} f&&$1=="50%"{print $2}' "$out")
+  p99=$(awk '/Latency Distribution/{f=1} f&&$1=="99%"{print $2}' "$out")
+  if [ -n "${3:-}" ] && [ -n "$reqs" ]; then
+    t1=$(cpu_ticks "$3")
+    cpu=$(echo "scale=1; ($t1-$t0)*1000000/$(getconf CLK_TCK)/$reqs" | bc)
+    per_core=$(echo "scale=0; 1000000/$cpu" | bc 2>/dev/null || echo "—")
+  fi
+  log "wrk $1: $rps req/s p50 $p50 p99 $p99 cpu/req ${cpu} µs"
+  ROWS+=("| $1 | HTTP/1.1 wrk -t1 -c$C | ${rps:-—} | ${p50:-—} | ${p99:-—} | $cpu | $per_core |")
+}
+# h2_run NAME URL [pid]
+h2_run() {
+  local out=$WORK/h2load-$1.txt logf=$WORK/h2load-$1.log t0 t1 cpu="—" per_core="—"
+  [ -n "${3:-}" ] && t0=$(cpu_ticks "$3")
+  taskset -c $LG_CPU h2load -t1 -c$C -m10 -D $D --warm-up-time=1 --log-file="$logf" "$2" > "$out" 2>&1
+  local rps reqs p50 p99
+  rps=$(awk '/^finished in/{gsub(",","",$4); print $4}' "$out")
+  reqs=$(awk '/^requests:/{print $8}' "$out")
+  # --log-file: start time, status, duration in µs per request.
+  read -r p50 p99 < <(awk '{print $3}' "$logf" | sort -n | awk '{v[NR]=$1} END {if (NR) printf "%.0fus %.0fus\n", v[int(NR*0.5)+1], v[int(NR*0.99)+1]}')
+  if [ -n "${3:-}" ] && [ -n "$reqs" ] && [ "$reqs" -gt 0 ]; then
+    t1=$(cpu_ticks "$3")
+    cpu=$(echo "scale=1; ($t1-$t0)*1000000/$(getconf CLK_TCK)/$reqs" | bc)
+    per_core=$(echo "scale=0; 1000000/$cpu" | bc 2>/dev/null || echo "—")
+  fi
+  log "h2load $1: $rps req/s p50 $p50 p99 $p99 ($(awk '/^requests:/{print $8" ok, "$10" errored"}' "$out")) cpu/req ${cpu} µs"
+  ROWS+=("| $1 | HTTP/2 h2load -t1 -c$C -m10 | ${rps:-—} | ${p50:-—} | ${p99:-—} | $cpu | $per_core |")
+}
+RATE_ROWS=()
+# rate_run NAME URL
+rate_run() {
+  local line
+  line=$(taskset -c $LG_CPU "$FIXED" "$2" "$RATE" "$RATE_S")
+  log "fixed rate $1: $line"
+  local -A kv
+  for field in $line; do kv[${field%%=*}]=${field#*=}; done
+  RATE_ROWS+=("$1 ${kv[p50_us]} ${kv[p90_us]} ${kv[p99_us]} ${kv[p999_us]} ${kv[max_us]} ${kv[requests]} ${kv[errors]}")
+}
+
+# --- run ----------------------------------------------------------------------------------------------
+LOAD_BEFORE=$(uptime | sed 's/.*load average: //')
+log "machine before the run: load $LOAD_BEFORE; $(busy)"
+BUSY_BEFORE=$(busy)
+
+taskset -c $LG_CPU nginx -c "$WORK/upstream.conf" || die "upstream nginx did not start"
+taskset -c $PROXY_CPU nginx -c "$WORK/nginx-proxy.conf" || die "nginx proxy did not start"
+taskset -c $PROXY_CPU haproxy -D -f "$WORK/haproxy.cfg" || die "haproxy did not start"
+wait_port $P_UP; wait_port $P_NG; wait_port $P_HA
+for f in upstream nginx-proxy; do for p in $(cat "$WORK/$f.pid") $(pgrep -P "$(cat "$WORK/$f.pid")"); do taskset -a -pc $([ $f = upstream ] && echo $LG_CPU || echo $PROXY_CPU) "$p" >/dev/null; done; done
+HA_PID=$(cat "$WORK/haproxy.pid"); NG_PID=$(cat "$WORK/nginx-proxy.pid")
+curl -fsS "http://127.0.0.1:$P_UP/" >/dev/null || die "upstream does not answer"
+
+taskset -c $LG_CPU "$SINK" "127.0.0.1:$P_SINK" > "$WORK/sink.out" 2>&1 &
+SINK_PID=$!; PIDS+=($SINK_PID); wait_port $P_SINK
+
+# Meshscope, span export off.
+start_meshscope "$WORK/meshscope-off.toml"
+MS_OFF=$SUT_PID
+curl -fsS "http://127.0.0.1:$P_MS/" >/dev/null || die "meshscope does not answer"
+RSS_IDLE=$(rss_kib $MS_OFF VmRSS)
+log "meshscope idle RSS ${RSS_IDLE} KiB"
+
+wrk_run direct "http://127.0.0.1:$P_UP/"
+wrk_run meshscope "http://127.0.0.1:$P_MS/" $MS_OFF
+wrk_run haproxy "http://127.0.0.1:$P_HA/" $HA_PID
+wrk_run nginx "http://127.0.0.1:$P_NG/" $NG_PID
+h2_run direct "http://127.0.0.1:$P_UP_H2/"
+h2_run meshscope "http://127.0.0.1:$P_MS/" $MS_OFF
+h2_run haproxy "http://127.0.0.1:$P_HA_H2/" $HA_PID
+h2_run nginx "http://127.0.0.1:$P_NG_H2/" $NG_PID
+rate_run direct "http://127.0.0.1:$P_UP/"
+rate_run meshscope "http://127.0.0.1:$P_MS/"
+rate_run haproxy "http://127.0.0.1:$P_HA/"
+rate_run nginx "http://127.0.0.1:$P_NG/"
+RSS_PEAK_OFF=$(rss_kib $MS_OFF VmHWM); RSS_AFTER_OFF=$(rss_kib $MS_OFF VmRSS)
+stop_pid $MS_OFF
+
+# Meshscope, span export on: every request is one recorded CLIENT span, exported to the sink.
+start_meshscope "$WORK/meshscope-on.toml"
+MS_ON=$SUT_PID
+wrk_run "meshscope, spans on" "http://127.0.0.1:$P_MS/" $MS_ON
+h2_run "meshscope, spans on" "http://127.0.0.1:$P_MS/" $MS_ON
+sleep 2   # one more flush interval
+SPAN_STATS=$(curl -fsS "http://127.0.0.1:$P_MS_ADMIN/metrics" | awk '/^meshscope_proxy_spans_(exported|dropped|failed)_total/{printf "%s=%s ", $1, $2}' | sed 's/meshscope_proxy_//g')
+RSS_PEAK_ON=$(rss_kib $MS_ON VmHWM)
+stop_pid $MS_ON
+kill -TERM $SINK_PID 2>/dev/null; wait $SINK_PID 2>/dev/null
+SINK_OUT=$(cat "$WORK/sink.out")
+HA_RSS=$(rss_kib $HA_PID VmRSS); NG_RSS=$(( $(rss_kib $NG_PID VmRSS) + $(for p in $(pgrep -P $NG_PID); do rss_kib $p VmRSS; done | awk '{s+=$1} END {print s+0}') ))
+LOAD_AFTER=$(uptime | sed 's/.*load average: //')
+
+# --- report -------------------------------------------------------------------------------------------
+COMMIT=$(git -C "$ROOT" rev-parse --short HEAD)
+DIRTY=$(git -C "$ROOT" status --porcelain -- proxy | head -1)
+cat <<EOF
+#### Proxy run $(date -u +%Y-%m-%d\ %H:%M) UTC, commit $COMMIT${DIRTY:+ (with uncommitted proxy changes)}
+
+Machine: $(nproc) cores, $(lscpu | awk -F: '/Model name/{gsub(/^ +/,"",$2); print $2}'), $(free -g | awk '/Mem:/{print $2}') GiB.
+Load average before: $LOAD_BEFORE ($BUSY_BEFORE over 2 s); after: $LOAD_AFTER.
+Command: \`bash bench/proxy.sh\` (D=$D s per run, C=$C connections; proxy on CPU $PROXY_CPU, load generator + upstream nginx on CPU $LG_CPU).
+
+| target | load | req/s | p50 | p99 | proxy CPU µs/req | req/s per proxy core |
+|---|---|---|---|---|---|---|
+$(printf '%s\n' "${ROWS[@]}")
+
+Fixed rate, $RATE req/s for $RATE_S s, HTTP/1.1 keep-alive, open loop (\`fixed_rate\` example, latency from the scheduled send time):
+
+| target | p50 µs | p90 µs | p99 µs | p99.9 µs | max µs | requests | errors | added p50 µs | added p99 µs |
+|---|---|---|---|---|---|---|---|---|---|
+$(d50=$(echo "${RATE_ROWS[0]}" | awk '{print $2}'); d99=$(echo "${RATE_ROWS[0]}" | awk '{print $4}')
+  for r in "${RATE_ROWS[@]}"; do echo "$r" | awk -v d50=$d50 -v d99=$d99 '{printf "| %s | %s | %s | %s | %s | %s | %s | %s | %d | %d |\n", $1,$2,$3,$4,$5,$6,$7,$8,$2-d50,$4-d99}'; done)
+
+Span export (spans on, both runs): $SPAN_STATS; sink: $SINK_OUT.
+RSS of the Meshscope proxy: idle $((RSS_IDLE/1024)).$((RSS_IDLE%1024*10/1024)) MiB; peak under load $((RSS_PEAK_OFF/1024)) MiB (spans off), $((RSS_PEAK_ON/1024)) MiB (spans on); $((RSS_AFTER_OFF/1024)) MiB after the load. HAProxy $((HA_RSS/1024)) MiB, nginx (master + worker) $((NG_RSS/1024)) MiB after the load.
+EOF
