@@ -440,6 +440,7 @@ fn escape(value: &str) -> String {
 /// Every upstream's endpoints and their live state, as JSON.
 fn endpoints(live: &Live) -> String {
     let now = Instant::now();
+    let fleet_now = crate::balance::fleet::unix_nanos();
     let upstreams: Vec<serde_json::Value> = live
         .tables()
         .upstreams()
@@ -461,6 +462,8 @@ fn endpoints(live: &Live) -> String {
                         "failing_health_checks": health.fails_checks(),
                         "consecutive_5xx": consecutive_5xx,
                         "consecutive_gateway_errors": consecutive_gateway_errors,
+                        "fleet_weight": endpoint.fleet().weight(fleet_now),
+                        "fleet_ejected": endpoint.fleet().ejected(fleet_now),
                     })
                 })
                 .collect();

@@ -34,6 +34,7 @@ mod reload;
 mod retry;
 mod route;
 mod server;
+mod signals;
 mod stats;
 mod tcp;
 mod telemetry;

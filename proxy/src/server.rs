@@ -218,6 +218,7 @@ impl Proxy {
         let discovery = tokio::spawn(discovery::run(Arc::clone(&self.live), stop_rx.clone()));
         let health_checks =
             tokio::spawn(health_check::run(Arc::clone(&self.live), stop_rx.clone()));
+        let signals = tokio::spawn(crate::signals::run(Arc::clone(&self.live), stop_rx.clone()));
         let admin = self.admin.map(|socket| {
             let state = AdminState {
                 live: Arc::clone(&self.live),
@@ -251,6 +252,7 @@ impl Proxy {
         while accept_loops.join_next().await.is_some() {}
         let _ = discovery.await;
         let _ = health_checks.await;
+        let _ = signals.await;
         tunnels.close();
         match Arc::try_unwrap(graceful) {
             Ok(graceful) => {

@@ -13,7 +13,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tower::retry::budget::{Budget, TpsBudget};
 
-use crate::balance::{Balancer, Endpoint};
+use crate::balance::{Balancer, Endpoint, fleet};
 use crate::body::ProxyBody;
 pub(crate) use crate::breaker::Admission;
 use crate::breaker::{CircuitBreaker, Limit};
@@ -28,6 +28,10 @@ use crate::retry::Outcome;
 use crate::stats::UpstreamStats;
 
 /// Idle pooled connections are closed after this long.
+/// Most endpoints of an upstream that local and fleet ejections together may leave out before the
+/// fleet's are ignored (the collector applies the same cap on its side).
+const FLEET_MAX_EJECTED_PERCENT: usize = 50;
+
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// A pooled HTTP client towards the endpoints.
@@ -204,7 +208,12 @@ impl Upstream {
         let now = Instant::now();
         let checks_health = self.outlier.is_some() || self.health_check.is_some();
         let respect_health = checks_health && !self.panicking(endpoints, now);
-        let healthy = |i: usize| !respect_health || endpoints[i].health().is_usable(now);
+        let fleet_now = fleet::unix_nanos();
+        let honour_fleet = self.honours_fleet(endpoints, now, fleet_now);
+        let healthy = |i: usize| {
+            (!respect_health || endpoints[i].health().is_usable(now))
+                && !(honour_fleet && endpoints[i].fleet().ejected(fleet_now))
+        };
         let not_avoided = |i: usize| avoid.is_none_or(|avoid| !Arc::ptr_eq(avoid, &endpoints[i]));
         let index = set
             .balancer
@@ -232,6 +241,21 @@ impl Upstream {
     /// Whether the upstream has any endpoints at all (ejected or not).
     pub(crate) fn has_endpoints(&self) -> bool {
         !self.current().endpoints.is_empty()
+    }
+
+    /// Whether the fleet's ejections are followed for this pick: only by the `adaptive` balancer, and
+    /// only while they and the local ejections together leave out at most
+    /// [`FLEET_MAX_EJECTED_PERCENT`] of the endpoints (at least one may always be left out), so a wrong
+    /// or stale fleet verdict can never empty an upstream.
+    fn honours_fleet(&self, endpoints: &[Arc<Endpoint>], now: Instant, fleet_now: u64) -> bool {
+        if self.kind != BalancerKind::Adaptive {
+            return false;
+        }
+        let out = endpoints
+            .iter()
+            .filter(|e| !e.health().is_usable(now) || e.fleet().ejected(fleet_now))
+            .count();
+        out <= (endpoints.len() * FLEET_MAX_EJECTED_PERCENT / 100).max(1)
     }
 
     /// Whether too few `endpoints` are usable (not ejected, not failing health checks), so all of

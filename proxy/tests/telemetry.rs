@@ -184,8 +184,8 @@ async fn spans_link_across_two_proxies() {
 
         assert_eq!(client_span.name, "GET");
         assert_eq!(attribute(&client_span, "http.response.status_code").as_deref(), Some("200"));
-        assert_eq!(attribute(&client_span, "meshscope.upstream").as_deref(), Some("callee"));
-        assert_eq!(attribute(&client_span, "meshscope.endpoint"), Some(callee.inbound().to_string()));
+        assert_eq!(attribute(&client_span, "meshscope.upstream.service").as_deref(), Some("callee"));
+        assert_eq!(attribute(&client_span, "meshscope.upstream.endpoint"), Some(callee.inbound().to_string()));
         assert_eq!(attribute(&client_span, "meshscope.balancer").as_deref(), Some("round_robin"));
         assert_eq!(attribute(&server_span, "url.path").as_deref(), Some("/orders/7"));
         assert_eq!(attribute(&server_span, "client.address").as_deref(), Some("127.0.0.1"));
@@ -393,7 +393,7 @@ async fn refused_requests_and_ejections_are_named_on_client_spans() {
         assert_eq!(attribute(refused, "meshscope.decision").as_deref(), Some("all-ejected"));
         assert_eq!(attribute(refused, "meshscope.ejected_endpoints").as_deref(), Some("1"));
         assert_eq!(attribute(refused, "error.type").as_deref(), Some("all-ejected"));
-        assert_eq!(attribute(refused, "meshscope.endpoint"), None, "no endpoint was picked");
+        assert_eq!(attribute(refused, "meshscope.upstream.endpoint"), None, "no endpoint was picked");
     })
     .await;
 }

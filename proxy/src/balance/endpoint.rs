@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use http::uri::Authority;
 
+use crate::balance::fleet::FleetVerdict;
 use crate::outlier::Health;
 
 /// RTT assumed for an endpoint that has not answered yet (Linkerd's default).
@@ -22,6 +23,7 @@ pub(crate) struct Endpoint {
     in_flight: AtomicUsize,
     rtt: Mutex<RttEstimate>,
     health: Health,
+    fleet: FleetVerdict,
 }
 
 /// Peak-sensitive exponentially weighted moving average of response latency, in nanoseconds.
@@ -62,6 +64,7 @@ impl Endpoint {
             weight: weight.max(1),
             in_flight: AtomicUsize::new(0),
             health: Health::default(),
+            fleet: FleetVerdict::default(),
             rtt: Mutex::new(RttEstimate {
                 nanos: DEFAULT_RTT.as_nanos() as f64,
                 updated: Instant::now(),
@@ -82,6 +85,11 @@ impl Endpoint {
     /// Failure streaks and ejection state.
     pub(crate) fn health(&self) -> &Health {
         &self.health
+    }
+
+    /// The collector's latest verdict on this endpoint (neutral without fleet signals).
+    pub(crate) fn fleet(&self) -> &FleetVerdict {
+        &self.fleet
     }
 
     /// Requests sent to this endpoint that have not got response headers yet.

@@ -8,6 +8,7 @@
 //! picking is a few atomic operations, and the arithmetic is unit-tested below.
 
 mod endpoint;
+pub(crate) mod fleet;
 mod hash;
 mod p2c;
 mod smooth;
@@ -37,6 +38,8 @@ pub(crate) enum Balancer {
     LeastConnections(AtomicUsize),
     /// Power of two choices by peak-EWMA cost.
     PeakEwma,
+    /// Power of two choices by peak-EWMA cost divided by the fleet's weight for the endpoint.
+    Adaptive,
     /// Consistent hashing on a ring.
     RingHash(hash::Ring),
     /// Consistent hashing with a Maglev table.
@@ -58,6 +61,7 @@ impl Balancer {
             BalancerKind::LeastRequest => Balancer::LeastRequest,
             BalancerKind::LeastConnections => Balancer::LeastConnections(AtomicUsize::new(0)),
             BalancerKind::PeakEwma => Balancer::PeakEwma,
+            BalancerKind::Adaptive => Balancer::Adaptive,
             BalancerKind::RingHash => Balancer::RingHash(hash::Ring::new(endpoints)),
             BalancerKind::Maglev => Balancer::Maglev(hash::Maglev::new(endpoints)),
             BalancerKind::SourceIpHash => Balancer::SourceIpHash,
@@ -74,6 +78,7 @@ impl Balancer {
             Balancer::LeastRequest => "least_request",
             Balancer::LeastConnections(_) => "least_connections",
             Balancer::PeakEwma => "peak_ewma",
+            Balancer::Adaptive => "adaptive",
             Balancer::RingHash(_) => "ring_hash",
             Balancer::Maglev(_) => "maglev",
             Balancer::SourceIpHash => "source_ip_hash",
@@ -136,6 +141,7 @@ impl Balancer {
                 least_loaded(endpoints, next.fetch_add(1, Ordering::Relaxed))
             }
             Balancer::PeakEwma => p2c::pick(endpoints, p2c::peak_ewma_cost),
+            Balancer::Adaptive => p2c::pick(endpoints, p2c::adaptive_cost),
             Balancer::RingHash(ring) => key.and_then(|key| ring.pick(key)).unwrap_or_else(random),
             Balancer::Maglev(table) => key.and_then(|key| table.pick(key)).unwrap_or_else(random),
             Balancer::SourceIpHash => {

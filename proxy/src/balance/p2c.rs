@@ -37,6 +37,16 @@ pub(crate) fn peak_ewma_cost(endpoint: &Endpoint, now: Instant) -> f64 {
     endpoint.ewma_cost(now)
 }
 
+/// Peak-EWMA cost divided by the fleet's weight: an endpoint the fleet rates at a quarter costs four
+/// times as much, so local latency still decides among endpoints the fleet rates alike.
+pub(crate) fn adaptive_cost(endpoint: &Endpoint, now: Instant) -> f64 {
+    let weight = endpoint.fleet().weight(super::fleet::unix_nanos());
+    endpoint.ewma_cost(now) / weight.max(MIN_FLEET_WEIGHT)
+}
+
+/// Floor of the fleet weight in the adaptive cost, so a down-weighted endpoint still gets a trickle.
+const MIN_FLEET_WEIGHT: f64 = 0.01;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -66,6 +76,21 @@ mod tests {
         let _load = [eps[1].start(), eps[1].start()];
         // cost 1/1 for the first, 3/4 for the second
         assert_eq!(pick(&eps, least_request_cost), 1);
+    }
+
+    #[test]
+    fn fleet_weight_scales_the_adaptive_cost() {
+        let eps = endpoints(&[1, 1]);
+        let far_future = u64::MAX;
+        eps[0].fleet().apply(0.1, 0, far_future);
+        for _ in 0..50 {
+            assert_eq!(pick(&eps, adaptive_cost), 1);
+        }
+        eps[0].fleet().apply(1.0, 0, far_future);
+        eps[1].fleet().apply(0.1, 0, far_future);
+        for _ in 0..50 {
+            assert_eq!(pick(&eps, adaptive_cost), 0);
+        }
     }
 
     #[test]

@@ -518,6 +518,10 @@ pub struct TelemetryConfig {
     /// carried in its trace context, is always followed.
     #[serde(default = "defaults::sample_ratio")]
     pub sample_ratio: f64,
+    /// Collector to take fleet signals from, for upstreams with `balancer = "adaptive"`; defaults
+    /// to `otlp_endpoint` (the collector serves both on its OTLP/gRPC port).
+    #[serde(default)]
+    pub signals_endpoint: Option<OtlpEndpoint>,
     /// Whether the proxy's own metrics are exported to `otlp_endpoint` too.
     #[serde(default = "defaults::yes")]
     pub metrics: bool,
@@ -530,6 +534,7 @@ impl Default for TelemetryConfig {
     fn default() -> Self {
         Self {
             otlp_endpoint: None,
+            signals_endpoint: None,
             queue_size: defaults::queue_size(),
             batch_size: defaults::batch_size(),
             flush_interval: defaults::flush_interval(),
@@ -561,6 +566,9 @@ pub enum BalancerKind {
     LeastConnections,
     /// The cheaper of two random endpoints, cost = peak-sensitive latency average × (in flight + 1).
     PeakEwma,
+    /// Like `peak_ewma`, with each cost divided by the collector's fleet-wide weight for the endpoint,
+    /// and endpoints the fleet ejects left out (see docs/signals.md).
+    Adaptive,
     /// Consistent hashing of `hash_key` on a ring (Ketama-style, as Envoy's `RING_HASH`).
     RingHash,
     /// Consistent hashing of `hash_key` with a Maglev lookup table.

@@ -162,10 +162,10 @@ impl SpanRecord {
         span.attributes
             .push(string("meshscope.route", attempt.route));
         span.attributes
-            .push(string("meshscope.upstream", attempt.upstream));
+            .push(string("meshscope.upstream.service", attempt.upstream));
         if let Some(endpoint) = attempt.endpoint {
             span.attributes
-                .push(string("meshscope.endpoint", endpoint.as_str()));
+                .push(string("meshscope.upstream.endpoint", endpoint.as_str()));
         }
         if let Some(decision) = attempt.decision {
             span.attributes.push(string("meshscope.decision", decision));
