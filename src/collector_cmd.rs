@@ -180,6 +180,14 @@ fn read_file(path: Option<&Path>) -> anyhow::Result<(FileConfig, String, String)
 impl CollectorArgs {
     /// Resolves defaults → file → environment → flags; reports every bad value at once.
     pub(crate) fn settings(self) -> anyhow::Result<CollectorSettings> {
+        self.settings_with_data_dir("meshscope-data")
+    }
+
+    /// Like [`CollectorArgs::settings`], with `data_dir` as the default data directory.
+    pub(crate) fn settings_with_data_dir(
+        self,
+        default_data_dir: &str,
+    ) -> anyhow::Result<CollectorSettings> {
         let (file, source, file_name) = read_file(self.config.as_deref())?;
         let mut problems = Problems {
             file: file_name,
@@ -287,7 +295,7 @@ impl CollectorArgs {
         let data_dir = self
             .data_dir
             .or(file.data_dir)
-            .unwrap_or_else(|| PathBuf::from("meshscope-data"));
+            .unwrap_or_else(|| PathBuf::from(default_data_dir));
         let mut store = StoreOptions::new(data_dir);
         store.flush_bytes = flush_bytes;
         store.flush_interval = flush_interval;
@@ -336,6 +344,17 @@ impl CollectorArgs {
 /// Runs the collector until SIGTERM or Ctrl-C: then stops accepting, lets in-flight exports finish,
 /// flushes the memtable, fsyncs and returns.
 pub(crate) async fn run(settings: CollectorSettings) -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    tokio::spawn(crate::signals::cancel_on_signal(shutdown.clone()));
+    run_until(settings, shutdown).await
+}
+
+/// Runs the collector until `shutdown` is cancelled (or a server fails, which cancels it), then stops
+/// as [`run`] does.
+pub(crate) async fn run_until(
+    settings: CollectorSettings,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let data_dir = settings.store.data_dir.clone();
     let store = Store::open(settings.store)
         .await
@@ -350,7 +369,6 @@ pub(crate) async fn run(settings: CollectorSettings) -> anyhow::Result<()> {
     );
     let engine = Arc::new(QueryEngine::new(store.clone(), settings.query)?);
 
-    let shutdown = CancellationToken::new();
     let maintenance_stop = CancellationToken::new();
     let maintenance = tokio::spawn(
         store
@@ -378,7 +396,6 @@ pub(crate) async fn run(settings: CollectorSettings) -> anyhow::Result<()> {
         served
     };
     tracing::info!(api = %settings.api_listen, data_dir = %data_dir.display(), "collector running");
-    tokio::spawn(crate::signals::cancel_on_signal(shutdown.clone()));
 
     let (receivers, api) = tokio::join!(receivers, api);
     maintenance_stop.cancel();

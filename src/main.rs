@@ -1,12 +1,14 @@
 //! The `meshscope` command: wiring of the library crates into runnable roles.
 //!
 //! ```text
+//! meshscope demo        collector + a demo shop of services behind sidecars
 //! meshscope collector   OTLP receivers + store + query API
 //! meshscope proxy       the sidecar proxy (same as the `meshscope-proxy` binary)
 //! meshscope sql         one SQL query against a collector or a data dir
 //! ```
 
 mod collector_cmd;
+mod demo;
 mod proxy_cmd;
 mod signals;
 mod sql_cmd;
@@ -40,6 +42,9 @@ struct Cli {
 enum Command {
     /// Run the collector: OTLP in (gRPC :4317, HTTP :4318), durable storage, the query API (:8686).
     Collector(collector_cmd::CollectorArgs),
+    /// Run the demo: collector, UI and a small shop of services behind sidecars, with traffic and a
+    /// fault switch.
+    Demo(demo::DemoArgs),
     /// Run the sidecar proxy from a configuration file (hot-reloaded).
     Proxy(proxy_cmd::ProxyArgs),
     /// Run one SQL query and print the result.
@@ -70,6 +75,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     runtime.block_on(async {
         match cli.command {
             Command::Collector(args) => collector_cmd::run(args.settings()?).await,
+            Command::Demo(args) => demo::run(args).await,
             Command::Proxy(args) => proxy_cmd::run(args).await,
             Command::Sql(args) => sql_cmd::run(args).await,
         }
