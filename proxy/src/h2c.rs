@@ -55,6 +55,9 @@ const CONNECTION_SPECIFIC: [&str; 7] = [
 /// body, and headers that fit one frame.
 pub(crate) fn upgrade_frame(request: &Request<Incoming>) -> Option<Bytes> {
     let headers = request.headers();
+    if !headers.contains_key(UPGRADE) {
+        return None;
+    }
     let tokens = |name| {
         headers
             .get_all(name)
