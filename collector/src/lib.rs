@@ -7,7 +7,8 @@
 //! ```text
 //! OTLP/gRPC :4317 ─┐
 //!                  ├─► Ingest: admission ─► decode+validate+convert (blocking pool) ─► Store::append
-//! OTLP/HTTP :4318 ─┘                                                                   (WAL fsync, memtable)
+//! OTLP/HTTP :4318 ─┤                                                                   (WAL fsync, memtable)
+//! Zipkin v2 JSON ──┘ (on :4318, converted to OTLP first)
 //! ```
 
 pub mod admission;
@@ -16,6 +17,7 @@ pub mod grpc;
 pub mod http;
 pub mod ingest;
 pub mod validate;
+pub mod zipkin;
 
 use std::future::Future;
 use std::net::SocketAddr;

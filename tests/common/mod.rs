@@ -679,7 +679,7 @@ async fn raw(response: reqwest::Response) -> RawResponse {
 }
 
 /// Three distinct free loopback ports (bound together, then released for the collector).
-fn free_ports() -> [SocketAddr; 3] {
+pub fn free_ports() -> [SocketAddr; 3] {
     let listeners: Vec<TcpListener> = (0..3)
         .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a free port"))
         .collect();
