@@ -526,11 +526,12 @@ async fn hostile_content_is_inert_text_on_every_page() {
     assert_inert(&browser, "trace filter", &[]).await;
 }
 
+/// Percent-encodes `text` for a path segment or a query value (space as `%20`, which both accept).
 fn urlencode(text: &str) -> String {
     serde_urlencoded::to_string([("x", text)])
         .expect("urlencode")
         .trim_start_matches("x=")
-        .to_owned()
+        .replace('+', "%20")
 }
 
 /// A 10,000-span trace (a fan-out of 100 calls with 99 children each, plus a root): its page loads
