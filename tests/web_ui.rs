@@ -614,7 +614,8 @@ async fn ten_thousand_span_trace_renders() {
     let timing = browser
         .eval(
             "const n = performance.getEntriesByType('navigation')[0]; \
-             return {response: n.responseEnd, dom: n.domContentLoadedEventEnd, load: n.loadEventEnd, bytes: n.transferSize};",
+             const paint = Object.fromEntries(performance.getEntriesByType('paint').map(p => [p.name, p.startTime])); \
+             return {response: n.responseEnd, firstPaint: paint['first-contentful-paint'], dom: n.domContentLoadedEventEnd, load: n.loadEventEnd, bytes: n.transferSize};",
         )
         .await;
     // Time until the waterfall is on screen: the next frame after load.

@@ -147,6 +147,14 @@
     document.getElementById("filter-count").textContent = query ? hits + " matching" : "";
   }
 
+  // The details of every span come from the native JSON API, fetched once: after the waterfall is on
+  // screen (so the fetch never delays the first paint), or at the first click or filter keystroke.
+  var loading = null;
+  function load() {
+    if (!loading) loading = fetchDetails();
+    return loading;
+  }
+
   container.addEventListener("click", function (event) {
     var toggle = event.target.closest("button.t");
     var row = event.target.closest(".r");
@@ -158,6 +166,7 @@
     }
     history.replaceState(null, "", "#" + row.dataset.id);
     show(row.dataset.id);
+    load();
   });
 
   document.getElementById("collapse-all").addEventListener("click", function () {
@@ -172,35 +181,42 @@
   document.getElementById("filter").addEventListener("input", function () {
     clearTimeout(pending);
     pending = setTimeout(applyFilter, 120);
+    load();
   });
 
-  fetch("/api/traces/" + encodeURIComponent(traceId))
-    .then(function (response) {
-      if (!response.ok) throw new Error("HTTP " + response.status);
-      return response.json();
-    })
-    .then(function (trace) {
-      spans = {};
-      trace.spans.forEach(function (entry) {
-        var s = entry.span;
-        spans[s.spanId] = entry;
-        var start = BigInt(s.startTimeUnixNano);
-        if (traceStart === null || start < traceStart) traceStart = start;
-        var parts = [s.name];
-        (s.attributes || []).forEach(function (kv) { parts.push(kv.key + "=" + valueText(kv.value)); });
-        (entry.resource.attributes || []).forEach(function (kv) { parts.push(valueText(kv.value)); });
-        searchText[s.spanId] = parts.join(" ").toLowerCase();
+  function fetchDetails() {
+    return fetch("/api/traces/" + encodeURIComponent(traceId))
+      .then(function (response) {
+        if (!response.ok) throw new Error("HTTP " + response.status);
+        return response.json();
+      })
+      .then(function (trace) {
+        spans = {};
+        trace.spans.forEach(function (entry) {
+          var s = entry.span;
+          spans[s.spanId] = entry;
+          var start = BigInt(s.startTimeUnixNano);
+          if (traceStart === null || start < traceStart) traceStart = start;
+          var parts = [s.name];
+          (s.attributes || []).forEach(function (kv) { parts.push(kv.key + "=" + valueText(kv.value)); });
+          (entry.resource.attributes || []).forEach(function (kv) { parts.push(valueText(kv.value)); });
+          searchText[s.spanId] = parts.join(" ").toLowerCase();
+        });
+        var selected = location.hash.slice(1);
+        if (selected && spans[selected]) show(selected);
+        else {
+          var current = document.querySelector("#waterfall .r.selected");
+          if (current) show(current.dataset.id);
+        }
+        applyFilter();
+      })
+      .catch(function (error) {
+        details.textContent = "";
+        details.appendChild(el("p", "Span details could not be loaded: " + error.message, "error"));
       });
-      var selected = location.hash.slice(1);
-      if (selected && spans[selected]) show(selected);
-      else {
-        var current = document.querySelector("#waterfall .r.selected");
-        if (current) show(current.dataset.id);
-      }
-      applyFilter();
-    })
-    .catch(function (error) {
-      details.textContent = "";
-      details.appendChild(el("p", "Span details could not be loaded: " + error.message, "error"));
-    });
+  }
+
+  if (location.hash.length > 1) load();
+  else if (window.requestIdleCallback) requestIdleCallback(load, { timeout: 2000 });
+  else setTimeout(load, 500);
 })();
