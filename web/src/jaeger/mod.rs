@@ -206,11 +206,11 @@ fn search_request(pairs: &[(String, String)], now_ns: i64) -> Result<SearchReque
         }
         add_attribute_filter(&mut request, &format!("{key}={value}"))?;
     }
-    if request.start_ns.is_none() {
-        if let Some(lookback) = lookback.filter(|l| l != "custom") {
-            let end = request.end_ns.unwrap_or(now_ns);
-            request.start_ns = Some(end - parse_duration(&lookback)?);
-        }
+    if request.start_ns.is_none()
+        && let Some(lookback) = lookback.filter(|l| l != "custom")
+    {
+        let end = request.end_ns.unwrap_or(now_ns);
+        request.start_ns = Some(end - parse_duration(&lookback)?);
     }
     Ok(request)
 }
