@@ -21,11 +21,16 @@ const NODE_WIDTH: f64 = 150.0;
 const NODE_HEIGHT: f64 = 36.0;
 const MARGIN: f64 = 30.0;
 
+/// Characters of a name printed inside a node; the whole name is in the node's tooltip.
+const LABEL_CHARS: usize = 22;
+
 /// A node as drawn.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Node {
     /// Service, database or peer name.
     pub name: String,
+    /// The name cut to fit the box.
+    pub label: String,
     /// Not an instrumented service.
     pub is_virtual: bool,
     /// Left edge.
@@ -127,8 +132,15 @@ fn draw(edges: &[Edge], window: &Window) -> (Vec<Node>, Vec<Line>, (f64, f64)) {
                 MARGIN + i as f64 * ROW_HEIGHT,
             );
             position.insert(*name, (x, y));
+            let label = if name.chars().count() > LABEL_CHARS {
+                let head: String = name.chars().take(LABEL_CHARS - 1).collect();
+                format!("{head}…")
+            } else {
+                (*name).to_owned()
+            };
             nodes.push(Node {
                 name: (*name).to_owned(),
+                label,
                 is_virtual: virtual_nodes.contains(name),
                 x,
                 y,
