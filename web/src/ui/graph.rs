@@ -15,7 +15,7 @@ use crate::ui::page::{Page, PageResult};
 use crate::ui::red;
 use crate::window::{Window, WindowParam};
 
-const COLUMN_WIDTH: f64 = 260.0;
+const COLUMN_WIDTH: f64 = 380.0;
 const ROW_HEIGHT: f64 = 90.0;
 const NODE_WIDTH: f64 = 150.0;
 const NODE_HEIGHT: f64 = 36.0;

@@ -246,7 +246,7 @@ fn place(page: &mut SearchPage, found: &[TraceSummary], range: (i64, i64)) {
     let longest = found.iter().map(|t| t.duration_ns).max().unwrap_or(0) as f64;
     let x = Scale::new(
         (range.0 as f64, range.1 as f64),
-        (PLOT_LEFT + 6.0, PLOT.0 - 6.0),
+        (PLOT_LEFT + 6.0, PLOT.0 - 40.0),
     );
     let y = Scale::new((0.0, longest.max(1.0)), (PLOT.1 - PLOT_BOTTOM - 4.0, 8.0));
     page.x_ticks = x.ticks(5, |ns| format::clock(ns as i64));

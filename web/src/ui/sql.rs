@@ -228,7 +228,7 @@ fn chart(result: &QueryResult) -> Option<Chart> {
         },
         _ => 1.0,
     };
-    let x = Scale::new((t0, t1), (CHART_LEFT + 6.0, CHART.0 - 10.0));
+    let x = Scale::new((t0, t1), (CHART_LEFT + 6.0, CHART.0 - 40.0));
     let y = Scale::new(
         (0.0, top.max(f64::MIN_POSITIVE)),
         (CHART.1 - CHART_BOTTOM - 4.0, 8.0),
