@@ -12,7 +12,6 @@ use meshscope_query::QueryEngine;
 use crate::format;
 use crate::ui::edges::{self, Edge};
 use crate::ui::page::{Page, PageResult};
-use crate::ui::red;
 use crate::window::{Window, WindowParam};
 
 const COLUMN_WIDTH: f64 = 380.0;
@@ -82,7 +81,7 @@ pub async fn graph(
     Ok(Page(GraphPage {
         nav: "graph",
         window,
-        windows: red::windows(),
+        windows: Window::choices(),
         nodes,
         lines,
         size,

@@ -7,10 +7,10 @@ use datafusion::common::ScalarValue;
 use meshscope_query::QueryEngine;
 
 use crate::error::ApiError;
+use crate::format;
 use crate::rows::{self, num_of, str_of};
 use crate::svg;
 use crate::window::{BUCKETS, Window};
-use crate::{format, window};
 
 /// Spans that stand for a request into a service: server and consumer spans, and roots.
 pub const ENTRY_SPANS: &str = "(kind IN ('server', 'consumer') OR parent_span_id IS NULL)";
@@ -126,9 +126,4 @@ pub async fn red(
             }
         })
         .collect())
-}
-
-/// The picker's choices, for templates.
-pub fn windows() -> Vec<&'static str> {
-    window::Window::choices()
 }

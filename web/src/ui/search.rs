@@ -12,7 +12,7 @@ use crate::format;
 use crate::params::{add_attribute_filter, parse_duration};
 use crate::svg::{Point, Scale, Tick};
 use crate::ui::page::{Page, PageResult};
-use crate::window::WINDOWS;
+use crate::window::{WINDOWS, Window};
 
 /// How the hits can be ordered: parameter value and label.
 const SORTS: [(&str, &str); 6] = [
@@ -101,7 +101,7 @@ pub async fn search(
     let mut page = SearchPage {
         nav: "search",
         all_services: engine.services().await?,
-        lookbacks: WINDOWS.iter().map(|(name, _)| *name).collect(),
+        lookbacks: Window::choices(),
         sorts: SORTS.to_vec(),
         base_query,
         hits: Vec::new(),

@@ -52,7 +52,7 @@ pub async fn overview(
     Ok(Page(Overview {
         nav: "services",
         window,
-        windows: red::windows(),
+        windows: Window::choices(),
         spark: SPARK_SIZE,
         services,
         idle,
@@ -124,7 +124,7 @@ pub async fn service(
         nav: "services",
         service,
         window,
-        windows: red::windows(),
+        windows: Window::choices(),
         spark: SPARK_SIZE,
         operations,
         histogram,
