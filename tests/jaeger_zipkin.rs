@@ -1,6 +1,7 @@
 //! The compatibility layers against a real collector: the Jaeger query API (`/jaeger/api/…`) answers
 //! in Jaeger's documented JSON shapes, checked field by field, and Zipkin v2 JSON posted to
-//! `/api/v2/spans` reads back through the native trace API and the Jaeger API.
+//! `/api/v2/spans` reads back through the native trace API and the Jaeger API. Also the numeric
+//! attribute comparisons of search, which the Jaeger route does not offer.
 
 mod common;
 
@@ -367,4 +368,40 @@ async fn zipkin_v2_json_reads_back_through_the_trace_apis() {
         .await;
     assert_eq!(wrong_type.status, 415);
     collector.wait_for_trace(trace_hex, 2).await;
+}
+
+/// The numeric attribute comparisons the search form and `/api/search` offer, on a promoted column
+/// (`http.response.status_code`) and on an attribute kept in the JSON column (`retries`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_compares_attributes_numerically() {
+    let collector = Collector::start("numeric-search").await;
+    let f = send_fixture(&collector).await;
+    let trace_hex = hex::encode(&f.trace_id);
+    let hits = |query: &'static str| {
+        let collector = &collector;
+        async move {
+            let answer = collector.get_json(&format!("/api/search?{query}")).await;
+            answer["traces"]
+                .as_array()
+                .expect("traces")
+                .iter()
+                .map(|t| t["traceId"].as_str().expect("id").to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        hits("attr=http.response.status_code%3E%3D200").await,
+        vec![trace_hex.clone()]
+    );
+    assert_eq!(
+        hits("attr=http.response.status_code%3E200").await,
+        Vec::<String>::new()
+    );
+    assert_eq!(hits("attr=retries%3E1").await, vec![trace_hex.clone()]);
+    assert_eq!(hits("attr=retries%3C%3D1").await, Vec::<String>::new());
+    assert_eq!(hits("attr=retries!%3D3").await, vec![trace_hex.clone()]);
+    // Text that is no number never matches a comparison.
+    assert_eq!(hits("attr=http.route%3E0").await, Vec::<String>::new());
+    let bad = collector.get("/api/search?attr=retries%3Emany").await;
+    assert_eq!(bad.status, 400);
 }
