@@ -1,13 +1,16 @@
 // Trace view interaction: collapse/expand subtrees, span details on click, highlight filter.
 // Everything taken from span data is inserted with textContent, never as markup.
+//
+// The page loads this script before the waterfall, so a large trace can be clicked while its rows are
+// still being parsed: listeners sit on the document, and rows and the details panel are looked up when
+// they are needed.
 (function () {
   "use strict";
-  var container = document.getElementById("trace");
-  if (!container) return;
-  var traceId = container.dataset.traceId;
-  var rows = Array.prototype.slice.call(document.querySelectorAll("#waterfall .r"));
-  var depths = rows.map(function (r) { return Number(r.dataset.d); });
-  var details = document.getElementById("details");
+  var toolbar = document.getElementById("trace-toolbar");
+  if (!toolbar) return;
+  var traceId = toolbar.dataset.traceId;
+  function allRows() { return Array.prototype.slice.call(document.querySelectorAll("#waterfall .r")); }
+  function panel() { return document.getElementById("details"); }
   var spans = null; // span id -> native API entry, once loaded
   var traceStart = null;
   var searchText = {}; // span id -> lowercase text the filter matches
@@ -16,9 +19,10 @@
   var STATUS = ["unset", "ok", "error"];
 
   function refresh() {
+    var rows = allRows();
     var hideBelow = Infinity;
     for (var i = 0; i < rows.length; i++) {
-      var d = depths[i];
+      var d = Number(rows[i].dataset.d);
       if (d <= hideBelow) hideBelow = Infinity;
       rows[i].hidden = d > hideBelow;
       if (hideBelow === Infinity && rows[i].classList.contains("collapsed")) hideBelow = d;
@@ -76,7 +80,9 @@
   }
 
   function show(id) {
-    rows.forEach(function (r) { r.classList.toggle("selected", r.dataset.id === id); });
+    var details = panel();
+    if (!details) return;
+    allRows().forEach(function (r) { r.classList.toggle("selected", r.dataset.id === id); });
     details.textContent = "";
     if (!spans) {
       details.appendChild(el("p", "Loading span details…", "hint"));
@@ -138,7 +144,7 @@
   function applyFilter() {
     var query = document.getElementById("filter").value.trim().toLowerCase();
     var hits = 0;
-    rows.forEach(function (r) {
+    allRows().forEach(function (r) {
       var text = searchText[r.dataset.id] || r.textContent.toLowerCase();
       var hit = query !== "" && text.indexOf(query) !== -1;
       r.classList.toggle("hit", hit);
@@ -155,9 +161,10 @@
     return loading;
   }
 
-  container.addEventListener("click", function (event) {
-    var toggle = event.target.closest("button.t");
-    var row = event.target.closest(".r");
+  document.addEventListener("click", function (event) {
+    if (!(event.target instanceof Element)) return;
+    var toggle = event.target.closest("#waterfall button.t");
+    var row = event.target.closest("#waterfall .r");
     if (!row) return;
     if (toggle) {
       setCollapsed(row, !row.classList.contains("collapsed"));
@@ -170,11 +177,11 @@
   });
 
   document.getElementById("collapse-all").addEventListener("click", function () {
-    rows.forEach(function (r) { if (r.querySelector("button.t")) setCollapsed(r, true); });
+    allRows().forEach(function (r) { if (r.querySelector("button.t")) setCollapsed(r, true); });
     refresh();
   });
   document.getElementById("expand-all").addEventListener("click", function () {
-    rows.forEach(function (r) { setCollapsed(r, false); });
+    allRows().forEach(function (r) { setCollapsed(r, false); });
     refresh();
   });
   var pending = null;
@@ -211,6 +218,8 @@
         applyFilter();
       })
       .catch(function (error) {
+        var details = panel();
+        if (!details) return;
         details.textContent = "";
         details.appendChild(el("p", "Span details could not be loaded: " + error.message, "error"));
       });
