@@ -153,8 +153,8 @@
     document.getElementById("filter-count").textContent = query ? hits + " matching" : "";
   }
 
-  // The details of every span come from the native JSON API, fetched once: after the waterfall is on
-  // screen (so the fetch never delays the first paint), or at the first click or filter keystroke.
+  // The details of every span come from the native JSON API, fetched once: after the page has loaded,
+  // or at the first click or filter keystroke if that comes first.
   var loading = null;
   function load() {
     if (!loading) loading = fetchDetails();
@@ -225,7 +225,11 @@
       });
   }
 
-  if (location.hash.length > 1) load();
-  else if (window.requestIdleCallback) requestIdleCallback(load, { timeout: 2000 });
-  else setTimeout(load, 500);
+  // Prefetch only once the page has loaded: building and parsing the JSON of a large trace would
+  // otherwise take CPU from parsing the waterfall itself.
+  window.addEventListener("load", function () {
+    if (location.hash.length > 1) load();
+    else if (window.requestIdleCallback) requestIdleCallback(load, { timeout: 2000 });
+    else setTimeout(load, 500);
+  });
 })();
