@@ -475,6 +475,15 @@ async fn hostile_content_is_inert_text_on_every_page() {
             .get(url.strip_prefix(&base).expect("own URL"))
             .await;
         assert_eq!(response.status, 200, "{page}: {}", response.text());
+        let policy = response
+            .headers
+            .get("content-security-policy")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        assert!(
+            policy.contains("script-src 'self'"),
+            "{page}: no script policy: {policy:?}"
+        );
         browser.goto(url).await;
         browser.find("main").await;
         assert_inert(&browser, page, texts).await;
