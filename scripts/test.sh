@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs the whole test suite on a fresh machine that has only the Rust toolchain, python3 and cargo-nextest.
+# Runs the whole test suite on a fresh machine that has only the Rust toolchain, python3 and cargo-nextest
+# (and, for the browser tests, Debian's chromium and chromium-driver, which it installs when run as root).
 #
 #   scripts/test.sh [extra cargo-nextest args...]
 #
@@ -40,6 +41,18 @@ if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$wanted" ]]; then
 fi
 
 export MESHSCOPE_TEST_PYTHON="$venv/bin/python"
+
+# The web UI tests (tests/web_ui.rs) drive Debian's headless Chromium through chromedriver.
+if [[ ! -x /usr/bin/chromium || ! -x /usr/bin/chromedriver ]]; then
+    if command -v apt-get >/dev/null && [[ "$(id -u)" == 0 ]]; then
+        echo "test.sh: installing Debian's chromium and chromium-driver" >&2
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver
+    else
+        echo "test.sh: install Debian's chromium and chromium-driver (as root: apt-get install chromium chromium-driver) and rerun" >&2
+        exit 1
+    fi
+fi
 
 # --no-fail-fast is refused together with --no-run (a build-only invocation).
 nextest_args=(--workspace --no-fail-fast)

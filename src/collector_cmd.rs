@@ -33,7 +33,7 @@ pub(crate) struct CollectorArgs {
     /// OTLP/HTTP listen address; also serves the collector's own /metrics [default: 127.0.0.1:4318].
     #[arg(long, env = "MESHSCOPE_OTLP_HTTP_LISTEN")]
     otlp_http_listen: Option<SocketAddr>,
-    /// HTTP API listen address (SQL, traces, search) [default: 127.0.0.1:8686].
+    /// Web UI and HTTP API listen address (SQL, traces, search, Jaeger API) [default: 127.0.0.1:8686].
     #[arg(long, env = "MESHSCOPE_API_LISTEN")]
     api_listen: Option<SocketAddr>,
     /// Memory budget for requests in flight plus unflushed rows; past it exports are refused with a

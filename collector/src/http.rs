@@ -1,4 +1,5 @@
-//! OTLP/HTTP receiver: `POST /v1/traces` and `POST /v1/metrics`, protobuf or JSON, optionally gzip.
+//! OTLP/HTTP receiver: `POST /v1/traces` and `POST /v1/metrics`, protobuf or JSON, optionally gzip;
+//! and Zipkin v2 JSON on `POST /api/v2/spans` (converted by [`crate::zipkin`]).
 //!
 //! As the OTLP spec says: the response uses the request's encoding, a partial success carries the
 //! rejected count, errors carry a `google.rpc.Status` body, and retryable refusals carry `Retry-After`.
@@ -34,6 +35,7 @@ pub fn router(ingest: Arc<Ingest>) -> Router {
     Router::new()
         .route("/v1/traces", post(traces))
         .route("/v1/metrics", post(metrics))
+        .route("/api/v2/spans", post(zipkin_spans))
         .route("/metrics", get(self_metrics))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(ingest)
@@ -45,6 +47,75 @@ async fn traces(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body: Byt
 
 async fn metrics(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body: Bytes) -> Response {
     export(&ingest, Signal::Metrics, &headers, body).await
+}
+
+/// Zipkin v2 JSON: converted to an OTLP export and stored like one. Answers 202 as Zipkin does; when
+/// validation dropped spans, the 202 carries `{"rejectedSpans", "errorMessage"}`.
+async fn zipkin_spans(
+    State(ingest): State<Arc<Ingest>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let media_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or(JSON)
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if media_type != JSON {
+        return (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("unsupported content type {media_type:?}: Zipkin spans are accepted as application/json"),
+        )
+            .into_response();
+    }
+    let result = match decompress(&headers, body, ingest.max_request_bytes) {
+        // Parsed off the async workers, like OTLP bodies are.
+        Ok(body) => match tokio::task::spawn_blocking(move || {
+            crate::zipkin::to_otlp(&body).map(|request| request.encode_to_vec())
+        })
+        .await
+        {
+            Ok(Ok(encoded)) => {
+                ingest
+                    .export(Signal::Traces, Encoding::Protobuf, encoded.into())
+                    .await
+            }
+            Ok(Err(error)) => {
+                return (StatusCode::BAD_REQUEST, error.to_string()).into_response();
+            }
+            Err(error) => Err(IngestError::Unavailable(format!(
+                "Zipkin decoder task failed: {error}"
+            ))),
+        },
+        Err(error) => Err(error),
+    };
+    match result {
+        Ok(rejections) if rejections.count > 0 => (
+            StatusCode::ACCEPTED,
+            axum::Json(serde_json::json!({
+                "rejectedSpans": rejections.count,
+                "errorMessage": rejections.message,
+            })),
+        )
+            .into_response(),
+        Ok(_) => StatusCode::ACCEPTED.into_response(),
+        Err(error) => {
+            let code = StatusCode::from_u16(error.http_status())
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let mut response = (code, error.to_string()).into_response();
+            if error.retryable() {
+                response.headers_mut().insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(RETRY_AFTER.as_secs()),
+                );
+            }
+            response
+        }
+    }
 }
 
 async fn self_metrics(State(ingest): State<Arc<Ingest>>) -> Response {

@@ -7,7 +7,8 @@
 //! ```text
 //! OTLP/gRPC :4317 ─┐
 //!                  ├─► Ingest: admission ─► decode+validate+convert (blocking pool) ─► Store::append
-//! OTLP/HTTP :4318 ─┘                                │                                  (WAL fsync, memtable)
+//! OTLP/HTTP :4318 ─┤                                │                                  (WAL fsync, memtable)
+//! Zipkin v2 JSON ──┘ (on :4318, converted to OTLP first)
 //!                                                    ├─► fleet health ─► FleetSignals.Subscribe (gRPC :4317)
 //!                                                    └─► service graph + RED ─► metric points (every 10 s window)
 //! ```
@@ -20,6 +21,7 @@ pub mod grpc;
 pub mod http;
 pub mod ingest;
 pub mod validate;
+pub mod zipkin;
 
 use std::future::Future;
 use std::net::SocketAddr;

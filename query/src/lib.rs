@@ -19,5 +19,5 @@ mod views;
 pub use engine::{QueryEngine, QueryLimits};
 pub use error::{QueryError, Result};
 pub use format::QueryResult;
-pub use search::{Operation, SearchRequest, TraceSummary};
+pub use search::{CompareOp, Comparison, Operation, SearchRequest, TraceSummary};
 pub use trace::TraceSpan;

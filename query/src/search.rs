@@ -11,7 +11,7 @@ use datafusion::arrow::datatypes::{DataType, TimestampNanosecondType};
 use datafusion::common::ScalarValue;
 use datafusion::functions_aggregate::expr_fn::max;
 use datafusion::logical_expr::Expr;
-use datafusion::prelude::{cast, col, lit};
+use datafusion::prelude::{cast, col, lit, try_cast};
 use meshscope_storage::schema::PROMOTED_SPAN_ATTRIBUTES;
 use serde::Serialize;
 
@@ -28,6 +28,9 @@ pub struct SearchRequest {
     pub span_name: Option<String>,
     /// `key = value` on a span or resource attribute (promoted columns included).
     pub attributes: Vec<(String, String)>,
+    /// Numeric comparisons on attributes (`http.response.status_code >= 500`); a value that is not a
+    /// number never matches.
+    pub comparisons: Vec<Comparison>,
     /// `unset`, `ok` or `error`.
     pub status: Option<String>,
     /// Minimum span duration, nanoseconds.
@@ -40,6 +43,56 @@ pub struct SearchRequest {
     pub end_ns: Option<i64>,
     /// Most traces to return.
     pub limit: usize,
+}
+
+/// A numeric comparison of an attribute with a constant.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Comparison {
+    /// Attribute key (span or resource; promoted columns included).
+    pub key: String,
+    /// How to compare.
+    pub op: CompareOp,
+    /// The constant.
+    pub value: f64,
+}
+
+/// The comparison operators search understands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompareOp {
+    /// `<`
+    Less,
+    /// `<=`
+    LessOrEqual,
+    /// `>`
+    Greater,
+    /// `>=`
+    GreaterOrEqual,
+    /// `!=`
+    NotEqual,
+}
+
+impl CompareOp {
+    /// Parses `<`, `<=`, `>`, `>=` or `!=`.
+    pub fn parse(text: &str) -> Option<CompareOp> {
+        Some(match text {
+            "<" => CompareOp::Less,
+            "<=" => CompareOp::LessOrEqual,
+            ">" => CompareOp::Greater,
+            ">=" => CompareOp::GreaterOrEqual,
+            "!=" => CompareOp::NotEqual,
+            _ => return None,
+        })
+    }
+
+    fn apply(self, left: Expr, right: Expr) -> Expr {
+        match self {
+            CompareOp::Less => left.lt(right),
+            CompareOp::LessOrEqual => left.lt_eq(right),
+            CompareOp::Greater => left.gt(right),
+            CompareOp::GreaterOrEqual => left.gt_eq(right),
+            CompareOp::NotEqual => left.not_eq(right),
+        }
+    }
 }
 
 /// One search hit.
@@ -102,6 +155,32 @@ fn attribute_filter(key: &str, value: &str) -> Expr {
     filter
 }
 
+/// The filter for a numeric comparison: the promoted column when the key has one, else the attribute
+/// text of the JSON columns read as a number (`try_cast`: text that is no number gives NULL, no match).
+fn comparison_filter(comparison: &Comparison) -> Expr {
+    let Comparison { key, op, value } = comparison;
+    let number = |expr: Expr| try_cast(expr, DataType::Float64);
+    let json = |column: &str| {
+        op.apply(
+            number(Expr::ScalarFunction(
+                datafusion::logical_expr::expr::ScalarFunction::new_udf(
+                    std::sync::Arc::new(crate::udf::attr_udf()),
+                    vec![col(column), lit(key.as_str())],
+                ),
+            )),
+            lit(*value),
+        )
+    };
+    let mut filter = json("attributes").or(json("resource_attributes"));
+    if let Some((_, column, _)) = PROMOTED_SPAN_ATTRIBUTES
+        .iter()
+        .find(|(attribute, _, _)| attribute == key)
+    {
+        filter = op.apply(number(col(*column)), lit(*value)).or(filter);
+    }
+    filter
+}
+
 impl SearchRequest {
     fn filters(&self) -> Vec<Expr> {
         let mut filters = Vec::new();
@@ -116,6 +195,9 @@ impl SearchRequest {
         }
         for (key, value) in &self.attributes {
             filters.push(attribute_filter(key, value));
+        }
+        for comparison in &self.comparisons {
+            filters.push(comparison_filter(comparison));
         }
         if let Some(status) = &self.status {
             filters.push(col("status_code").eq(lit(status.to_ascii_lowercase())));

@@ -35,6 +35,12 @@ use tonic::transport::Channel;
 /// The product binary under test.
 pub const MESHSCOPE: &str = env!("CARGO_BIN_EXE_meshscope");
 
+/// The binary the collector tests start: `MESHSCOPE_TEST_BIN` when set (e.g. a release build, for the
+/// timings the web UI test prints), else the build under test.
+pub fn collector_binary() -> String {
+    std::env::var("MESHSCOPE_TEST_BIN").unwrap_or_else(|_| MESHSCOPE.to_owned())
+}
+
 /// How long a collector may take to answer `/api/health` after it was started.
 pub const STARTUP_DEADLINE: Duration = Duration::from_secs(30);
 /// How long the tests wait for acknowledged data to show up in queries. The product promises about one
@@ -243,7 +249,7 @@ impl Collector {
             self.generation += 1;
             let log_path = self.log_path(self.generation);
             let log = std::fs::File::create(&log_path).expect("create collector log");
-            let mut command = Command::new(MESHSCOPE);
+            let mut command = Command::new(collector_binary());
             // Only the flags below configure the collector, whatever the developer's environment holds.
             command.env_clear();
             command
@@ -679,7 +685,7 @@ async fn raw(response: reqwest::Response) -> RawResponse {
 }
 
 /// Three distinct free loopback ports (bound together, then released for the collector).
-fn free_ports() -> [SocketAddr; 3] {
+pub fn free_ports() -> [SocketAddr; 3] {
     let listeners: Vec<TcpListener> = (0..3)
         .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a free port"))
         .collect();

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::error::ApiError;
-use crate::params::{parse_duration, parse_time};
+use crate::params::{add_attribute_filter, parse_duration, parse_time};
 
 /// Shared state of the API routes.
 pub type Engine = Arc<QueryEngine>;
@@ -131,14 +131,7 @@ fn search_request(query: &str) -> Result<SearchRequest, ApiError> {
         match key.as_str() {
             "service" => request.services.push(value),
             "name" | "operation" => request.span_name = Some(value),
-            "attr" | "tag" => {
-                let (k, v) = value.split_once('=').ok_or_else(|| {
-                    ApiError::bad_request(format!("attr {value:?} must be key=value"))
-                })?;
-                request
-                    .attributes
-                    .push((k.trim().to_owned(), v.trim().to_owned()));
-            }
+            "attr" | "tag" => add_attribute_filter(&mut request, &value)?,
             "status" => match value.to_ascii_lowercase().as_str() {
                 "unset" | "ok" | "error" => request.status = Some(value.to_ascii_lowercase()),
                 _ => {

@@ -21,6 +21,26 @@ impl ApiError {
         }
     }
 
+    /// 500: our fault; the detail is logged, the user reads `message`.
+    pub fn internal(message: impl Into<String>) -> ApiError {
+        let message = message.into();
+        tracing::error!(%message, "internal error");
+        ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            message,
+        }
+    }
+
+    /// The HTTP status the error is answered with.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// What the user is told.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
     /// 404: nothing matches.
     pub fn not_found(message: impl Into<String>) -> ApiError {
         ApiError {

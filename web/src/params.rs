@@ -1,6 +1,42 @@
 //! Parsing of human-friendly query parameters: durations and instants.
 
+use meshscope_query::{CompareOp, Comparison, SearchRequest};
+
 use crate::error::ApiError;
+
+/// Adds one attribute filter to `request`: `key=value` (text equality) or a numeric comparison
+/// `key>5`, `key>=5`, `key<5`, `key<=5`, `key!=5`, split at the first operator.
+pub fn add_attribute_filter(request: &mut SearchRequest, text: &str) -> Result<(), ApiError> {
+    let at = text.find(['=', '<', '>', '!']).ok_or_else(|| {
+        ApiError::bad_request(format!("filter {text:?} must be key=value or key>number"))
+    })?;
+    let key = text[..at].trim();
+    let rest = &text[at..];
+    let op_len = if rest.len() > 1 && rest.as_bytes()[1] == b'=' && !rest.starts_with('=') {
+        2
+    } else {
+        1
+    };
+    let (op, value) = (&rest[..op_len], rest[op_len..].trim());
+    if key.is_empty() {
+        return Err(ApiError::bad_request(format!("filter {text:?} has no key")));
+    }
+    if op == "=" {
+        request.attributes.push((key.to_owned(), value.to_owned()));
+        return Ok(());
+    }
+    let op = CompareOp::parse(op)
+        .ok_or_else(|| ApiError::bad_request(format!("filter {text:?}: unknown operator")))?;
+    let value = value.parse::<f64>().map_err(|_| {
+        ApiError::bad_request(format!("filter {text:?}: {value:?} is not a number"))
+    })?;
+    request.comparisons.push(Comparison {
+        key: key.to_owned(),
+        op,
+        value,
+    });
+    Ok(())
+}
 
 /// `150ms`, `2s`, `500us`, `1.5m`, `3h`, or a bare integer of nanoseconds.
 pub fn parse_duration(text: &str) -> Result<i64, ApiError> {
@@ -57,6 +93,25 @@ mod tests {
         assert_eq!(parse_duration("1.5m").unwrap(), 90_000_000_000);
         assert_eq!(parse_duration("42").unwrap(), 42);
         assert!(parse_duration("2 fortnights").is_err());
+    }
+
+    #[test]
+    fn attribute_filters() {
+        let mut request = SearchRequest::default();
+        add_attribute_filter(&mut request, "http.route=/a=b").unwrap();
+        add_attribute_filter(&mut request, "http.response.status_code>=500").unwrap();
+        add_attribute_filter(&mut request, "retries < 3").unwrap();
+        assert_eq!(
+            request.attributes,
+            vec![("http.route".to_owned(), "/a=b".to_owned())]
+        );
+        assert_eq!(request.comparisons[0].op, CompareOp::GreaterOrEqual);
+        assert_eq!(request.comparisons[0].value, 500.0);
+        assert_eq!(request.comparisons[1].key, "retries");
+        assert_eq!(request.comparisons[1].op, CompareOp::Less);
+        for bad in ["novalue", "=x", "n>fast", "n!x"] {
+            assert!(add_attribute_filter(&mut request, bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
