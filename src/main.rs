@@ -41,10 +41,10 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the collector: OTLP in (gRPC :4317, HTTP :4318), durable storage, the query API (:8686).
-    Collector(collector_cmd::CollectorArgs),
+    Collector(Box<collector_cmd::CollectorArgs>),
     /// Run the demo: collector, UI and a small shop of services behind sidecars, with traffic and a
     /// fault switch.
-    Demo(demo::DemoArgs),
+    Demo(Box<demo::DemoArgs>),
     /// Run the sidecar proxy from a configuration file (hot-reloaded).
     Proxy(proxy_cmd::ProxyArgs),
     /// Run one SQL query and print the result.
@@ -75,7 +75,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     runtime.block_on(async {
         match cli.command {
             Command::Collector(args) => collector_cmd::run(args.settings()?).await,
-            Command::Demo(args) => demo::run(args).await,
+            Command::Demo(args) => demo::run(*args).await,
             Command::Proxy(args) => proxy_cmd::run(args).await,
             Command::Sql(args) => sql_cmd::run(args).await,
         }

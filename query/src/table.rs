@@ -174,14 +174,13 @@ fn narrow(column: &str, expr: &Expr, range: &mut TimeRange) {
                 between.expr.as_ref(),
                 between.low.as_ref(),
                 between.high.as_ref(),
-            ) {
-                if c.name == column {
-                    if let Some(low) = timestamp_nanos(low) {
-                        range.start = range.start.max(low);
-                    }
-                    if let Some(high) = timestamp_nanos(high) {
-                        range.end = range.end.min(high);
-                    }
+            ) && c.name == column
+            {
+                if let Some(low) = timestamp_nanos(low) {
+                    range.start = range.start.max(low);
+                }
+                if let Some(high) = timestamp_nanos(high) {
+                    range.end = range.end.min(high);
                 }
             }
         }
