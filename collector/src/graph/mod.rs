@@ -218,8 +218,7 @@ impl ServiceGraph {
             Outcome::LoneClient(client) => {
                 self.counters.expired.fetch_add(1, Ordering::Relaxed);
                 if let Some(Peer { name, kind }) = client.peer.clone() {
-                    let key_server = name;
-                    self.record_edge_to(state, client.service.clone(), key_server, &client, kind);
+                    self.record_edge_to(state, client.service.clone(), name, &client, kind);
                 }
             }
             Outcome::LoneServer(server) => {
