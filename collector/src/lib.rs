@@ -20,6 +20,7 @@ pub mod graph;
 pub mod grpc;
 pub mod http;
 pub mod ingest;
+mod span_rows;
 pub mod validate;
 pub mod zipkin;
 

@@ -13,12 +13,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use meshscope_proto::signals::{EndpointHealth, ServiceHealth, SignalsUpdate};
 use meshscope_storage::RecordBatch;
-use meshscope_storage::arrow::array::{Array, AsArray};
-use meshscope_storage::arrow::datatypes::{Int64Type, TimestampNanosecondType};
 
 pub use judge::JudgeOptions;
 pub use service::SignalsService;
 
+use crate::span_rows::SpanRows;
 use judge::{Ejection, judge};
 use window::{Evidence, Window};
 
@@ -92,55 +91,23 @@ impl FleetHealth {
     /// and endpoint (`meshscope.upstream.service`, `meshscope.upstream.endpoint`). A span fails when its
     /// status is error or its HTTP status is 5xx.
     pub fn observe(&self, batch: &RecordBatch) {
-        let column = |name: &str| batch.column_by_name(name);
-        let (
-            Some(kind),
-            Some(service),
-            Some(endpoint),
-            Some(status),
-            Some(http),
-            Some(duration),
-            Some(end),
-        ) = (
-            column("kind"),
-            column("mesh_upstream_service"),
-            column("mesh_upstream_endpoint"),
-            column("status_code"),
-            column("http_response_status_code"),
-            column("duration_ns"),
-            column("end_time"),
-        )
-        else {
-            return;
-        };
-        let (Some(kind), Some(service), Some(endpoint), Some(status)) = (
-            kind.as_string_opt::<i32>(),
-            service.as_string_opt::<i32>(),
-            endpoint.as_string_opt::<i32>(),
-            status.as_string_opt::<i32>(),
-        ) else {
-            return;
-        };
-        let (Some(http), Some(duration), Some(end)) = (
-            http.as_primitive_opt::<Int64Type>(),
-            duration.as_primitive_opt::<Int64Type>(),
-            end.as_primitive_opt::<TimestampNanosecondType>(),
-        ) else {
+        let Some(rows) = SpanRows::of(batch) else {
             return;
         };
         let mut services = self.services.lock().unwrap_or_else(|e| e.into_inner());
         let window_seconds = self.options.window.as_secs().max(1) as usize;
         let mut observed = 0;
         for row in 0..batch.num_rows() {
-            if kind.value(row) != "client" || service.is_null(row) || endpoint.is_null(row) {
+            if rows.kind.value(row) != "client" {
                 continue;
             }
-            let failed =
-                status.value(row) == "error" || (http.is_valid(row) && http.value(row) >= 500);
-            let second = end.value(row).div_euclid(1_000_000_000);
-            let latency_ms = duration.value(row) as f64 / 1e6;
-            let endpoints = services.entry(service.value(row).to_owned()).or_default();
-            let state = match endpoints.get_mut(endpoint.value(row)) {
+            let Some((service, endpoint)) = rows.upstream(row) else {
+                continue;
+            };
+            let second = rows.end.value(row).div_euclid(1_000_000_000);
+            let latency_ms = rows.duration.value(row) as f64 / 1e6;
+            let endpoints = services.entry(service.to_owned()).or_default();
+            let state = match endpoints.get_mut(endpoint) {
                 Some(state) => state,
                 None => {
                     if self.tracked.load(Ordering::Relaxed) >= self.options.max_endpoints as u64 {
@@ -149,14 +116,14 @@ impl FleetHealth {
                     }
                     self.tracked.fetch_add(1, Ordering::Relaxed);
                     endpoints
-                        .entry(endpoint.value(row).to_owned())
+                        .entry(endpoint.to_owned())
                         .or_insert_with(|| EndpointState {
                             window: Window::new(window_seconds),
                             ejection: Ejection::default(),
                         })
                 }
             };
-            state.window.record(second, failed, latency_ms);
+            state.window.record(second, rows.failed(row), latency_ms);
             observed += 1;
         }
         self.observed.fetch_add(observed, Ordering::Relaxed);

@@ -9,7 +9,7 @@
 //! on the collector's `/metrics`.
 
 mod emit;
-mod pairing;
+pub(crate) mod pairing;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -18,10 +18,9 @@ use std::time::Duration;
 
 use meshscope_proto::collector::metrics::v1::ExportMetricsServiceRequest;
 use meshscope_storage::RecordBatch;
-use meshscope_storage::arrow::array::{Array, AsArray};
-use meshscope_storage::arrow::datatypes::{Int64Type, TimestampNanosecondType};
 
 use crate::fleet::window::Evidence;
+use crate::span_rows::SpanRows;
 use pairing::{CallKey, Half, Outcome, Peer, Pending};
 
 /// The node name of callers that sent no span of their own.
@@ -129,7 +128,7 @@ impl ServiceGraph {
 
     /// Reads one acknowledged batch of `spans` rows; `now_ms` is the arrival time (Unix ms).
     pub fn observe(&self, batch: &RecordBatch, now_ms: u64) {
-        let Some(rows) = Rows::of(batch) else {
+        let Some(rows) = SpanRows::of(batch) else {
             return;
         };
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -152,13 +151,7 @@ impl ServiceGraph {
                     self.record_operation(&mut state, &half, rows.name.value(row));
                     match rows.key(row, true) {
                         Some(key) => self.file(&mut state, key, false, half, now_ms),
-                        None => self.record_edge(
-                            &mut state,
-                            UNINSTRUMENTED_CALLER.into(),
-                            None,
-                            Some(&half),
-                            "",
-                        ),
+                        None => self.record_from_user(&mut state, &half),
                     }
                 }
                 "client" | "producer" => {
@@ -205,91 +198,58 @@ impl ServiceGraph {
                     return;
                 }
                 self.counters.paired.fetch_add(1, Ordering::Relaxed);
-                let kind = if client.messaging { "messaging" } else { "" };
-                self.record_edge(
-                    state,
-                    client.service.clone(),
-                    Some(&client),
-                    Some(&server),
-                    kind,
-                );
+                let key = EdgeKey {
+                    client: client.service.clone(),
+                    server: server.service.clone(),
+                    connection_type: if client.messaging { "messaging" } else { "" },
+                };
+                self.record_edge(state, key, &client, Some(&server));
             }
             Outcome::LoneClient(client) | Outcome::LoneServer(client) if client.fallback => {}
             Outcome::LoneClient(client) => {
                 self.counters.expired.fetch_add(1, Ordering::Relaxed);
                 if let Some(Peer { name, kind }) = client.peer.clone() {
-                    self.record_edge_to(state, client.service.clone(), name, &client, kind);
+                    let key = EdgeKey {
+                        client: client.service.clone(),
+                        server: name,
+                        connection_type: kind,
+                    };
+                    self.record_edge(state, key, &client, None);
                 }
             }
             Outcome::LoneServer(server) => {
                 self.counters.expired.fetch_add(1, Ordering::Relaxed);
-                self.record_edge(state, UNINSTRUMENTED_CALLER.into(), None, Some(&server), "");
+                self.record_from_user(state, &server);
             }
         }
     }
 
-    /// An edge from `client` to the callee `server` (its service names the node).
-    fn record_edge(
-        &self,
-        state: &mut State,
-        client: String,
-        caller: Option<&Half>,
-        server: Option<&Half>,
-        kind: &'static str,
-    ) {
-        let Some(callee) = server.or(caller) else {
+    /// Counts one call on the edge `key` in the window of `caller` (whose latency and end time it
+    /// takes); `callee` adds the server-side latency when the callee reported.
+    fn record_edge(&self, state: &mut State, key: EdgeKey, caller: &Half, callee: Option<&Half>) {
+        let failed = caller.failed || callee.is_some_and(|callee| callee.failed);
+        let Some(window) = self.window(state, caller.second) else {
             return;
         };
-        let key = EdgeKey {
-            client,
-            server: callee.service.clone(),
-            connection_type: kind,
-        };
-        let timing = caller.unwrap_or(callee);
-        let failed = caller.is_some_and(|c| c.failed) || server.is_some_and(|s| s.failed);
-        let Some(window) = self.window(state, timing.second) else {
+        let Some(figures) = self.series(&mut window.edges, key.clone()) else {
             return;
         };
-        if !window.edges.contains_key(&key) && window.edges.len() >= self.options.max_series {
-            self.counters.dropped_series.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        let figures = window.edges.entry(key.clone()).or_default();
-        figures.client.add(failed, timing.latency_ms);
-        if let Some(server) = server {
-            figures.server.add(server.failed, server.latency_ms);
+        figures.client.add(failed, caller.latency_ms);
+        if let Some(callee) = callee {
+            figures.server.add(callee.failed, callee.latency_ms);
         }
         self.count_total(&mut state.edge_totals, key, failed);
     }
 
-    /// An edge from `client` to a virtual node `server` no span of which arrived.
-    fn record_edge_to(
-        &self,
-        state: &mut State,
-        client: String,
-        server: String,
-        caller: &Half,
-        kind: &'static str,
-    ) {
-        let Some(window) = self.window(state, caller.second) else {
-            return;
-        };
+    /// A call into `server` from a caller that sent no span: the edge from the virtual node `user`,
+    /// timed by the callee on both sides.
+    fn record_from_user(&self, state: &mut State, server: &Half) {
         let key = EdgeKey {
-            client,
-            server,
-            connection_type: kind,
+            client: UNINSTRUMENTED_CALLER.into(),
+            server: server.service.clone(),
+            connection_type: "",
         };
-        if !window.edges.contains_key(&key) && window.edges.len() >= self.options.max_series {
-            self.counters.dropped_series.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        window
-            .edges
-            .entry(key.clone())
-            .or_default()
-            .client
-            .add(caller.failed, caller.latency_ms);
-        self.count_total(&mut state.edge_totals, key, caller.failed);
+        self.record_edge(state, key, server, Some(server));
     }
 
     fn record_operation(&self, state: &mut State, half: &Half, operation: &str) {
@@ -297,18 +257,25 @@ impl ServiceGraph {
             return;
         };
         let key = (half.service.clone(), operation.to_owned());
-        if !window.operations.contains_key(&key)
-            && window.operations.len() >= self.options.max_series
-        {
-            self.counters.dropped_series.fetch_add(1, Ordering::Relaxed);
+        let Some(figures) = self.series(&mut window.operations, key.clone()) else {
             return;
-        }
-        window
-            .operations
-            .entry(key.clone())
-            .or_default()
-            .add(half.failed, half.latency_ms);
+        };
+        figures.add(half.failed, half.latency_ms);
         self.count_total(&mut state.operation_totals, key, half.failed);
+    }
+
+    /// The figures of series `key` in `map`, or `None` (counted as dropped) when `map` already holds
+    /// `max_series` other series.
+    fn series<'m, K: std::hash::Hash + Eq, V: Default>(
+        &self,
+        map: &'m mut HashMap<K, V>,
+        key: K,
+    ) -> Option<&'m mut V> {
+        if !map.contains_key(&key) && map.len() >= self.options.max_series {
+            self.counters.dropped_series.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(map.entry(key).or_default())
     }
 
     fn count_total<K: std::hash::Hash + Eq>(
@@ -368,91 +335,3 @@ impl ServiceGraph {
         )
     }
 }
-
-/// The span columns the graph reads.
-struct Rows<'a> {
-    trace_id: &'a meshscope_storage::arrow::array::BinaryArray,
-    span_id: &'a meshscope_storage::arrow::array::BinaryArray,
-    parent: &'a meshscope_storage::arrow::array::BinaryArray,
-    kind: &'a meshscope_storage::arrow::array::StringArray,
-    service: &'a meshscope_storage::arrow::array::StringArray,
-    name: &'a meshscope_storage::arrow::array::StringArray,
-    status: &'a meshscope_storage::arrow::array::StringArray,
-    http: &'a meshscope_storage::arrow::array::Int64Array,
-    duration: &'a meshscope_storage::arrow::array::Int64Array,
-    end: &'a meshscope_storage::arrow::array::TimestampNanosecondArray,
-    peer_service: &'a meshscope_storage::arrow::array::StringArray,
-    db_system: &'a meshscope_storage::arrow::array::StringArray,
-    server_address: &'a meshscope_storage::arrow::array::StringArray,
-}
-
-impl<'a> Rows<'a> {
-    fn of(batch: &'a RecordBatch) -> Option<Rows<'a>> {
-        let column = |name: &str| batch.column_by_name(name);
-        let text = |name: &str| column(name)?.as_string_opt::<i32>();
-        let binary = |name: &str| column(name)?.as_binary_opt::<i32>();
-        Some(Rows {
-            trace_id: binary("trace_id")?,
-            span_id: binary("span_id")?,
-            parent: binary("parent_span_id")?,
-            kind: text("kind")?,
-            service: text("service_name")?,
-            name: text("name")?,
-            status: text("status_code")?,
-            http: column("http_response_status_code")?.as_primitive_opt::<Int64Type>()?,
-            duration: column("duration_ns")?.as_primitive_opt::<Int64Type>()?,
-            end: column("end_time")?.as_primitive_opt::<TimestampNanosecondType>()?,
-            peer_service: text("peer_service")?,
-            db_system: text("db_system")?,
-            server_address: text("server_address")?,
-        })
-    }
-
-    fn service(&self, row: usize) -> Option<&'a str> {
-        self.service.is_valid(row).then(|| self.service.value(row))
-    }
-
-    fn failed(&self, row: usize) -> bool {
-        self.status.value(row) == "error"
-            || (self.http.is_valid(row) && self.http.value(row) >= 500)
-    }
-
-    /// The call key: the span's own id for a caller, its parent's for a callee (`None` for a root).
-    fn key(&self, row: usize, callee: bool) -> Option<CallKey> {
-        let trace: [u8; 16] = self.trace_id.value(row).try_into().ok()?;
-        let id = if callee {
-            if self.parent.is_null(row) {
-                return None;
-            }
-            self.parent.value(row)
-        } else {
-            self.span_id.value(row)
-        };
-        Some((trace, id.try_into().ok()?))
-    }
-
-    fn peer(&self, row: usize) -> Option<Peer> {
-        let named = |column: &StringArrayRef<'a>| {
-            (column.is_valid(row) && !column.value(row).is_empty())
-                .then(|| column.value(row).to_owned())
-        };
-        if let Some(name) = named(&self.peer_service) {
-            return Some(Peer {
-                name,
-                kind: "virtual",
-            });
-        }
-        if let Some(name) = named(&self.db_system) {
-            return Some(Peer {
-                name,
-                kind: "database",
-            });
-        }
-        named(&self.server_address).map(|name| Peer {
-            name,
-            kind: "virtual",
-        })
-    }
-}
-
-type StringArrayRef<'a> = &'a meshscope_storage::arrow::array::StringArray;
