@@ -171,48 +171,64 @@ pub(crate) fn prometheus(
     pending: usize,
     counters: &GraphCounters,
 ) -> String {
-    let mut out = String::new();
-    let mut edges: Vec<_> = edges.iter().collect();
+    let mut edges: Vec<(String, (u64, u64))> = edges
+        .iter()
+        .map(|(edge, totals)| {
+            let labels = format!(
+                "client=\"{}\",server=\"{}\",connection_type=\"{}\"",
+                label(&edge.client),
+                label(&edge.server),
+                edge.connection_type
+            );
+            (labels, *totals)
+        })
+        .collect();
     edges.sort();
-    out += "# HELP meshscope_edge_requests_total Calls between services, paired from client and server spans.\n# TYPE meshscope_edge_requests_total counter\n";
-    for (edge, (requests, _)) in &edges {
-        let _ = writeln!(
-            out,
-            "meshscope_edge_requests_total{{client=\"{}\",server=\"{}\",connection_type=\"{}\"}} {requests}",
-            label(&edge.client),
-            label(&edge.server),
-            edge.connection_type
-        );
-    }
-    out += "# HELP meshscope_edge_failed_requests_total Failed calls between services.\n# TYPE meshscope_edge_failed_requests_total counter\n";
-    for (edge, (_, failures)) in &edges {
-        let _ = writeln!(
-            out,
-            "meshscope_edge_failed_requests_total{{client=\"{}\",server=\"{}\",connection_type=\"{}\"}} {failures}",
-            label(&edge.client),
-            label(&edge.server),
-            edge.connection_type
-        );
-    }
-    let mut operations: Vec<_> = operations.iter().collect();
+    let mut operations: Vec<(String, (u64, u64))> = operations
+        .iter()
+        .map(|((service, operation), totals)| {
+            let labels = format!(
+                "service=\"{}\",operation=\"{}\"",
+                label(service),
+                label(operation)
+            );
+            (labels, *totals)
+        })
+        .collect();
     operations.sort();
-    out += "# HELP meshscope_operation_requests_total Requests served, by service and operation (SERVER and CONSUMER spans).\n# TYPE meshscope_operation_requests_total counter\n";
-    for ((service, operation), (requests, _)) in &operations {
-        let _ = writeln!(
-            out,
-            "meshscope_operation_requests_total{{service=\"{}\",operation=\"{}\"}} {requests}",
-            label(service),
-            label(operation)
-        );
-    }
-    out += "# HELP meshscope_operation_errors_total Requests that failed, by service and operation.\n# TYPE meshscope_operation_errors_total counter\n";
-    for ((service, operation), (_, errors)) in &operations {
-        let _ = writeln!(
-            out,
-            "meshscope_operation_errors_total{{service=\"{}\",operation=\"{}\"}} {errors}",
-            label(service),
-            label(operation)
-        );
+    let mut out = String::new();
+    let families = [
+        (
+            "meshscope_edge_requests_total",
+            "Calls between services, paired from client and server spans.",
+            &edges,
+            false,
+        ),
+        (
+            "meshscope_edge_failed_requests_total",
+            "Failed calls between services.",
+            &edges,
+            true,
+        ),
+        (
+            "meshscope_operation_requests_total",
+            "Requests served, by service and operation (SERVER and CONSUMER spans).",
+            &operations,
+            false,
+        ),
+        (
+            "meshscope_operation_errors_total",
+            "Requests that failed, by service and operation.",
+            &operations,
+            true,
+        ),
+    ];
+    for (name, help, series, failures) in families {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for (labels, (requests, failed)) in series {
+            let value = if failures { failed } else { requests };
+            let _ = writeln!(out, "{name}{{{labels}}} {value}");
+        }
     }
     let counts = [
         (
