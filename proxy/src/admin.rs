@@ -25,7 +25,7 @@ use crate::body::{self, ProxyBody};
 use crate::breaker::{CircuitBreaker, Limit};
 use crate::reload::Live;
 use crate::stats::{LATENCY_BUCKETS, UpstreamStats};
-use crate::telemetry::{MetricCounters, SpanCounters};
+use crate::telemetry::ExportCounters;
 use crate::upstream::Upstream;
 
 /// What the admin endpoint reads.
@@ -34,9 +34,9 @@ pub(crate) struct AdminState {
     /// The running configuration and tables.
     pub(crate) live: Arc<Mutex<Live>>,
     /// Span export counters, when telemetry is on.
-    pub(crate) spans: Option<Arc<SpanCounters>>,
+    pub(crate) spans: Option<Arc<ExportCounters>>,
     /// Metric export counters, when metrics are exported.
-    pub(crate) metric_exports: Option<Arc<MetricCounters>>,
+    pub(crate) metric_exports: Option<Arc<ExportCounters>>,
     /// Raised when shutdown begins.
     pub(crate) draining: watch::Receiver<bool>,
 }
@@ -196,8 +196,8 @@ fn breaker_metrics(out: &mut String, upstreams: &[&Arc<Upstream>]) {
 
 fn metrics(
     live: &Live,
-    spans: Option<&SpanCounters>,
-    metric_exports: Option<&MetricCounters>,
+    spans: Option<&ExportCounters>,
+    metric_exports: Option<&ExportCounters>,
 ) -> String {
     let mut out = String::new();
     let tables = live.tables();

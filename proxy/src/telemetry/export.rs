@@ -23,16 +23,17 @@ use crate::config::TelemetryConfig;
 /// Name and version of this instrumentation, as OTLP's instrumentation scope.
 pub(crate) const SCOPE_NAME: &str = "meshscope-proxy";
 
-/// Counts of what happened to spans, for the log at shutdown and the admin endpoint.
+/// Counts of what happened to exported items (spans, or metric snapshots), for the log at shutdown
+/// and the admin endpoint.
 #[derive(Debug, Default)]
-pub(crate) struct SpanCounters {
-    exported: AtomicU64,
-    dropped: AtomicU64,
-    failed: AtomicU64,
+pub(crate) struct ExportCounters {
+    pub(super) exported: AtomicU64,
+    pub(super) dropped: AtomicU64,
+    pub(super) failed: AtomicU64,
 }
 
-impl SpanCounters {
-    /// Spans (exported, dropped because the queue was full, lost in failed exports).
+impl ExportCounters {
+    /// Items (exported, dropped because the queue was full, lost in failed exports).
     pub(crate) fn totals(&self) -> (u64, u64, u64) {
         let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         (
@@ -47,7 +48,7 @@ impl SpanCounters {
 #[derive(Debug)]
 pub(crate) struct Tracer {
     queue: mpsc::Sender<Span>,
-    counters: Arc<SpanCounters>,
+    counters: Arc<ExportCounters>,
     sample_ratio: f64,
 }
 
@@ -70,7 +71,7 @@ impl Tracer {
 pub(crate) struct Exporter {
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
-    counters: Arc<SpanCounters>,
+    counters: Arc<ExportCounters>,
     /// Longest the final flush may take.
     flush_limit: Duration,
 }
@@ -84,7 +85,7 @@ impl Exporter {
         let channel = channel(config)?;
         let (queue, spans) = mpsc::channel(config.queue_size);
         let (stop, stopped) = watch::channel(false);
-        let counters = Arc::new(SpanCounters::default());
+        let counters = Arc::new(ExportCounters::default());
         let batcher = Batcher {
             client: TraceServiceClient::new(channel),
             resource: resource(service),
@@ -111,7 +112,7 @@ impl Exporter {
     }
 
     /// The span counters.
-    pub(crate) fn counters(&self) -> Arc<SpanCounters> {
+    pub(crate) fn counters(&self) -> Arc<ExportCounters> {
         Arc::clone(&self.counters)
     }
 
@@ -134,7 +135,7 @@ struct Batcher {
     client: TraceServiceClient<Channel>,
     resource: Resource,
     batch_size: usize,
-    counters: Arc<SpanCounters>,
+    counters: Arc<ExportCounters>,
     /// Whether the last export failed, so a down collector is logged once, not per batch.
     failing: bool,
 }

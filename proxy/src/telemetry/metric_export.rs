@@ -9,7 +9,7 @@
 //! path waits for export. Points are cumulative, so a dropped or failed export loses resolution, not
 //! counts: the next one carries the totals. At shutdown one last snapshot is sent and flushed.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 
-use super::export::{SCOPE_NAME, SpanCounters, channel, resource};
+use super::export::{ExportCounters, SCOPE_NAME, channel, resource};
 use super::metric_points::collect;
 use crate::config::TelemetryConfig;
 use crate::reload::Live;
@@ -31,44 +31,24 @@ use crate::stats::unix_nanos;
 /// Snapshots waiting for export; beyond this a snapshot is dropped and counted.
 const QUEUE: usize = 4;
 
-/// What happened to metric snapshots, for the admin endpoint.
-#[derive(Debug, Default)]
-pub(crate) struct MetricCounters {
-    exported: AtomicU64,
-    dropped: AtomicU64,
-    failed: AtomicU64,
-}
-
-impl MetricCounters {
-    /// Snapshots (exported, dropped because the queue was full, lost in failed exports).
-    pub(crate) fn totals(&self) -> (u64, u64, u64) {
-        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-        (
-            load(&self.exported),
-            load(&self.dropped),
-            load(&self.failed),
-        )
-    }
-}
-
 /// The running metric export: stop it for a final snapshot and flush.
 #[derive(Debug)]
 pub(crate) struct MetricExporter {
     stop: watch::Sender<bool>,
     sampler: JoinHandle<()>,
     sender: JoinHandle<()>,
-    counters: Arc<MetricCounters>,
+    counters: Arc<ExportCounters>,
     flush_limit: Duration,
 }
 
 /// Where snapshots come from.
 struct Sampler {
     live: Arc<Mutex<Live>>,
-    spans: Option<Arc<SpanCounters>>,
+    spans: Option<Arc<ExportCounters>>,
     resource: Resource,
     started: u64,
     queue: mpsc::Sender<ExportMetricsServiceRequest>,
-    counters: Arc<MetricCounters>,
+    counters: Arc<ExportCounters>,
 }
 
 impl MetricExporter {
@@ -78,7 +58,7 @@ impl MetricExporter {
         config: &TelemetryConfig,
         service: &str,
         live: Arc<Mutex<Live>>,
-        spans: Option<Arc<SpanCounters>>,
+        spans: Option<Arc<ExportCounters>>,
     ) -> Option<Self> {
         if !config.metrics {
             return None;
@@ -86,7 +66,7 @@ impl MetricExporter {
         let client = MetricsServiceClient::new(channel(config)?);
         let (queue, snapshots) = mpsc::channel(QUEUE);
         let (stop, stopped) = watch::channel(false);
-        let counters = Arc::new(MetricCounters::default());
+        let counters = Arc::new(ExportCounters::default());
         let sampler = Sampler {
             live,
             spans,
@@ -105,7 +85,7 @@ impl MetricExporter {
     }
 
     /// The snapshot counters.
-    pub(crate) fn counters(&self) -> Arc<MetricCounters> {
+    pub(crate) fn counters(&self) -> Arc<ExportCounters> {
         Arc::clone(&self.counters)
     }
 
@@ -177,7 +157,7 @@ impl Sampler {
 async fn send(
     mut client: MetricsServiceClient<Channel>,
     mut snapshots: mpsc::Receiver<ExportMetricsServiceRequest>,
-    counters: Arc<MetricCounters>,
+    counters: Arc<ExportCounters>,
 ) {
     let mut failing = false;
     while let Some(request) = snapshots.recv().await {

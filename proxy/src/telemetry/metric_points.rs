@@ -12,7 +12,7 @@ use meshscope_proto::metrics::{
     AggregationTemporality, Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint, Sum,
 };
 
-use super::export::{SpanCounters, string};
+use super::export::{ExportCounters, string};
 use crate::breaker::{CircuitBreaker, Limit};
 use crate::build::Tables;
 use crate::stats::{LATENCY_BUCKETS, UpstreamStats};
@@ -21,7 +21,7 @@ use crate::stats::{LATENCY_BUCKETS, UpstreamStats};
 /// `started` (Unix nanoseconds).
 pub(crate) fn collect(
     tables: &Tables,
-    spans: Option<&SpanCounters>,
+    spans: Option<&ExportCounters>,
     started: u64,
     now: u64,
 ) -> Vec<Metric> {

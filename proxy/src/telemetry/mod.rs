@@ -16,6 +16,6 @@ mod metric_points;
 mod span;
 
 pub(crate) use context::TraceContext;
-pub(crate) use export::{Exporter, SpanCounters, Tracer};
-pub(crate) use metric_export::{MetricCounters, MetricExporter};
+pub(crate) use export::{ExportCounters, Exporter, Tracer};
+pub(crate) use metric_export::MetricExporter;
 pub(crate) use span::{AttemptFacts, RequestFacts, Sampling, SpanRecord};
