@@ -440,7 +440,7 @@ fn escape(value: &str) -> String {
 /// Every upstream's endpoints and their live state, as JSON.
 fn endpoints(live: &Live) -> String {
     let now = Instant::now();
-    let fleet_now = crate::balance::fleet::unix_nanos();
+    let fleet_now = crate::stats::unix_nanos(std::time::SystemTime::now());
     let upstreams: Vec<serde_json::Value> = live
         .tables()
         .upstreams()

@@ -13,7 +13,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tower::retry::budget::{Budget, TpsBudget};
 
-use crate::balance::{Balancer, Endpoint, fleet};
+use crate::balance::{Balancer, Endpoint};
 use crate::body::ProxyBody;
 pub(crate) use crate::breaker::Admission;
 use crate::breaker::{CircuitBreaker, Limit};
@@ -208,7 +208,7 @@ impl Upstream {
         let now = Instant::now();
         let checks_health = self.outlier.is_some() || self.health_check.is_some();
         let respect_health = checks_health && !self.panicking(endpoints, now);
-        let fleet_now = fleet::unix_nanos();
+        let fleet_now = crate::stats::unix_nanos(std::time::SystemTime::now());
         let honour_fleet = self.honours_fleet(endpoints, now, fleet_now);
         let healthy = |i: usize| {
             (!respect_health || endpoints[i].health().is_usable(now))

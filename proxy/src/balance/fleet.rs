@@ -4,21 +4,13 @@
 //! expiry reads as neutral (weight 1, not ejected), so a collector that went away stops mattering.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
-/// Weight, ejection deadline and expiry of one endpoint, in Unix nanoseconds.
+/// Weight, ejection deadline and expiry of one endpoint, in Unix nanoseconds (`stats::unix_nanos`).
 #[derive(Debug, Default)]
 pub(crate) struct FleetVerdict {
     weight_bits: AtomicU64,
     ejected_until: AtomicU64,
     expires: AtomicU64,
-}
-
-/// Unix time in nanoseconds, the clock fleet verdicts are stated in.
-pub(crate) fn unix_nanos() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_nanos() as u64)
 }
 
 impl FleetVerdict {

@@ -40,7 +40,9 @@ pub(crate) fn peak_ewma_cost(endpoint: &Endpoint, now: Instant) -> f64 {
 /// Peak-EWMA cost divided by the fleet's weight: an endpoint the fleet rates at a quarter costs four
 /// times as much, so local latency still decides among endpoints the fleet rates alike.
 pub(crate) fn adaptive_cost(endpoint: &Endpoint, now: Instant) -> f64 {
-    let weight = endpoint.fleet().weight(super::fleet::unix_nanos());
+    let weight = endpoint
+        .fleet()
+        .weight(crate::stats::unix_nanos(std::time::SystemTime::now()));
     endpoint.ewma_cost(now) / weight.max(MIN_FLEET_WEIGHT)
 }
 

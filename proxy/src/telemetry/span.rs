@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use bytes::Bytes;
 use http::uri::Authority;
@@ -20,6 +20,7 @@ use super::context::TraceContext;
 use super::export::{Tracer, int, string};
 use crate::body::{BoxError, ProxyBody};
 use crate::forward::ERROR_HEADER;
+use crate::stats::unix_nanos;
 
 /// gRPC codes that make a SERVER span an error (the RPC semantic conventions' list).
 const GRPC_SERVER_ERRORS: [i64; 6] = [2, 4, 12, 13, 14, 15];
@@ -238,7 +239,7 @@ impl SpanRecord {
             flags: 1,
             name,
             kind: kind as i32,
-            start_time_unix_nano: unix_nanos(),
+            start_time_unix_nano: unix_nanos(SystemTime::now()),
             attributes,
             ..Default::default()
         };
@@ -338,7 +339,7 @@ impl Drop for SpanRecord {
         if !self.ended {
             self.fail("cancelled");
         }
-        self.span.end_time_unix_nano = unix_nanos();
+        self.span.end_time_unix_nano = unix_nanos(SystemTime::now());
         self.tracer.record(std::mem::take(&mut self.span));
     }
 }
@@ -406,10 +407,4 @@ fn protocol_version(version: Version) -> &'static str {
         Version::HTTP_3 => "3",
         _ => "1.1",
     }
-}
-
-fn unix_nanos() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
