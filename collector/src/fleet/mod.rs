@@ -6,10 +6,10 @@ mod judge;
 mod service;
 pub(crate) mod window;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use meshscope_proto::signals::{EndpointHealth, ServiceHealth, SignalsUpdate};
 use meshscope_storage::RecordBatch;
@@ -28,6 +28,9 @@ pub struct FleetOptions {
     pub window: Duration,
     /// How often subscribers get an update.
     pub update_interval: Duration,
+    /// Services that received spans are judged again at most this often as spans arrive, and a new
+    /// ejection is pushed to subscribers at once rather than at their next `update_interval` tick.
+    pub eager_judge_interval: Duration,
     /// Proxies ignore an update's entries after this long.
     pub signal_ttl: Duration,
     /// At most this many (service, endpoint) pairs are tracked; spans of further ones are counted
@@ -44,6 +47,7 @@ impl Default for FleetOptions {
         FleetOptions {
             window: Duration::from_secs(10),
             update_interval: Duration::from_millis(500),
+            eager_judge_interval: Duration::from_millis(100),
             signal_ttl: Duration::from_secs(5),
             max_endpoints: 100_000,
             idle_expiry: Duration::from_secs(300),
@@ -58,11 +62,26 @@ struct EndpointState {
     ejection: Ejection,
 }
 
+/// The endpoints of one upstream service, by address.
+type Endpoints = HashMap<String, EndpointState>;
+
+/// What `observe` and `update` share under one lock.
+#[derive(Default)]
+struct Pool {
+    /// service → endpoint → state.
+    services: HashMap<String, Endpoints>,
+    /// Services that received spans since the last eager judgement.
+    touched: HashSet<String>,
+    /// When the last eager judgement ran.
+    last_eager: Option<Instant>,
+}
+
 /// The pooled view of every proxy's calls; fed by ingest, read by subscribers.
 pub struct FleetHealth {
     options: FleetOptions,
-    /// service → endpoint → state.
-    services: Mutex<HashMap<String, HashMap<String, EndpointState>>>,
+    pool: Mutex<Pool>,
+    /// Counts new ejections found by eager judgement; subscribers wake on a change.
+    ejections: tokio::sync::watch::Sender<u64>,
     tracked: AtomicU64,
     /// Spans ignored because `max_endpoints` was reached.
     pub dropped: AtomicU64,
@@ -75,7 +94,8 @@ impl FleetHealth {
     pub fn new(options: FleetOptions) -> FleetHealth {
         FleetHealth {
             options,
-            services: Mutex::new(HashMap::new()),
+            pool: Mutex::new(Pool::default()),
+            ejections: tokio::sync::watch::Sender::new(0),
             tracked: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             observed: AtomicU64::new(0),
@@ -87,6 +107,12 @@ impl FleetHealth {
         &self.options
     }
 
+    /// Changes whenever spans just observed made an endpoint ejected, so a subscriber can send an update
+    /// at once instead of at its next tick.
+    pub fn ejections(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.ejections.subscribe()
+    }
+
     /// Counts the CLIENT spans of an acknowledged batch of `spans` rows that name an upstream service
     /// and endpoint (`meshscope.upstream.service`, `meshscope.upstream.endpoint`). A span fails when its
     /// status is error or its HTTP status is 5xx.
@@ -94,7 +120,10 @@ impl FleetHealth {
         let Some(rows) = SpanRows::of(batch) else {
             return;
         };
-        let mut services = self.services.lock().unwrap_or_else(|e| e.into_inner());
+        let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        let Pool {
+            services, touched, ..
+        } = &mut *pool;
         let window_seconds = self.options.window.as_secs().max(1) as usize;
         let mut observed = 0;
         for row in 0..batch.num_rows() {
@@ -124,75 +153,66 @@ impl FleetHealth {
                 }
             };
             state.window.record(second, rows.failed(row), latency_ms);
+            if !touched.contains(service) {
+                touched.insert(service.to_owned());
+            }
             observed += 1;
         }
         self.observed.fetch_add(observed, Ordering::Relaxed);
+        self.judge_eagerly(&mut pool);
+    }
+
+    /// Judges the services that received spans, at most every `eager_judge_interval`, and tells
+    /// subscribers when that ejected an endpoint.
+    fn judge_eagerly(&self, pool: &mut Pool) {
+        let due = pool
+            .last_eager
+            .is_none_or(|last| last.elapsed() >= self.options.eager_judge_interval);
+        if !due || pool.touched.is_empty() {
+            return;
+        }
+        pool.last_eager = Some(Instant::now());
+        let now = Clock::at(SystemTime::now(), &self.options);
+        let mut ejected = false;
+        for service in std::mem::take(&mut pool.touched) {
+            if let Some(endpoints) = pool.services.get_mut(&service) {
+                ejected |= judge_service(&self.options, endpoints, &now).newly_ejected;
+            }
+        }
+        if ejected {
+            self.ejections.send_modify(|count| *count += 1);
+        }
     }
 
     /// Judges every endpoint of `wanted` services (all services when empty) at `now` and returns the
     /// update to send; forgets endpoints idle past `idle_expiry`.
     pub fn update(&self, wanted: &[String], now: SystemTime) -> SignalsUpdate {
-        let now_nanos = now
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        let now_second = (now_nanos / 1_000_000_000) as i64;
-        let expires = now_nanos + self.options.signal_ttl.as_nanos() as u64;
+        let now = Clock::at(now, &self.options);
         let idle_seconds = self.options.idle_expiry.as_secs() as i64;
-        let mut services = self.services.lock().unwrap_or_else(|e| e.into_inner());
+        let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
         let mut out = Vec::new();
-        for (name, endpoints) in services.iter_mut() {
+        for (name, endpoints) in pool.services.iter_mut() {
             let before = endpoints.len();
             endpoints.retain(|_, state| {
-                state.window.last_second() > now_second - idle_seconds
-                    || state.ejection.until > now_nanos
+                state.window.last_second() > now.second - idle_seconds
+                    || state.ejection.until > now.nanos
             });
             self.tracked
                 .fetch_sub((before - endpoints.len()) as u64, Ordering::Relaxed);
             if !wanted.is_empty() && !wanted.iter().any(|w| w == name) {
                 continue;
             }
-            let mut addresses: Vec<&String> = Vec::with_capacity(endpoints.len());
-            let mut evidences: Vec<Evidence> = Vec::with_capacity(endpoints.len());
-            let mut ejections: Vec<&mut Ejection> = Vec::with_capacity(endpoints.len());
-            for (address, state) in endpoints.iter_mut() {
-                addresses.push(address);
-                evidences.push(state.window.total(now_second));
-                ejections.push(&mut state.ejection);
-            }
-            let mut pairs: Vec<(&Evidence, &mut Ejection)> = evidences
-                .iter()
-                .zip(ejections.iter_mut().map(|e| &mut **e))
-                .collect();
-            let verdicts = judge(&self.options.judge, now_nanos, &mut pairs);
-            let mut total = Evidence::default();
-            let mut health = Vec::with_capacity(addresses.len());
-            for (i, verdict) in verdicts.into_iter().enumerate() {
-                let evidence = &evidences[i];
-                total.merge(evidence);
-                health.push(EndpointHealth {
-                    address: addresses[i].clone(),
-                    weight: verdict.weight,
-                    success_rate: evidence.success_rate(),
-                    requests: evidence.requests,
-                    latency_p50_ms: evidence.latency_quantile(0.5),
-                    latency_p90_ms: evidence.latency_quantile(0.9),
-                    latency_p99_ms: evidence.latency_quantile(0.99),
-                    ejected_until_unix_nano: pairs[i].1.until,
-                    reason: verdict.reason,
-                    expires_unix_nano: expires,
-                });
-            }
-            health.sort_by(|a, b| a.address.cmp(&b.address));
+            let judged = judge_service(&self.options, endpoints, &now);
             out.push(ServiceHealth {
                 service: name.clone(),
-                endpoints: health,
-                requests: total.requests,
-                success_rate: total.success_rate(),
+                endpoints: judged.health,
+                requests: judged.total.requests,
+                success_rate: judged.total.success_rate(),
             });
         }
         out.sort_by(|a, b| a.service.cmp(&b.service));
         SignalsUpdate {
-            generated_unix_nano: now_nanos,
+            generated_unix_nano: now.nanos,
             window_millis: self.options.window.as_millis() as u32,
             services: out,
         }
@@ -214,5 +234,87 @@ impl FleetHealth {
             self.dropped.load(Ordering::Relaxed),
             self.tracked.load(Ordering::Relaxed),
         )
+    }
+}
+
+/// One instant of judgement in the units the windows and signals use.
+struct Clock {
+    /// Unix nanoseconds.
+    nanos: u64,
+    /// Unix seconds, the windows' bucket key.
+    second: i64,
+    /// When entries of an update made now expire, in Unix nanoseconds.
+    expires: u64,
+}
+
+impl Clock {
+    fn at(now: SystemTime, options: &FleetOptions) -> Clock {
+        let nanos = now
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        Clock {
+            nanos,
+            second: (nanos / 1_000_000_000) as i64,
+            expires: nanos + options.signal_ttl.as_nanos() as u64,
+        }
+    }
+}
+
+/// The judgement of one service's endpoints.
+struct Judged {
+    /// Each endpoint's health, sorted by address.
+    health: Vec<EndpointHealth>,
+    /// The evidence of all endpoints together.
+    total: Evidence,
+    /// An endpoint not ejected before is ejected now.
+    newly_ejected: bool,
+}
+
+/// Judges every endpoint of one service at `now`, updating their ejections.
+fn judge_service(options: &FleetOptions, endpoints: &mut Endpoints, now: &Clock) -> Judged {
+    let mut addresses: Vec<&String> = Vec::with_capacity(endpoints.len());
+    let mut evidences: Vec<Evidence> = Vec::with_capacity(endpoints.len());
+    let mut ejections: Vec<&mut Ejection> = Vec::with_capacity(endpoints.len());
+    for (address, state) in endpoints.iter_mut() {
+        addresses.push(address);
+        evidences.push(state.window.total(now.second));
+        ejections.push(&mut state.ejection);
+    }
+    let was_ejected: Vec<bool> = ejections.iter().map(|e| e.until > now.nanos).collect();
+    let mut pairs: Vec<(&Evidence, &mut Ejection)> = evidences
+        .iter()
+        .zip(ejections.iter_mut().map(|e| &mut **e))
+        .collect();
+    let verdicts = judge(&options.judge, now.nanos, &mut pairs);
+    let newly_ejected = pairs
+        .iter()
+        .zip(&was_ejected)
+        .any(|((_, ejection), was)| !was && ejection.until > now.nanos);
+    let mut total = Evidence::default();
+    let mut health: Vec<EndpointHealth> = verdicts
+        .into_iter()
+        .enumerate()
+        .map(|(i, verdict)| {
+            let evidence = &evidences[i];
+            total.merge(evidence);
+            EndpointHealth {
+                address: addresses[i].clone(),
+                weight: verdict.weight,
+                success_rate: evidence.success_rate(),
+                requests: evidence.requests,
+                latency_p50_ms: evidence.latency_quantile(0.5),
+                latency_p90_ms: evidence.latency_quantile(0.9),
+                latency_p99_ms: evidence.latency_quantile(0.99),
+                ejected_until_unix_nano: pairs[i].1.until,
+                reason: verdict.reason,
+                expires_unix_nano: now.expires,
+            }
+        })
+        .collect();
+    health.sort_by(|a, b| a.address.cmp(&b.address));
+    Judged {
+        health,
+        total,
+        newly_ejected,
     }
 }

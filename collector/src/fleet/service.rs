@@ -1,5 +1,5 @@
 //! The `FleetSignals` gRPC service: each subscriber gets an update at once, then every
-//! `update_interval`, for the services it named.
+//! `update_interval` and whenever arriving spans eject an endpoint, for the services it named.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -53,9 +53,14 @@ impl FleetSignals for SignalsService {
         let fleet = self.fleet.clone();
         let mut interval = tokio::time::interval(fleet.options().update_interval);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let ticks = IntervalStream::new(interval).map(|_| ());
+        let ejections = futures::stream::unfold(fleet.ejections(), |mut ejections| async move {
+            ejections.changed().await.ok()?;
+            Some(((), ejections))
+        });
         let services = request.services;
-        let updates = IntervalStream::new(interval)
-            .map(move |_| Ok(fleet.update(&services, SystemTime::now())))
+        let updates = futures::stream::select(ticks, ejections)
+            .map(move |()| Ok(fleet.update(&services, SystemTime::now())))
             .take_until(self.stop.clone());
         Ok(Response::new(Box::pin(updates)))
     }
