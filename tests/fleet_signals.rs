@@ -6,8 +6,8 @@ mod common;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::*;
-use meshscope_proto::signals::SubscribeRequest;
 use meshscope_proto::signals::fleet_signals_client::FleetSignalsClient;
+use meshscope_proto::signals::{SignalsUpdate, SubscribeRequest};
 use meshscope_proto::trace::span::SpanKind;
 use meshscope_proto::trace::{Span, Status, status::StatusCode};
 
@@ -154,4 +154,62 @@ async fn an_empty_service_name_is_refused() {
         .await
         .expect_err("an empty service name must be refused");
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
+}
+
+#[tokio::test]
+async fn a_new_ejection_is_pushed_before_the_next_tick() {
+    let collector = Collector::start("fleet-signals-push").await;
+    let endpoints: Vec<String> = (0..4).map(|i| format!("10.0.2.{i}:8080")).collect();
+    let healthy = |end| {
+        endpoints
+            .iter()
+            .flat_map(|endpoint| (0..5).map(move |_| client_call("payments", endpoint, 200, end)))
+            .collect::<Vec<_>>()
+    };
+    collector
+        .export_grpc(traces_request("caller", healthy(now_unix_nanos())))
+        .await;
+
+    let mut client = FleetSignalsClient::connect(collector.grpc_endpoint())
+        .await
+        .expect("connect to the signals service");
+    let mut updates = client
+        .subscribe(SubscribeRequest {
+            proxy_id: "test".into(),
+            services: vec!["payments".into()],
+        })
+        .await
+        .expect("subscribe")
+        .into_inner();
+    // The first update comes at once, the second on the first 500 ms tick: right after it, the next
+    // tick is half a second away.
+    next_update(&mut updates).await;
+    next_update(&mut updates).await;
+    let ticked = std::time::Instant::now();
+    let failing = (0..5)
+        .map(|_| client_call("payments", &endpoints[2], 503, now_unix_nanos()))
+        .collect();
+    collector
+        .export_grpc(traces_request("caller", failing))
+        .await;
+    let update = next_update(&mut updates).await;
+    let waited = ticked.elapsed();
+    let bad = update.services[0]
+        .endpoints
+        .iter()
+        .find(|endpoint| endpoint.address == endpoints[2])
+        .expect("the failing endpoint is reported");
+    assert!(bad.ejected_until_unix_nano > 0, "{update:?}");
+    assert!(
+        waited < Duration::from_millis(400),
+        "the ejection came {waited:?} after the tick, not before the next one"
+    );
+}
+
+async fn next_update(updates: &mut tonic::Streaming<SignalsUpdate>) -> SignalsUpdate {
+    tokio::time::timeout(Duration::from_secs(5), updates.message())
+        .await
+        .expect("an update within 5 s")
+        .expect("a healthy stream")
+        .expect("the stream stays open")
 }
