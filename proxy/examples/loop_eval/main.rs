@@ -69,7 +69,7 @@ struct Args {
     #[arg(long, default_value_t = 10)]
     endpoints: usize,
     /// Length of each run, in seconds.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 30)]
     seconds: u64,
     /// When the fault starts, in seconds from the start of a run.
     #[arg(long, default_value_t = 5)]
@@ -133,6 +133,7 @@ async fn main() -> anyhow::Result<()> {
         None => None,
     };
     let mut run = 0;
+    let mut all = Vec::new();
     for &scenario in &args.scenarios {
         let mut results = Vec::new();
         for &policy in &args.policies {
@@ -150,8 +151,68 @@ async fn main() -> anyhow::Result<()> {
             results.push((policy, summary));
         }
         print_table(scenario, &results);
+        all.extend(
+            results
+                .into_iter()
+                .map(|(policy, summary)| (scenario, policy, summary)),
+        );
     }
+    print_targets(&all);
     Ok(())
+}
+
+/// Issue 5's targets, for the scenarios and policies that ran.
+fn print_targets(all: &[(Scenario, Policy, Summary)]) {
+    let find = |scenario, policy| {
+        all.iter()
+            .find(|(s, p, _)| *s == scenario && *p == policy)
+            .map(|(_, _, summary)| summary)
+    };
+    let verdict = |met: bool| if met { "met" } else { "MISSED" };
+    println!("\n### Targets\n");
+    if let Some(adaptive) = find(Scenario::Unavailable, Policy::Adaptive) {
+        println!(
+            "- 100 %-503, adaptive success ≥ 99.99 %: {:.3} % — {}",
+            adaptive.success_percent,
+            verdict(adaptive.success_percent >= 99.99)
+        );
+        println!(
+            "- 100 %-503, adaptive amplification ≤ 1.2×: {:.3}× — {}",
+            adaptive.amplification,
+            verdict(adaptive.amplification <= 1.2)
+        );
+        let stop = adaptive.stop_seconds;
+        println!(
+            "- 100 %-503, every proxy stopped within 2 s of the onset: {} — {}",
+            stop.map_or_else(|| "never".to_owned(), |s| format!("{s:.2} s")),
+            verdict(stop.is_some_and(|s| s <= 2.0))
+        );
+    }
+    if let (Some(adaptive), Some(outlier)) = (
+        find(Scenario::Errors, Policy::Adaptive),
+        find(Scenario::Errors, Policy::Outlier),
+    ) {
+        let ratio = outlier.failed as f64 / adaptive.failed.max(1) as f64;
+        println!(
+            "- 20 %-errors, ≥ 5× fewer failed requests than local outlier ejection: {} vs {} ({ratio:.1}×) — {}",
+            adaptive.failed,
+            outlier.failed,
+            verdict(ratio >= 5.0)
+        );
+    }
+    if let (Some(adaptive), Some(local)) = (
+        find(Scenario::CollectorOutage, Policy::Adaptive),
+        find(Scenario::CollectorOutage, Policy::PeakEwma),
+    ) {
+        println!(
+            "- collector down, adaptive no worse than local peak EWMA: success {:.3} % vs {:.3} %, p99 {:.1} vs {:.1} ms — {}",
+            adaptive.success_percent,
+            local.success_percent,
+            adaptive.p99_ms,
+            local.p99_ms,
+            verdict(adaptive.success_percent >= local.success_percent)
+        );
+    }
 }
 
 /// One policy through one scenario: fresh collector and proxies, the same seeded traffic as the other
