@@ -195,6 +195,14 @@ fn breaker_metrics(out: &mut String, upstreams: &[&Arc<Upstream>]) {
     }
 }
 
+/// A family read from an adaptive concurrency limiter: name, type, help, value.
+type ConcurrencyFamily = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&ConcurrencyLimiter) -> u64,
+);
+
 /// The adaptive concurrency limits: where each stands, what it admitted and what it refused. Only
 /// upstreams with `[upstream.adaptive_concurrency]` appear.
 fn concurrency_metrics(out: &mut String, upstreams: &[&Arc<Upstream>]) {
@@ -202,7 +210,7 @@ fn concurrency_metrics(out: &mut String, upstreams: &[&Arc<Upstream>]) {
         .iter()
         .filter_map(|upstream| Some((upstream.name(), upstream.concurrency()?)))
         .collect();
-    let families: [(&str, &str, &str, fn(&ConcurrencyLimiter) -> u64); 3] = [
+    let families: [ConcurrencyFamily; 3] = [
         (
             "upstream_concurrency_limit",
             "gauge",

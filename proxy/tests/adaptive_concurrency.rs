@@ -15,8 +15,8 @@ use http::StatusCode;
 use meshscope_proxy::Proxy;
 
 /// Latency per request in flight at the congested upstream, and its latency when healthy.
-const STEP: Duration = Duration::from_millis(5);
-/// Concurrent callers in the load test: unlimited, each request would take 32 × STEP = 160 ms.
+const STEP: Duration = Duration::from_millis(10);
+/// Concurrent callers in the load test: unlimited, each request would take 32 × STEP = 320 ms.
 const CALLERS: usize = 32;
 /// How long a refused caller waits before trying again, so refusals do not spin the CPU.
 const REFUSED_PAUSE: Duration = Duration::from_millis(20);
@@ -46,7 +46,10 @@ async fn limiter_state(admin: SocketAddr, name: &str) -> serde_json::Value {
         Ok(document) => document,
         Err(e) => panic!("/endpoints is not JSON ({e}):\n{body}"),
     };
-    let upstreams = document["upstreams"].as_array().cloned().unwrap_or_default();
+    let upstreams = document["upstreams"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     match upstreams.into_iter().find(|u| u["name"] == name) {
         Some(upstream) => upstream["adaptive_concurrency"].clone(),
         None => panic!("no upstream {name:?} on /endpoints:\n{body}"),
@@ -62,7 +65,12 @@ async fn limit(admin: SocketAddr, name: &str) -> u64 {
 }
 
 /// Polls the limit of `name` every 100 ms until `done` holds, for at most `within`.
-async fn wait_for_limit(admin: SocketAddr, name: &str, within: Duration, done: impl Fn(u64) -> bool) -> u64 {
+async fn wait_for_limit(
+    admin: SocketAddr,
+    name: &str,
+    within: Duration,
+    done: impl Fn(u64) -> bool,
+) -> u64 {
     let deadline = Instant::now() + within;
     let mut seen = Vec::new();
     loop {
@@ -71,7 +79,10 @@ async fn wait_for_limit(admin: SocketAddr, name: &str, within: Duration, done: i
         if done(now) {
             return now;
         }
-        assert!(Instant::now() < deadline, "the limit did not get there within {within:?}; it went {seen:?}");
+        assert!(
+            Instant::now() < deadline,
+            "the limit did not get there within {within:?}; it went {seen:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -149,12 +160,13 @@ async fn the_limit_falls_with_rising_latency_sheds_load_fast_and_grows_back() {
             })
             .collect();
 
-        // Unlimited, 32 callers would see 160 ms; the limit falls until latency is near the
-        // baseline again.
+        // Unlimited, 32 callers would see 320 ms; the limit falls until latency is within a few
+        // times the baseline.
         let low = wait_for_limit(admin, "svc", Duration::from_secs(20), |l| l <= 8).await;
         assert!(low >= 4, "never below min_limit: {low}");
 
-        // Measure the settled state for two seconds.
+        // Let it settle for a second, then measure for two.
+        tokio::time::sleep(Duration::from_secs(1)).await;
         if let Ok(mut seen) = seen.lock() {
             *seen = Seen::default();
         }
@@ -172,13 +184,14 @@ async fn the_limit_falls_with_rising_latency_sheds_load_fast_and_grows_back() {
         let admitted_p50 = percentile(&mut admitted, 50.0);
         let admitted_p99 = percentile(&mut admitted, 99.0);
         let refused_p50 = percentile(&mut refused, 50.0);
+        let unlimited = STEP * CALLERS as u32;
         assert!(
-            admitted_p99 < Duration::from_millis(80),
-            "admitted p99 {admitted_p99:?} (p50 {admitted_p50:?}): the limit must keep latency well under the 160 ms of no limit"
+            admitted_p99 < unlimited / 2,
+            "admitted p99 {admitted_p99:?} (p50 {admitted_p50:?}): the limit must keep latency well under the {unlimited:?} of no limit"
         );
         assert!(
-            refused_p50 < Duration::from_millis(10) && refused_p50 < admitted_p50,
-            "refusals are fast: p50 {refused_p50:?} against {admitted_p50:?} for admitted requests"
+            refused_p50 * 3 < admitted_p50,
+            "refusals do not wait for the upstream: p50 {refused_p50:?} against {admitted_p50:?} for admitted requests"
         );
 
         let (status, _, metrics) = get(&client(), &format!("http://{admin}/metrics")).await;
@@ -243,10 +256,24 @@ async fn a_request_beyond_the_limit_is_refused_at_once_and_reloads_keep_or_reset
         }
         let started = Instant::now();
         let (status, kind, body) = get(&client(), &url).await;
-        assert_eq!((status, kind.as_str()), (StatusCode::SERVICE_UNAVAILABLE, "concurrency-limit"), "{body}");
-        assert!(body.contains("adaptive concurrency limit (1 in flight)"), "{body}");
-        assert!(started.elapsed() < Duration::from_millis(500), "refused without waiting for the held request");
-        assert_eq!(a.hits(), 1, "the refused request never reached the upstream");
+        assert_eq!(
+            (status, kind.as_str()),
+            (StatusCode::SERVICE_UNAVAILABLE, "concurrency-limit"),
+            "{body}"
+        );
+        assert!(
+            body.contains("adaptive concurrency limit (1 in flight)"),
+            "{body}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_millis(500),
+            "refused without waiting for the held request"
+        );
+        assert_eq!(
+            a.hits(),
+            1,
+            "the refused request never reached the upstream"
+        );
         assert_eq!(limiter_state(admin, "a").await["rejected"], 1);
 
         // Only b's table changes: a keeps its limiter (and its count); b starts afresh.

@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 
 use crate::config::AdaptiveConcurrencyConfig;
 use crate::stats::Counter;
-pub(crate) use gradient::Snapshot;
 use gradient::Gradient;
+pub(crate) use gradient::Snapshot;
 
 /// How a request's ending feeds the controller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

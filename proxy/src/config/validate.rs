@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use super::locate::ConfigPath;
 use super::model::{
-    AdaptiveConcurrencyConfig, BalancerKind, Config, FaultConfig, HashKey, HeaderMatchConfig, HeaderRewriteConfig,
-    MatchConfig, RateLimitConfig, RetryConfig, RouteConfig, UpstreamConfig,
+    AdaptiveConcurrencyConfig, BalancerKind, Config, FaultConfig, HashKey, HeaderMatchConfig,
+    HeaderRewriteConfig, MatchConfig, RateLimitConfig, RetryConfig, RouteConfig, UpstreamConfig,
 };
 
 /// Upper bound on `retry.attempts`: more than this is a retry storm, not a policy.
@@ -343,7 +343,11 @@ fn check_adaptive_concurrency(
             "must be between min_limit and max_limit",
         );
     }
-    positive(problems, path.key("sample_window"), adaptive.sample_window.0);
+    positive(
+        problems,
+        path.key("sample_window"),
+        adaptive.sample_window.0,
+    );
     if adaptive.baseline_window.0 < adaptive.sample_window.0 {
         problems.add(
             path.key("baseline_window"),
@@ -750,7 +754,10 @@ smoothing = 1.5
                 (Some(16), "upstream[0].adaptive_concurrency.smoothing"),
             ]
         );
-        let defaults = text.replace("min_limit = 10\nmax_limit = 5\nsample_percentile = 0\nsmoothing = 1.5\n", "");
+        let defaults = text.replace(
+            "min_limit = 10\nmax_limit = 5\nsample_percentile = 0\nsmoothing = 1.5\n",
+            "",
+        );
         assert!(parse(&defaults, "p.toml").is_ok(), "the defaults are valid");
     }
 

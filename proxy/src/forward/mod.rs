@@ -183,7 +183,14 @@ fn refuse(
         (Side::Outbound, Some(tracer)) => AttemptTracing::new(tracer, request.headers()),
         _ => None,
     };
-    refused(tracing.as_ref(), &facts(request), route, upstream, answer, 0)
+    refused(
+        tracing.as_ref(),
+        &facts(request),
+        route,
+        upstream,
+        answer,
+        0,
+    )
 }
 
 /// Forwards a request under the upstream's circuit breaker: header rewrites, mirroring, attempts.
