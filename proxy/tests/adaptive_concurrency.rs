@@ -283,6 +283,11 @@ async fn a_request_beyond_the_limit_is_refused_at_once_and_reloads_keep_or_reset
         }
         assert_eq!(limiter_state(admin, "a").await["rejected"], 1);
         assert_eq!(limit(admin, "b").await, 5);
+        let (_, _, running) = get(&client(), &format!("http://{admin}/config")).await;
+        assert!(running.contains("initial_limit = 5"), "{running}");
+        if let Err(e) = meshscope_proxy::config::parse(&running, "/config") {
+            panic!("/config does not read back: {e}\n{running}");
+        }
 
         // a without the table: no limit at all, so a second request goes through beside the first.
         let third = config(&[("a", a.addr, ""), ("b", b.addr, &fixed(5))]);
