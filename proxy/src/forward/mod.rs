@@ -2,8 +2,9 @@
 //!
 //! `handle` is the entry point for every HTTP request a listener receives. It records the inbound
 //! SERVER span, finds the route, applies the route's traffic control (`gate`), the adaptive
-//! concurrency limit, the circuit breaker, header rewrites and mirroring, and hands the request to `attempts::send`, which picks endpoints,
-//! retries and times out. Every answer the proxy makes itself is built in `answer.rs`.
+//! concurrency limit, the circuit breaker, header rewrites and mirroring, and hands the request to
+//! `attempts::send`, which picks endpoints, retries and times out. Every answer the proxy makes
+//! itself is built in `answer.rs`.
 
 mod answer;
 mod attempts;
