@@ -3,7 +3,9 @@
 //!
 //! Latencies are gathered into windows of `sample_window` (extended until `min_samples` arrived).
 //! When a window closes, its `sample_percentile` latency is the *sample*, and the *baseline* is a
-//! moving average of samples with time constant `baseline_window`. Then, as in Netflix's Gradient2:
+//! moving average of samples with a time constant of `baseline_window` counted in windows
+//! (`baseline_window / sample_window` of them), so an idle spell, which leaves one long window,
+//! cannot make the next burst's latency the baseline at once. Then, as in Netflix's Gradient2:
 //!
 //! ```text
 //! gradient = clamp(latency_tolerance × baseline / sample, 0.5, 1)
@@ -147,19 +149,25 @@ impl Gradient {
         let sample = self.window.percentile(self.config.sample_percentile)?;
         let max_in_flight = self.window.max_in_flight;
         self.window = Window::new(now);
-        self.update(sample, max_in_flight, open_for);
+        self.update(sample, max_in_flight);
         Some(self.limit())
     }
 
-    /// Applies one closed window's `sample` latency (seconds), gathered over `elapsed`.
-    fn update(&mut self, sample: f64, max_in_flight: usize, elapsed: Duration) {
+    /// Applies one closed window's `sample` latency (seconds).
+    fn update(&mut self, sample: f64, max_in_flight: usize) {
         // A zero sample (a clock that did not move) would make the ratios below infinite.
         let sample = sample.max(1e-9);
         let mut baseline = match self.baseline {
             None => sample,
             Some(baseline) => {
-                let weight = 1.0
-                    - (-elapsed.as_secs_f64() / self.config.baseline_window.0.as_secs_f64()).exp();
+                let windows = self.config.baseline_window.0.as_secs_f64()
+                    / self
+                        .config
+                        .sample_window
+                        .0
+                        .as_secs_f64()
+                        .max(f64::MIN_POSITIVE);
+                let weight = 1.0 - (-1.0 / windows).exp();
                 baseline + (sample - baseline) * weight
             }
         };
@@ -327,6 +335,20 @@ mod tests {
         // average, so within 10 windows the baseline is below 10 ms.
         run(&mut gradient, &mut clock, 10, MS * 5, 1);
         assert!(gradient.snapshot().baseline.is_some_and(|b| b < MS * 10));
+    }
+
+    #[test]
+    fn an_idle_spell_moves_the_baseline_by_one_window_only() {
+        let (mut gradient, mut clock) = controller();
+        run(&mut gradient, &mut clock, 1, MS * 10, 1);
+        clock += Duration::from_secs(600);
+        run(&mut gradient, &mut clock, 1, MS * 50, 1);
+        let Some(baseline) = gradient.snapshot().baseline else {
+            panic!("no baseline")
+        };
+        // One window of 600 in the time constant: 40 ms × (1 − e^(−1/600)) ≈ 0.067 ms.
+        let moved = baseline.as_secs_f64() - 0.010;
+        assert!((moved - 0.0000666).abs() < 1e-6, "moved {moved}");
     }
 
     #[test]

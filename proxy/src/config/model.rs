@@ -484,8 +484,9 @@ pub struct AdaptiveConcurrencyConfig {
     /// Share of each new estimate taken into the limit (1 = jump straight to it).
     #[serde(default = "defaults::concurrency_smoothing")]
     pub smoothing: f64,
-    /// Time constant of the baseline latency's moving average: how long a lasting change of
-    /// latency takes to become the new normal.
+    /// Time constant of the baseline latency's moving average, counted in windows
+    /// (`baseline_window / sample_window`): how long a lasting change of latency takes to become
+    /// the new normal while traffic flows.
     #[serde(default = "defaults::concurrency_baseline_window")]
     pub baseline_window: HumanDuration,
 }
