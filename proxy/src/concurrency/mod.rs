@@ -10,11 +10,13 @@
 //!                                                        └─► gradient.rs: new limit per window
 //! ```
 //!
-//! Written here rather than taken from a crate: the crates that exist are tower middleware (a
-//! `Service` wrapping the inner service), which the proxy's request path is not (see
-//! docs/proxy.md), and none both offers a gradient controller and lets the proxy classify its own
-//! answers (timeouts, fast failures) or read the limit for `/metrics`. The admission check is two
-//! atomics; the controller's arithmetic runs under a mutex only when a request ends.
+//! Written here rather than taken from a crate: the published adaptive limiters
+//! (`tower-resilience-adaptive`: AIMD and Vegas; `tower-acc`: also a Gradient2, in a young 0.1
+//! release) are tower middleware, a `Service` wrapping the inner service and holding the limit
+//! inside it, which the proxy's request path is not (see docs/proxy.md): here the limit must sit
+//! between the route's traffic control and the breaker, see the proxy's own answers to classify
+//! them, and be read by `/metrics` and `/endpoints`. The controller is a page of arithmetic. The
+//! admission check is two atomics; the arithmetic runs under a mutex only when a request ends.
 
 mod gradient;
 
