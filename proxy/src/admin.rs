@@ -5,7 +5,7 @@
 //! | `/ready` | `200 ready` while serving, `503 draining` once shutdown has begun |
 //! | `/metrics` | Prometheus text: requests and latency per route, retries, budget, breaker and ejection counts per upstream, in-flight and ejection state per endpoint, span export counts |
 //! | `/config` | the running configuration as TOML, defaults filled in |
-//! | `/endpoints` | JSON: every upstream's endpoints and their live state |
+//! | `/endpoints` | JSON: every upstream's endpoints and their live state, and its adaptive concurrency limit |
 
 use std::convert::Infallible;
 use std::fmt::Write as _;
@@ -23,6 +23,7 @@ use tokio::sync::watch;
 
 use crate::body::{self, ProxyBody};
 use crate::breaker::{CircuitBreaker, Limit};
+use crate::concurrency::ConcurrencyLimiter;
 use crate::reload::Live;
 use crate::stats::{LATENCY_BUCKETS, UpstreamStats};
 use crate::telemetry::ExportCounters;
@@ -194,6 +195,54 @@ fn breaker_metrics(out: &mut String, upstreams: &[&Arc<Upstream>]) {
     }
 }
 
+/// A family read from an adaptive concurrency limiter: name, type, help, value.
+type ConcurrencyFamily = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&ConcurrencyLimiter) -> u64,
+);
+
+/// The adaptive concurrency limits: where each stands, what it admitted and what it refused. Only
+/// upstreams with `[upstream.adaptive_concurrency]` appear.
+fn concurrency_metrics(out: &mut String, upstreams: &[&Arc<Upstream>]) {
+    let limited: Vec<_> = upstreams
+        .iter()
+        .filter_map(|upstream| Some((upstream.name(), upstream.concurrency()?)))
+        .collect();
+    let families: [ConcurrencyFamily; 3] = [
+        (
+            "upstream_concurrency_limit",
+            "gauge",
+            "The adaptive concurrency limit: requests allowed in flight to an upstream now.",
+            |l| l.limit() as u64,
+        ),
+        (
+            "upstream_concurrency_in_flight",
+            "gauge",
+            "Requests admitted by the adaptive limit and waiting for response headers.",
+            |l| l.in_flight() as u64,
+        ),
+        (
+            "upstream_concurrency_rejected_total",
+            "counter",
+            "Requests refused (503 concurrency-limit) by the adaptive concurrency limit.",
+            ConcurrencyLimiter::rejected,
+        ),
+    ];
+    for (name, kind, help, value) in families {
+        family(out, name, kind, help);
+        for (upstream, limiter) in &limited {
+            let _ = writeln!(
+                out,
+                "meshscope_proxy_{name}{{upstream=\"{}\"}} {}",
+                escape(upstream),
+                value(limiter)
+            );
+        }
+    }
+}
+
 fn metrics(
     live: &Live,
     spans: Option<&ExportCounters>,
@@ -312,6 +361,7 @@ fn metrics(
         }
     }
     breaker_metrics(&mut out, &upstreams);
+    concurrency_metrics(&mut out, &upstreams);
     let now = Instant::now();
     family(
         &mut out,
@@ -470,6 +520,19 @@ fn endpoints(live: &Live) -> String {
             serde_json::json!({
                 "name": upstream.name(),
                 "balancer": upstream.balancer_name(),
+                "adaptive_concurrency": upstream.concurrency().map(|limiter| {
+                    let snapshot = limiter.snapshot();
+                    let ms = |latency: Option<std::time::Duration>| {
+                        latency.map(|l| l.as_secs_f64() * 1000.0)
+                    };
+                    serde_json::json!({
+                        "limit": limiter.limit(),
+                        "in_flight": limiter.in_flight(),
+                        "rejected": limiter.rejected(),
+                        "baseline_latency_ms": ms(snapshot.baseline),
+                        "sample_latency_ms": ms(snapshot.sample),
+                    })
+                }),
                 "endpoints": endpoints,
             })
         })

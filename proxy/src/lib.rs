@@ -8,7 +8,8 @@
 //!
 //! HTTP/1.1, h2c and gRPC pass through with streaming bodies and trailers; routes carry timeouts,
 //! retries (under a budget, with teed bodies), rate limits, faults, header rewrites and mirrors;
-//! upstreams carry a balancer, outlier ejection, a circuit breaker and endpoint discovery; every
+//! upstreams carry a balancer, outlier ejection, a circuit breaker, an optional adaptive concurrency
+//! limit and endpoint discovery; every
 //! request is traced (W3C trace context, OTLP export) and counted (admin `/metrics`).
 //!
 //! [`run_file`] is the whole sidecar: it loads a configuration file, serves it, and applies each
@@ -24,6 +25,7 @@ mod balance;
 mod body;
 mod breaker;
 mod build;
+mod concurrency;
 mod discovery;
 mod forward;
 mod h2c;

@@ -1,5 +1,5 @@
 //! An upstream service at run time: its endpoints, its balancer, its connection pools, its retry
-//! budget, its outlier detection and its circuit breaker.
+//! budget, its outlier detection, its circuit breaker and its adaptive concurrency limit.
 
 use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
@@ -17,6 +17,7 @@ use crate::balance::{Balancer, Endpoint};
 use crate::body::ProxyBody;
 pub(crate) use crate::breaker::Admission;
 use crate::breaker::{CircuitBreaker, Limit};
+use crate::concurrency::ConcurrencyLimiter;
 use crate::config::{
     BalancerKind, CircuitBreakerConfig, EndpointConfig, HashKey, HumanDuration, InboundConfig,
     Protocol, RetryBudgetConfig, UpstreamConfig,
@@ -54,6 +55,7 @@ pub(crate) struct Upstream {
     health_check: Option<HealthCheck>,
     panic_threshold: u32,
     breaker: Arc<CircuitBreaker>,
+    concurrency: Option<Arc<ConcurrencyLimiter>>,
     stats: UpstreamStats,
 }
 
@@ -98,6 +100,10 @@ impl Upstream {
                 .and_then(HealthCheck::from_config),
             panic_threshold: config.panic_threshold,
             breaker,
+            concurrency: config
+                .adaptive_concurrency
+                .as_ref()
+                .map(|adaptive| Arc::new(ConcurrencyLimiter::new(adaptive))),
             stats: UpstreamStats::default(),
         }
     }
@@ -171,6 +177,7 @@ impl Upstream {
             panic_threshold: 0,
             circuit_breaker: CircuitBreakerConfig::default(),
             health_check: None,
+            adaptive_concurrency: None,
             endpoints_file: None,
             dns_refresh: None,
         };
@@ -306,6 +313,11 @@ impl Upstream {
     /// The circuit breaker's state.
     pub(crate) fn breaker(&self) -> &CircuitBreaker {
         &self.breaker
+    }
+
+    /// The adaptive concurrency limit, when `[upstream.adaptive_concurrency]` is set.
+    pub(crate) fn concurrency(&self) -> Option<&Arc<ConcurrencyLimiter>> {
+        self.concurrency.as_ref()
     }
 
     /// Whether requests to the upstream go out over HTTP/2, for one that arrived over HTTP/2

@@ -110,6 +110,7 @@ route = [
 [[upstream]]
 name = "good"
 endpoints = [{{ address = "{}" }}]
+adaptive_concurrency = {{ initial_limit = 7 }}
 
 [[upstream]]
 name = "bad"
@@ -163,6 +164,10 @@ sample_ratio = 0.0
         assert_eq!(value(find("meshscope.proxy.upstream.attempts"), &[("upstream", "bad")]), Some(2));
         assert_eq!(value(find("meshscope.proxy.upstream.overflows"), &[("upstream", "good"), ("limit", "requests")]), Some(0));
         assert_eq!(value(find("meshscope.proxy.upstream.breaker_open"), &[("upstream", "good"), ("limit", "requests")]), Some(0));
+        let concurrency_limit = find("meshscope.proxy.upstream.concurrency_limit");
+        assert_eq!(value(concurrency_limit, &[("upstream", "good")]), Some(7), "five requests, one at a time: still the initial limit");
+        assert_eq!(value(concurrency_limit, &[("upstream", "bad")]), None, "only upstreams with the table");
+        assert_eq!(value(find("meshscope.proxy.upstream.concurrency_rejected"), &[("upstream", "good")]), Some(0));
         let Some(Data::Histogram(latency)) = &find("meshscope.proxy.request.duration").data else {
             panic!("request.duration is not a histogram");
         };

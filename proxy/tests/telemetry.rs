@@ -397,3 +397,41 @@ async fn refused_requests_and_ejections_are_named_on_client_spans() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_request_refused_by_the_adaptive_concurrency_limit_is_named_on_its_client_span() {
+    bounded(async {
+        let (collector_addr, received) = collector().await;
+        let app = common::slow("app", Duration::from_millis(500)).await;
+        let caller = proxy(&format!(
+            "[service]\nname = \"caller\"\n\n[[outbound]]\nlisten = \"127.0.0.1:0\"\nroute = [{{ name = \"r\", upstream = \"callee\" }}]\n\n\
+             [[upstream]]\nname = \"callee\"\nendpoints = [{{ address = \"{}\" }}]\n\n\
+             [upstream.adaptive_concurrency]\nmin_limit = 1\ninitial_limit = 1\n\n{}",
+            app.addr,
+            telemetry(collector_addr)
+        ))
+        .await;
+        let url = format!("http://{}/", caller.outbound());
+        let held = tokio::spawn({
+            let url = url.clone();
+            async move { get(&client(), &url).await.0 }
+        });
+        while app.hits() == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let (status, kind, _) = get(&client(), &url).await;
+        assert_eq!((status, kind.as_str()), (StatusCode::SERVICE_UNAVAILABLE, "concurrency-limit"));
+        match held.await {
+            Ok(status) => assert_eq!(status, StatusCode::OK),
+            Err(e) => panic!("held request failed: {e}"),
+        }
+        let all = spans(&received, 2).await;
+        let Some((_, refused)) = all.iter().find(|(_, s)| attribute(s, "meshscope.decision").is_some()) else {
+            panic!("no span names the decision: {all:?}");
+        };
+        assert_eq!(attribute(refused, "meshscope.decision").as_deref(), Some("concurrency-limit"));
+        assert_eq!(attribute(refused, "error.type").as_deref(), Some("concurrency-limit"));
+        assert_eq!(attribute(refused, "meshscope.upstream.endpoint"), None, "no endpoint was picked");
+    })
+    .await;
+}

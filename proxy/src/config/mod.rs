@@ -12,10 +12,10 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use model::{
-    Address, AdminConfig, BalancerKind, CircuitBreakerConfig, Config, EndpointConfig,
-    EndpointsFile, FaultConfig, HashKey, HeaderMatchConfig, HeaderOpsConfig, HeaderRewriteConfig,
-    HealthCheckConfig, HumanDuration, InboundConfig, MatchConfig, MethodName, MirrorConfig,
-    OtlpEndpoint, OutboundConfig, OutlierConfig, Pattern, Protocol, RateLimitConfig,
+    AdaptiveConcurrencyConfig, Address, AdminConfig, BalancerKind, CircuitBreakerConfig, Config,
+    EndpointConfig, EndpointsFile, FaultConfig, HashKey, HeaderMatchConfig, HeaderOpsConfig,
+    HeaderRewriteConfig, HealthCheckConfig, HumanDuration, InboundConfig, MatchConfig, MethodName,
+    MirrorConfig, OtlpEndpoint, OutboundConfig, OutlierConfig, Pattern, Protocol, RateLimitConfig,
     RetryBudgetConfig, RetryConfig, RetryOn, RouteConfig, ServiceConfig, SplitConfig, TcpConfig,
     TelemetryConfig, UpstreamConfig,
 };

@@ -373,6 +373,9 @@ pub struct UpstreamConfig {
     /// Active HTTP health checks of every endpoint; none if absent.
     #[serde(default)]
     pub health_check: Option<HealthCheckConfig>,
+    /// A limit on requests in flight that follows the upstream's latency; off if absent.
+    #[serde(default)]
+    pub adaptive_concurrency: Option<AdaptiveConcurrencyConfig>,
 }
 
 /// `[upstream.outlier_detection]`: when an endpoint is taken out of rotation, and for how long.
@@ -447,6 +450,61 @@ pub struct CircuitBreakerConfig {
     /// `0` to never wait.
     #[serde(default)]
     pub max_pending_requests: Option<u32>,
+}
+
+/// `[upstream.adaptive_concurrency]`: a limit on requests in flight to the upstream that the proxy
+/// learns from latency (a gradient controller, as Netflix's Gradient2), so an upstream that slows
+/// down under load gets less of it without anyone having to know its capacity. Requests beyond the
+/// limit fail fast with 503.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdaptiveConcurrencyConfig {
+    /// The limit never falls below this, so some requests always get through and measure recovery.
+    #[serde(default = "defaults::concurrency_min_limit")]
+    pub min_limit: u32,
+    /// The limit never grows above this.
+    #[serde(default = "defaults::concurrency_max_limit")]
+    pub max_limit: u32,
+    /// The limit before the first sample window has closed (and after a reload that changes the
+    /// upstream).
+    #[serde(default = "defaults::concurrency_initial_limit")]
+    pub initial_limit: u32,
+    /// How often the limit is recalculated from the latencies sampled since the last time.
+    #[serde(default = "defaults::concurrency_sample_window")]
+    pub sample_window: HumanDuration,
+    /// Latencies a window needs before it counts; a quieter window is extended.
+    #[serde(default = "defaults::concurrency_min_samples")]
+    pub min_samples: u32,
+    /// Which percentile of a window's latencies stands for the window (50 = the median).
+    #[serde(default = "defaults::concurrency_sample_percentile")]
+    pub sample_percentile: f64,
+    /// How far latency may rise above the baseline before the limit shrinks (1.5 = by half).
+    #[serde(default = "defaults::concurrency_latency_tolerance")]
+    pub latency_tolerance: f64,
+    /// Share of each new estimate taken into the limit (1 = jump straight to it).
+    #[serde(default = "defaults::concurrency_smoothing")]
+    pub smoothing: f64,
+    /// Time constant of the baseline latency's moving average, counted in windows
+    /// (`baseline_window / sample_window`): how long a lasting change of latency takes to become
+    /// the new normal while traffic flows.
+    #[serde(default = "defaults::concurrency_baseline_window")]
+    pub baseline_window: HumanDuration,
+}
+
+impl Default for AdaptiveConcurrencyConfig {
+    fn default() -> Self {
+        Self {
+            min_limit: defaults::concurrency_min_limit(),
+            max_limit: defaults::concurrency_max_limit(),
+            initial_limit: defaults::concurrency_initial_limit(),
+            sample_window: defaults::concurrency_sample_window(),
+            min_samples: defaults::concurrency_min_samples(),
+            sample_percentile: defaults::concurrency_sample_percentile(),
+            latency_tolerance: defaults::concurrency_latency_tolerance(),
+            smoothing: defaults::concurrency_smoothing(),
+            baseline_window: defaults::concurrency_baseline_window(),
+        }
+    }
 }
 
 /// One instance of an upstream service.
@@ -833,5 +891,33 @@ mod defaults {
     }
     pub(super) fn export_timeout() -> HumanDuration {
         HumanDuration(Duration::from_secs(5))
+    }
+    // Adaptive concurrency, see docs/proxy-config.md for why these values.
+    pub(super) fn concurrency_min_limit() -> u32 {
+        4
+    }
+    pub(super) fn concurrency_max_limit() -> u32 {
+        1000
+    }
+    pub(super) fn concurrency_initial_limit() -> u32 {
+        20
+    }
+    pub(super) fn concurrency_sample_window() -> HumanDuration {
+        HumanDuration(Duration::from_millis(100))
+    }
+    pub(super) fn concurrency_min_samples() -> u32 {
+        10
+    }
+    pub(super) fn concurrency_sample_percentile() -> f64 {
+        50.0
+    }
+    pub(super) fn concurrency_latency_tolerance() -> f64 {
+        1.5
+    }
+    pub(super) fn concurrency_smoothing() -> f64 {
+        0.2
+    }
+    pub(super) fn concurrency_baseline_window() -> HumanDuration {
+        HumanDuration(Duration::from_secs(60))
     }
 }

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use super::locate::ConfigPath;
 use super::model::{
-    BalancerKind, Config, FaultConfig, HashKey, HeaderMatchConfig, HeaderRewriteConfig,
-    MatchConfig, RateLimitConfig, RetryConfig, RouteConfig, UpstreamConfig,
+    AdaptiveConcurrencyConfig, BalancerKind, Config, FaultConfig, HashKey, HeaderMatchConfig,
+    HeaderRewriteConfig, MatchConfig, RateLimitConfig, RetryConfig, RouteConfig, UpstreamConfig,
 };
 
 /// Upper bound on `retry.attempts`: more than this is a retry storm, not a policy.
@@ -307,6 +307,9 @@ fn check_upstream(problems: &mut Problems, path: &ConfigPath, upstream: &Upstrea
             "needs max_connections: requests only wait when every connection is in use",
         );
     }
+    if let Some(adaptive) = &upstream.adaptive_concurrency {
+        check_adaptive_concurrency(problems, &path.key("adaptive_concurrency"), adaptive);
+    }
     let budget = &upstream.retry_budget;
     let budget_path = path.key("retry_budget");
     if !(0.0..=1000.0).contains(&budget.ratio) {
@@ -317,6 +320,57 @@ fn check_upstream(problems: &mut Problems, path: &ConfigPath, upstream: &Upstrea
     }
     if budget.min_per_second >= i32::MAX as u32 {
         problems.add(budget_path.key("min_per_second"), "is too large");
+    }
+}
+
+fn check_adaptive_concurrency(
+    problems: &mut Problems,
+    path: &ConfigPath,
+    adaptive: &AdaptiveConcurrencyConfig,
+) {
+    if adaptive.min_limit == 0 {
+        problems.add(
+            path.key("min_limit"),
+            "must be at least 1 (a limit of 0 would refuse everything)",
+        );
+    }
+    if adaptive.max_limit < adaptive.min_limit {
+        problems.add(path.key("max_limit"), "must be at least min_limit");
+    }
+    if !(adaptive.min_limit..=adaptive.max_limit).contains(&adaptive.initial_limit) {
+        problems.add(
+            path.key("initial_limit"),
+            "must be between min_limit and max_limit",
+        );
+    }
+    positive(
+        problems,
+        path.key("sample_window"),
+        adaptive.sample_window.0,
+    );
+    if adaptive.baseline_window.0 < adaptive.sample_window.0 {
+        problems.add(
+            path.key("baseline_window"),
+            "must be at least sample_window",
+        );
+    }
+    if adaptive.min_samples == 0 {
+        problems.add(path.key("min_samples"), "must be at least 1");
+    }
+    if !(adaptive.sample_percentile > 0.0 && adaptive.sample_percentile <= 100.0) {
+        problems.add(
+            path.key("sample_percentile"),
+            "is a percentile: above 0, at most 100",
+        );
+    }
+    if !(adaptive.latency_tolerance.is_finite() && adaptive.latency_tolerance >= 1.0) {
+        problems.add(
+            path.key("latency_tolerance"),
+            "must be a number of at least 1 (1 = no rise allowed)",
+        );
+    }
+    if !(adaptive.smoothing > 0.0 && adaptive.smoothing <= 1.0) {
+        problems.add(path.key("smoothing"), "must be above 0 and at most 1");
     }
 }
 
@@ -662,6 +716,49 @@ hash_key = { header = "x-user" }
                 (Some(15), "upstream[1].hash_key")
             ]
         );
+    }
+
+    #[test]
+    fn adaptive_concurrency_bounds_are_checked_with_their_lines() {
+        let text = r#"
+[service]
+name = "web"
+
+[[outbound]]
+listen = "127.0.0.1:0"
+route = [{ name = "all", upstream = "a" }]
+
+[[upstream]]
+name = "a"
+
+[upstream.adaptive_concurrency]
+min_limit = 10
+max_limit = 5
+sample_percentile = 0
+smoothing = 1.5
+"#;
+        let Err(ConfigError::Invalid { problems, .. }) = parse(text, "p.toml") else {
+            panic!("expected validation problems");
+        };
+        let found: Vec<(Option<usize>, &str)> =
+            problems.iter().map(|p| (p.line, p.path.as_str())).collect();
+        assert_eq!(
+            found,
+            vec![
+                (Some(14), "upstream[0].adaptive_concurrency.max_limit"),
+                (Some(12), "upstream[0].adaptive_concurrency.initial_limit"),
+                (
+                    Some(15),
+                    "upstream[0].adaptive_concurrency.sample_percentile"
+                ),
+                (Some(16), "upstream[0].adaptive_concurrency.smoothing"),
+            ]
+        );
+        let defaults = text.replace(
+            "min_limit = 10\nmax_limit = 5\nsample_percentile = 0\nsmoothing = 1.5\n",
+            "",
+        );
+        assert!(parse(&defaults, "p.toml").is_ok(), "the defaults are valid");
     }
 
     #[test]

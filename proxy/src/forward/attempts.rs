@@ -52,7 +52,8 @@ impl AttemptTracing {
 }
 
 /// Records a CLIENT span for a request the proxy answered itself before an attempt could be sent
-/// (circuit breaker overflow, no usable endpoint), naming the decision; returns `answer`.
+/// (adaptive concurrency limit, circuit breaker overflow, no usable endpoint), naming the decision;
+/// returns `answer`.
 pub(super) fn refused(
     tracing: Option<&AttemptTracing>,
     request: &RequestFacts<'_>,
@@ -66,6 +67,7 @@ pub(super) fn refused(
     };
     let decision = match answer.headers().get(ERROR_HEADER).map(|v| v.as_bytes()) {
         Some(b"overflow") => "overflow",
+        Some(b"concurrency-limit") => "concurrency-limit",
         Some(b"all-ejected") => "all-ejected",
         _ => "no-endpoints",
     };

@@ -1,9 +1,10 @@
 //! Forwarding one request: route → split → balancer → endpoint, with timeouts and retries.
 //!
 //! `handle` is the entry point for every HTTP request a listener receives. It records the inbound
-//! SERVER span, finds the route, applies the route's traffic control (`gate`), the circuit breaker,
-//! header rewrites and mirroring, and hands the request to `attempts::send`, which picks endpoints,
-//! retries and times out. Every answer the proxy makes itself is built in `answer.rs`.
+//! SERVER span, finds the route, applies the route's traffic control (`gate`), the adaptive
+//! concurrency limit, the circuit breaker, header rewrites and mirroring, and hands the request to
+//! `attempts::send`, which picks endpoints, retries and times out. Every answer the proxy makes
+//! itself is built in `answer.rs`.
 
 mod answer;
 mod attempts;
@@ -22,12 +23,18 @@ pub(crate) use answer::{ERROR_HEADER, error, failure, no_endpoint};
 pub(crate) use attempts::upstream_request;
 
 use crate::body::{self, ProxyBody, Replayable, TeeBody};
+use crate::concurrency::Verdict;
 use crate::headers::{append_forwarded_for, strip_hop_by_hop};
+use crate::retry::Outcome;
 use crate::route::{Route, RouteTable};
 use crate::telemetry::{RequestFacts, Sampling, SpanRecord, Tracer};
 use crate::traffic::MAX_MIRROR_BODY;
 use crate::upgrade;
+use crate::upstream::Upstream;
 use attempts::{AttemptTracing, RequestBody, refused, send};
+
+/// gRPC's `DEADLINE_EXCEEDED`: the upstream gave up on time, a drop like the proxy's own timeout.
+const GRPC_DEADLINE_EXCEEDED: u32 = 4;
 
 /// Which side of the mesh a listener is on; it decides which spans are recorded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,6 +131,77 @@ async fn on_route(
     if let Some(answer) = gate(route, request.headers_mut(), client).await {
         return answer;
     }
+    let Some(limiter) = upstream.concurrency() else {
+        return admit_and_send(listening, route, upstream, client, request).await;
+    };
+    // The adaptive limit comes before the circuit breaker: a refused request takes no breaker slot
+    // and never waits, and the latency it measures includes any wait for a connection.
+    let permit = match limiter.try_acquire() {
+        Ok(permit) => permit,
+        Err(limit) => {
+            let answer = error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "concurrency-limit",
+                format!(
+                    "upstream {:?} is at its adaptive concurrency limit ({limit} in flight)",
+                    upstream.name()
+                ),
+            );
+            return refuse(listening, route, upstream, &request, answer);
+        }
+    };
+    let response = admit_and_send(listening, route, upstream, client, request).await;
+    permit.finish(verdict(&response));
+    response
+}
+
+/// How a response feeds the adaptive concurrency limit (see `concurrency::Verdict`): a timeout of
+/// the proxy's (or of a proxy further on) or a gRPC `DEADLINE_EXCEEDED` is a drop; any other answer
+/// of the proxy's own, a 5xx and a gRPC error say nothing about queueing; the rest are latencies.
+fn verdict(response: &Response<ProxyBody>) -> Verdict {
+    let headers = response.headers();
+    match headers.get(ERROR_HEADER).map(HeaderValue::as_bytes) {
+        Some(b"timeout") => return Verdict::TimedOut,
+        Some(_) => return Verdict::Ignored,
+        None => {}
+    }
+    match Outcome::of_response(response.status(), headers) {
+        Outcome::Grpc(GRPC_DEADLINE_EXCEEDED) => Verdict::TimedOut,
+        Outcome::Status(status) if !status.is_server_error() => Verdict::Answered,
+        _ => Verdict::Ignored,
+    }
+}
+
+/// The proxy's own answer for a request refused before any attempt, with its CLIENT span.
+fn refuse(
+    listening: &Listening,
+    route: &Route,
+    upstream: &Upstream,
+    request: &Request<Incoming>,
+    answer: Response<ProxyBody>,
+) -> Response<ProxyBody> {
+    let tracing = match (listening.side, &listening.tracer) {
+        (Side::Outbound, Some(tracer)) => AttemptTracing::new(tracer, request.headers()),
+        _ => None,
+    };
+    refused(
+        tracing.as_ref(),
+        &facts(request),
+        route,
+        upstream,
+        answer,
+        0,
+    )
+}
+
+/// Forwards a request under the upstream's circuit breaker: header rewrites, mirroring, attempts.
+async fn admit_and_send(
+    listening: &Listening,
+    route: &Route,
+    upstream: &Arc<Upstream>,
+    client: SocketAddr,
+    request: Request<Incoming>,
+) -> Response<ProxyBody> {
     // The route timeout covers waiting for a connection slot as well as the attempts.
     let deadline = route.timeout().map(|limit| Instant::now() + limit);
     let is_upgrade = upgrade::is_upgrade(&request);
@@ -140,18 +218,7 @@ async fn on_route(
                     limit.key()
                 ),
             );
-            let tracing = match (listening.side, &listening.tracer) {
-                (Side::Outbound, Some(tracer)) => AttemptTracing::new(tracer, request.headers()),
-                _ => None,
-            };
-            return refused(
-                tracing.as_ref(),
-                &facts(&request),
-                route,
-                upstream,
-                answer,
-                0,
-            );
+            return refuse(listening, route, upstream, &request, answer);
         }
         None => return route_timeout(upstream.name(), route.timeout()),
     };

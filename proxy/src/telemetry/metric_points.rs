@@ -3,7 +3,7 @@
 //!
 //! Counters become cumulative monotonic sums whose start time is when the route or upstream began
 //! counting (a reload that rebuilds a route starts it again), latency becomes an explicit-bucket
-//! histogram, and breaker figures become gauges.
+//! histogram, and breaker figures and adaptive concurrency limits become gauges.
 
 use meshscope_proto::common::KeyValue;
 use meshscope_proto::metrics::metric::Data;
@@ -71,6 +71,7 @@ pub(crate) fn collect(
         ),
     ];
     metrics.extend(upstream_metrics(tables, now));
+    metrics.extend(concurrency_metrics(tables, now));
     if let Some(spans) = spans {
         let (exported, dropped, failed) = spans.totals();
         for (name, description, value) in [
@@ -192,6 +193,37 @@ fn upstream_metrics(tables: &Tables, now: u64) -> Vec<Metric> {
         metrics.push(gauge(metric, description, points));
     }
     metrics
+}
+
+/// The adaptive concurrency limits and their refusals; nothing when no upstream has one.
+fn concurrency_metrics(tables: &Tables, now: u64) -> Vec<Metric> {
+    let mut limits = Vec::new();
+    let mut rejected = Vec::new();
+    for upstream in tables.upstreams() {
+        let Some(limiter) = upstream.concurrency() else {
+            continue;
+        };
+        let name = || vec![string("upstream", upstream.name())];
+        limits.push(point(name(), 0, now, limiter.limit() as u64));
+        let since = upstream.stats().since;
+        rejected.push(point(name(), since, now, limiter.rejected()));
+    }
+    if limits.is_empty() {
+        return Vec::new();
+    }
+    vec![
+        gauge(
+            "meshscope.proxy.upstream.concurrency_limit",
+            "Requests the adaptive concurrency limit allows in flight now.",
+            limits,
+        ),
+        sum(
+            "meshscope.proxy.upstream.concurrency_rejected",
+            "Requests refused by the adaptive concurrency limit.",
+            "{request}",
+            rejected,
+        ),
+    ]
 }
 
 fn point(attributes: Vec<KeyValue>, start: u64, now: u64, value: u64) -> NumberDataPoint {

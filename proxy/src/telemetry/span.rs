@@ -72,7 +72,7 @@ pub(crate) struct AttemptFacts<'a> {
     /// 0 for the first attempt, then 1, 2, ... for retries.
     pub(crate) retry: u32,
     /// The mesh decision that shaped the attempt, if notable: `overflow` (circuit breaker),
-    /// `no-endpoints` or `all-ejected` (refused), `panic` (ejections ignored under the panic
+    /// `concurrency-limit` (adaptive concurrency), `no-endpoints` or `all-ejected` (refused), `panic` (ejections ignored under the panic
     /// threshold).
     pub(crate) decision: Option<&'static str>,
     /// Endpoints of the upstream out of balancing (ejected or failing health checks) at the pick.
