@@ -265,7 +265,9 @@ fn error_burst(collector: &Collector) -> Arc<AtomicBool> {
 
 /// The instances of `rule` from `GET /api/alerts/rules/{rule}`.
 async fn rule_status(collector: &Collector, rule: &str) -> Value {
-    collector.get_json(&format!("/api/alerts/rules/{rule}")).await
+    collector
+        .get_json(&format!("/api/alerts/rules/{rule}"))
+        .await
 }
 
 /// Waits until an instance of `rule` is in `state`; returns the instance.
@@ -279,9 +281,7 @@ async fn wait_for_state(collector: &Collector, rule: &str, state: &str) -> Value
             .cloned()
     })
     .await
-    .unwrap_or_else(|| {
-        panic!("rule {rule} has no {state} instance within {ALERT_DEADLINE:?}")
-    })
+    .unwrap_or_else(|| panic!("rule {rule} has no {state} instance within {ALERT_DEADLINE:?}"))
 }
 
 fn alertname(alert: &Value) -> &str {
@@ -322,7 +322,7 @@ keep_firing_for = "1s"
 receivers = ["hook", "am"]
 red = {{ scope = "service", figure = "error_rate", range = "6s" }}
 labels = {{ severity = "page" }}
-annotations = {{ summary = "{{{{ labels.service }}}} fails {{{{ value | round(0) }}}}% of requests" }}
+annotations = {{ summary = "{{{{ labels.service }}}} fails {{{{ value | int }}}}% of requests" }}
 "#,
             hook = hooks.url("/meshscope"),
             am = alertmanager.url
@@ -362,7 +362,10 @@ annotations = {{ summary = "{{{{ labels.service }}}} fails {{{{ value | round(0)
     assert_eq!(webhook["version"], "4");
     assert_eq!(webhook["receiver"], "hook");
     assert_eq!(webhook["groupKey"], "{}:{alertname=\"high-error-rate\"}");
-    assert_eq!(webhook["groupLabels"], json!({"alertname": "high-error-rate"}));
+    assert_eq!(
+        webhook["groupLabels"],
+        json!({"alertname": "high-error-rate"})
+    );
     assert_eq!(webhook["externalURL"], collector.api_url());
     assert_eq!(webhook["commonLabels"]["severity"], "page");
     let alerts = webhook["alerts"].as_array().expect("alerts");
@@ -385,7 +388,9 @@ annotations = {{ summary = "{{{{ labels.service }}}} fails {{{{ value | round(0)
         .wait_for(
             "Alertmanager's firing notification",
             "/from-alertmanager",
-            |body| body["status"] == "firing" && body["commonLabels"]["alertname"] == "high-error-rate",
+            |body| {
+                body["status"] == "firing" && body["commonLabels"]["alertname"] == "high-error-rate"
+            },
         )
         .await;
 
@@ -400,7 +405,10 @@ annotations = {{ summary = "{{{{ labels.service }}}} fails {{{{ value | round(0)
         .and_then(|rest| rest.split('"').next())
         .expect("a traces link")
         .replace("&amp;", "&");
-    assert!(link.contains("service=payments") && link.contains("status=error"), "{link}");
+    assert!(
+        link.contains("service=payments") && link.contains("status=error"),
+        "{link}"
+    );
     let search = collector.get(&link).await;
     assert_eq!(search.status, 200, "{link}");
     assert!(
@@ -422,7 +430,10 @@ annotations = {{ summary = "{{{{ labels.service }}}} fails {{{{ value | round(0)
         .wait_for(
             "Alertmanager's resolved notification",
             "/from-alertmanager",
-            |body| body["status"] == "resolved" && body["commonLabels"]["alertname"] == "high-error-rate",
+            |body| {
+                body["status"] == "resolved"
+                    && body["commonLabels"]["alertname"] == "high-error-rate"
+            },
         )
         .await;
     let still_active: Vec<Value> = alertmanager
@@ -442,7 +453,10 @@ annotations = {{ summary = "{{{{ labels.service }}}} fails {{{{ value | round(0)
     };
     for receiver in ["hook", "am"] {
         for status in ["firing", "resolved"] {
-            assert!(delivered(receiver, status), "{receiver} {status}: {deliveries}");
+            assert!(
+                delivered(receiver, status),
+                "{receiver} {status}: {deliveries}"
+            );
         }
     }
 }
@@ -563,9 +577,15 @@ sql = "SELECT 'x' AS thing, 1.0 AS value"
         delivered_late.then_some(log)
     })
     .await;
-    assert!(log["receivers"][0]["delivered"].as_u64() >= Some(1), "{log}");
+    assert!(
+        log["receivers"][0]["delivered"].as_u64() >= Some(1),
+        "{log}"
+    );
     let page = collector.get("/alerts").await.text();
-    assert!(page.contains("retrying") && page.contains("delivered"), "{page}");
+    assert!(
+        page.contains("retrying") && page.contains("delivered"),
+        "{page}"
+    );
 }
 
 #[tokio::test]
@@ -633,8 +653,8 @@ sql = "SELECT 'file' AS origin, 1.0 AS value"
         .await
         .expect("POST form");
     assert_eq!(saved.status(), 303);
-    let broken_form = serde_urlencoded::to_string([("replaces", ""), ("text", "name = ")])
-        .expect("form");
+    let broken_form =
+        serde_urlencoded::to_string([("replaces", ""), ("text", "name = ")]).expect("form");
     let refused = http
         .post(api("/alerts/rules"))
         .header("content-type", "application/x-www-form-urlencoded")
@@ -643,7 +663,13 @@ sql = "SELECT 'file' AS origin, 1.0 AS value"
         .await
         .expect("POST broken form");
     assert_eq!(refused.status(), 400);
-    assert!(refused.text().await.unwrap_or_default().contains("id=\"rule-error\""));
+    assert!(
+        refused
+            .text()
+            .await
+            .unwrap_or_default()
+            .contains("id=\"rule-error\"")
+    );
     let cross_site = http
         .post(api("/alerts/rules/from-file/delete"))
         .header("origin", "http://elsewhere.example")
@@ -678,13 +704,24 @@ sql = "SELECT 'file' AS origin, 1.0 AS value"
     collector.restart().await;
     let restored = rule_status(&collector, "via-api").await;
     assert_eq!(restored["instances"][0]["state"], "firing", "{restored}");
-    assert_eq!(restored["instances"][0]["fired_at_ms"], fired_at, "{restored}");
+    assert_eq!(
+        restored["instances"][0]["fired_at_ms"], fired_at,
+        "{restored}"
+    );
     let edited = rule_status(&collector, "from-file").await;
-    assert!(edited["query"].as_str().is_some_and(|q| q.contains("edited")), "{edited}");
+    assert!(
+        edited["query"]
+            .as_str()
+            .is_some_and(|q| q.contains("edited")),
+        "{edited}"
+    );
 
     // Delete through the form and the API; both stay deleted after another restart.
     let deleted = http
-        .post(format!("{}/alerts/rules/from-file/delete", collector.api_url()))
+        .post(format!(
+            "{}/alerts/rules/from-file/delete",
+            collector.api_url()
+        ))
         .send()
         .await
         .expect("POST delete");

@@ -16,25 +16,32 @@ use super::rule::{Rule, duration_text};
 use super::{AlertError, persist};
 
 /// Everything the rules file holds.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone)]
 pub struct AlertsConfig {
     /// Base URL of this collector's UI in links sent to receivers; `http://<api listen address>` when
     /// absent.
-    #[serde(default)]
     pub external_url: Option<String>,
     /// How often firing alerts are sent again to Alertmanager receivers (Prometheus's resend delay).
-    #[serde(default = "default_resend", with = "duration_text")]
     pub resend_interval: Duration,
     /// How often a webhook is reminded of a rule's alerts that are still firing.
-    #[serde(default = "default_repeat", with = "duration_text")]
     pub repeat_interval: Duration,
     /// The receivers.
-    #[serde(default, rename = "receiver")]
     pub receivers: Vec<ReceiverConfig>,
     /// The rules.
-    #[serde(default, rename = "rule")]
     pub rules: Vec<Rule>,
+}
+
+/// No file: no rules or receivers, the documented intervals.
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            external_url: None,
+            resend_interval: default_resend(),
+            repeat_interval: default_repeat(),
+            receivers: Vec::new(),
+            rules: Vec::new(),
+        }
+    }
 }
 
 fn default_resend() -> Duration {
@@ -61,8 +68,13 @@ struct SpannedFile {
     rule: Vec<toml::Spanned<Rule>>,
 }
 
+/// The 1-based line of a byte offset.
 fn line_of(source: &str, offset: usize) -> usize {
-    source[..offset.min(source.len())].lines().count().max(1)
+    source.as_bytes()[..offset.min(source.len())]
+        .iter()
+        .filter(|byte| **byte == b'\n')
+        .count()
+        + 1
 }
 
 impl AlertsConfig {
@@ -83,10 +95,19 @@ impl AlertsConfig {
             let line = line_of(source, receiver.span().start);
             let receiver = receiver.into_inner();
             if let Err(error) = receiver.validate() {
-                problems.push(format!("{file}:{line}: receiver {:?}: {error}", receiver.name));
+                problems.push(format!(
+                    "{file}:{line}: receiver {:?}: {error}",
+                    receiver.name
+                ));
             }
-            if receivers.iter().any(|r: &ReceiverConfig| r.name == receiver.name) {
-                problems.push(format!("{file}:{line}: receiver {:?} is defined twice", receiver.name));
+            if receivers
+                .iter()
+                .any(|r: &ReceiverConfig| r.name == receiver.name)
+            {
+                problems.push(format!(
+                    "{file}:{line}: receiver {:?} is defined twice",
+                    receiver.name
+                ));
             }
             receivers.push(receiver);
         }
@@ -99,7 +120,10 @@ impl AlertsConfig {
                 problems.push(format!("{file}:{line}: rule {:?}: {error}", rule.name));
             }
             if rules.iter().any(|r| r.name == rule.name) {
-                problems.push(format!("{file}:{line}: rule {:?} is defined twice", rule.name));
+                problems.push(format!(
+                    "{file}:{line}: rule {:?} is defined twice",
+                    rule.name
+                ));
             }
             rules.push(rule);
         }
@@ -164,10 +188,12 @@ impl RuleStore {
         let mut rules: Vec<(Rule, Origin)> = file
             .iter()
             .filter(|rule| !self.deleted.contains(&rule.name))
-            .map(|rule| match self.rules.iter().find(|r| r.name == rule.name) {
-                Some(edited) => (edited.clone(), Origin::Store),
-                None => (rule.clone(), Origin::File),
-            })
+            .map(
+                |rule| match self.rules.iter().find(|r| r.name == rule.name) {
+                    Some(edited) => (edited.clone(), Origin::Store),
+                    None => (rule.clone(), Origin::File),
+                },
+            )
             .collect();
         for rule in &self.rules {
             if !rules.iter().any(|(r, _)| r.name == rule.name) {
@@ -237,8 +263,13 @@ sql = "SELECT service, max(p99_ms) AS value FROM red_metrics GROUP BY service"
     #[test]
     fn problems_name_file_and_line() {
         let broken = FILE.replace("receivers = [\"oncall\"]", "receivers = [\"pager\"]");
-        let error = AlertsConfig::parse(&broken, "rules.toml").unwrap_err().to_string();
-        assert!(error.contains("rules.toml:9: rule \"payments-errors\""), "{error}");
+        let error = AlertsConfig::parse(&broken, "rules.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("rules.toml:9: rule \"payments-errors\""),
+            "{error}"
+        );
         let typo = AlertsConfig::parse("[[rule]]\nname = \"x\"\nthreshold = 1\n", "f.toml")
             .unwrap_err()
             .to_string();

@@ -167,7 +167,10 @@ async fn evaluate(inner: &Arc<Inner>, rule: &Rule) {
             }
             Ok(rows) => {
                 runtime.saved.last_error = None;
-                let observations = rows.into_iter().filter_map(|row| observe(rule, row)).collect();
+                let observations = rows
+                    .into_iter()
+                    .filter_map(|row| observe(rule, row))
+                    .collect();
                 let timing = Timing {
                     for_: rule.for_,
                     keep_firing_for: rule.keep_firing_for,
@@ -223,7 +226,7 @@ fn notifications(
     let generator_url = format!(
         "{}/alerts/rules/{}",
         inner.external_url,
-        percent_encoding::utf8_percent_encode(&rule.name, percent_encoding::NON_ALPHANUMERIC)
+        percent_encoding::utf8_percent_encode(&rule.name, super::PATH_SEGMENT)
     );
     let view = |instance: &Instance, ends_if_firing: Option<i64>| AlertView {
         labels: instance.labels.clone(),

@@ -60,9 +60,16 @@ pub enum AlertError {
     #[error("no alert rule named {0:?}")]
     NotFound(String),
     /// Reading or writing a file failed.
-    #[error("{}: {1}", .0.display())]
+    #[error("{path}: {error}", path = .0.display(), error = .1)]
     Io(PathBuf, std::io::Error),
 }
+
+/// What to percent-encode of a rule name in a URL path segment: all but RFC 3986's unreserved characters.
+pub const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
 
 /// Milliseconds since the Unix epoch, the clock of alert states.
 pub fn now_ms() -> i64 {
@@ -152,7 +159,8 @@ impl Alerts {
         let log = Arc::new(DeliveryLog::default());
         let mut receivers = BTreeMap::new();
         for config in &file.receivers {
-            let receiver = Receiver::new(config.clone(), log.clone()).map_err(AlertError::Invalid)?;
+            let receiver =
+                Receiver::new(config.clone(), log.clone()).map_err(AlertError::Invalid)?;
             receivers.insert(config.name.clone(), Arc::new(receiver));
         }
         let mut saved = eval::load_state(&options.data_dir)?;
@@ -198,7 +206,10 @@ impl Alerts {
 
     /// Every rule with its state, in name order.
     pub fn rules(&self) -> Vec<RuleStatus> {
-        lock(&self.inner.rules).values().map(RuleRuntime::status).collect()
+        lock(&self.inner.rules)
+            .values()
+            .map(RuleRuntime::status)
+            .collect()
     }
 
     /// One rule with its state.
@@ -251,8 +262,14 @@ impl Alerts {
         let name = rule.name.clone();
         {
             let mut rules = lock(&self.inner.rules);
-            let previous = rules.remove(&name).map(RuleRuntime::into_saved).unwrap_or_default();
-            rules.insert(name.clone(), RuleRuntime::new(rule, Origin::Store, previous));
+            let previous = rules
+                .remove(&name)
+                .map(RuleRuntime::into_saved)
+                .unwrap_or_default();
+            rules.insert(
+                name.clone(),
+                RuleRuntime::new(rule, Origin::Store, previous),
+            );
         }
         eval::restart_evaluator(&self.inner, &name);
         self.inner.dirty.notify_one();
@@ -298,5 +315,7 @@ impl Alerts {
 
 /// Locks a mutex, carrying on with the data if a panicking thread poisoned it.
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

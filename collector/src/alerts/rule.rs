@@ -180,9 +180,7 @@ impl std::str::FromStr for Condition {
         let (op_text, op) = Op::ALL
             .iter()
             .find(|(op_text, _)| text.starts_with(op_text))
-            .ok_or_else(|| {
-                format!("condition {text:?} must start with >, >=, <, <=, == or !=")
-            })?;
+            .ok_or_else(|| format!("condition {text:?} must start with >, >=, <, <=, == or !="))?;
         let threshold = text[op_text.len()..]
             .trim()
             .parse::<f64>()
@@ -319,17 +317,15 @@ impl RedQuery {
         };
         let seconds = self.range.as_secs();
         let value = match self.figure {
-            Figure::ErrorRate => format!(
-                "100.0 * CAST(sum({failures}) AS DOUBLE) / CAST(sum({requests}) AS DOUBLE)"
-            ),
+            Figure::ErrorRate => {
+                format!("100.0 * CAST(sum({failures}) AS DOUBLE) / CAST(sum({requests}) AS DOUBLE)")
+            }
             Figure::Rate => format!("CAST(sum({requests}) AS DOUBLE) / {seconds}.0"),
             Figure::P50 => format!("max({latency_prefix}p50_ms)"),
             Figure::P95 => format!("max({latency_prefix}p95_ms)"),
             Figure::P99 => format!("max({latency_prefix}p99_ms)"),
         };
-        let mut filters = vec![format!(
-            "window_end > now() - INTERVAL '{seconds} seconds'"
-        )];
+        let mut filters = vec![format!("window_end > now() - INTERVAL '{seconds} seconds'")];
         let server_column = if self.scope == Scope::Edge {
             "server"
         } else {

@@ -279,10 +279,7 @@ mod tests {
     #[test]
     fn fires_only_after_the_condition_held_for_its_duration() {
         use State::*;
-        let (states, changes) = run(
-            &[Some(9.0), Some(9.0), Some(9.0), Some(1.0)],
-            timing(2, 0),
-        );
+        let (states, changes) = run(&[Some(9.0), Some(9.0), Some(9.0), Some(1.0)], timing(2, 0));
         assert_eq!(states, [Pending, Pending, Firing, Resolved]);
         assert!(changes[1].is_empty());
         assert_eq!(changes[2], ["a"]);

@@ -7,10 +7,12 @@ use std::collections::BTreeMap;
 use askama::Template;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use meshscope_collector::alerts::rule::{Figure, Op};
-use meshscope_collector::alerts::{Alerts, Instance, Rule, RuleStatus, State as AlertState};
+use meshscope_collector::alerts::{
+    Alerts, Instance, PATH_SEGMENT, Rule, RuleStatus, State as AlertState,
+};
 use serde::Deserialize;
 
 use crate::error::ApiError;
@@ -96,10 +98,18 @@ fn time(ms: i64) -> String {
     format!("{} UTC", format::instant(ms.saturating_mul(1_000_000)))
 }
 
+/// The name an enum has in the rules file (`error_rate`, `alertmanager`).
+fn name_of<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|value| value.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
 fn describe_condition(rule: &Rule) -> String {
     let what = match &rule.red {
         Some(red) => {
-            let mut entity = format!("{:?}", red.scope).to_lowercase();
+            let mut entity = name_of(&red.scope);
             for value in [&red.client, &red.service, &red.operation]
                 .into_iter()
                 .flatten()
@@ -109,7 +119,7 @@ fn describe_condition(rule: &Rule) -> String {
             }
             format!(
                 "{} of {entity} over {}",
-                format!("{:?}", red.figure).to_lowercase(),
+                name_of(&red.figure),
                 humantime::format_duration(red.range)
             )
         }
@@ -129,7 +139,10 @@ fn traces_link(rule: &Rule, instance: &Instance) -> Option<String> {
         .active_at_ms
         .or(instance.fired_at_ms)
         .unwrap_or(instance.changed_ms)
-        - rule.red.as_ref().map_or(TRACE_LEAD_MS, |red| red.range.as_millis() as i64);
+        - rule
+            .red
+            .as_ref()
+            .map_or(TRACE_LEAD_MS, |red| red.range.as_millis() as i64);
     let end = instance
         .resolved_at_ms
         .unwrap_or_else(meshscope_collector::alerts::now_ms);
@@ -204,7 +217,7 @@ fn rule_view(status: RuleStatus) -> RuleView {
         name: rule.name.clone(),
         edit: format!(
             "/alerts/rules/{}",
-            percent_encoding::utf8_percent_encode(&rule.name, percent_encoding::NON_ALPHANUMERIC)
+            percent_encoding::utf8_percent_encode(&rule.name, PATH_SEGMENT)
         ),
         origin: match status.origin {
             meshscope_collector::alerts::Origin::File => "rules file",
@@ -243,7 +256,7 @@ pub async fn overview(State(alerts): State<Alerts>) -> Page<AlertsPage> {
             .receivers()
             .into_iter()
             .map(|r| ReceiverView {
-                kind: format!("{:?}", r.kind).to_lowercase(),
+                kind: name_of(&r.kind),
                 counters: format!(
                     "{} queued, {} delivered, {} failed attempts, {} given up, {} dropped",
                     r.queued, r.delivered, r.failed_attempts, r.given_up, r.dropped
@@ -328,11 +341,11 @@ struct RuleForm {
 /// Browsers say where a form post comes from; posts from other sites are refused, so a page elsewhere
 /// cannot edit rules through a visitor's browser. Clients that send neither header (curl) pass.
 fn same_origin(headers: &HeaderMap) -> bool {
-    let header = |name| headers.get(name).and_then(|v| v.to_str().ok());
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     if let Some(site) = header("sec-fetch-site") {
         return matches!(site, "same-origin" | "none");
     }
-    match (header(header::ORIGIN.as_str()), header(header::HOST.as_str())) {
+    match (header("origin"), header("host")) {
         (Some(origin), Some(host)) => origin
             .split_once("://")
             .is_some_and(|(_, origin_host)| origin_host == host),
@@ -379,7 +392,7 @@ pub async fn save_rule(
     Ok(match saved {
         Ok(name) => Redirect::to(&format!(
             "/alerts#rule-{}",
-            percent_encoding::utf8_percent_encode(&name, percent_encoding::NON_ALPHANUMERIC)
+            percent_encoding::utf8_percent_encode(&name, PATH_SEGMENT)
         ))
         .into_response(),
         Err(error) => {
@@ -403,6 +416,8 @@ pub async fn delete_rule(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use axum::http::header;
 
     #[test]
     fn cross_site_posts_are_recognised() {

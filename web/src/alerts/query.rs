@@ -73,7 +73,8 @@ mod tests {
 
     #[test]
     fn rows_become_labels_and_value() {
-        let row = alert_row(json!({"service": "a", "code": 500, "gone": null, "value": 2.5})).unwrap();
+        let row =
+            alert_row(json!({"service": "a", "code": 500, "gone": null, "value": 2.5})).unwrap();
         assert_eq!(row.value, Some(2.5));
         assert_eq!(
             row.labels,

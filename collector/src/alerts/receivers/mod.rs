@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::Notify;
 
-use super::rule::duration_text;
 use super::now_ms;
+use super::rule::duration_text;
 
 /// Entries kept in the delivery log.
 pub const LOG_CAPACITY: usize = 200;
@@ -290,7 +290,10 @@ impl Receiver {
                     let status = response.status();
                     let text = response.text().await.unwrap_or_default();
                     let retryable = status.is_server_error() || status.as_u16() == 429;
-                    let message = format!("HTTP {status}: {}", text.chars().take(300).collect::<String>());
+                    let message = format!(
+                        "HTTP {status}: {}",
+                        text.chars().take(300).collect::<String>()
+                    );
                     (Some(status.as_u16()), message, retryable)
                 }
                 Err(error) => (None, error_chain(&error), true),
@@ -299,7 +302,14 @@ impl Receiver {
             let last = !retryable || attempt == self.config.max_attempts;
             let outcome = if last { "failed" } else { "retrying" };
             tracing::warn!(receiver = %self.config.name, attempt, %error, outcome, "alert notification not delivered");
-            self.record(notification, attempt, outcome, http_status, Some(error), took);
+            self.record(
+                notification,
+                attempt,
+                outcome,
+                http_status,
+                Some(error),
+                took,
+            );
             if last {
                 self.given_up.fetch_add(1, Ordering::Relaxed);
                 return;

@@ -157,7 +157,10 @@ mod tests {
             body["alerts"][0]["fingerprint"].as_str().map(str::len),
             Some(16)
         );
-        assert_ne!(body["alerts"][0]["fingerprint"], body["alerts"][1]["fingerprint"]);
+        assert_ne!(
+            body["alerts"][0]["fingerprint"],
+            body["alerts"][1]["fingerprint"]
+        );
     }
 
     #[test]
