@@ -468,6 +468,33 @@ mod tests {
     }
 
     #[test]
+    fn alert_rules_come_from_the_config_key_and_their_problems_stop_the_start() {
+        let dir =
+            std::env::temp_dir().join(format!("meshscope-alert-settings-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let rules = dir.join("rules.toml");
+        std::fs::write(
+            &rules,
+            "[[rule]]\nname = \"a\"\ncondition = \"> 1\"\nsql = \"SELECT 1.0 AS value\"\n",
+        )
+        .unwrap();
+        let key = format!("alert_rules = {:?}\n", rules.display().to_string());
+        let loaded = settings(&key, &[]).unwrap();
+        assert_eq!(loaded.alerts.rules.len(), 1);
+        assert_eq!(loaded.alerts.rules[0].name, "a");
+        std::fs::write(&rules, "[[rule]]\nname = \"a\"\ncondition = \"over 1\"\n").unwrap();
+        let error = settings(&key, &[])
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            error.contains("alert rules:") && error.contains("condition"),
+            "{error}"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
     fn bad_compaction_settings_name_their_line() {
         let error = settings("retention = \"1d\"\ncompaction_max_files = 1\n", &[])
             .err()
