@@ -398,6 +398,88 @@ mod tests {
         assert_eq!((log[0].rule.as_str(), log[0].outcome), ("a", "dropped"));
     }
 
+    /// A receiver of `url` that tries `max_attempts` times, 100 ms apart, 300 ms each.
+    fn quick(url: String, max_attempts: u32) -> Arc<Receiver> {
+        let mut config = receiver(10).config;
+        config.url = url;
+        config.max_attempts = max_attempts;
+        config.timeout = Duration::from_millis(300);
+        config.backoff = Duration::from_millis(100);
+        Arc::new(Receiver::new(config, Arc::default()).unwrap())
+    }
+
+    /// Waits (at most 10 s) until the receiver's log has `entries` entries; returns them, oldest first.
+    async fn log_of(receiver: &Receiver, entries: usize) -> Vec<Delivery> {
+        for _ in 0..200 {
+            let mut log = receiver.log.newest_first();
+            if log.len() >= entries {
+                log.reverse();
+                return log;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "fewer than {entries} deliveries: {:?}",
+            receiver.log.newest_first()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_receiver_that_never_answers_times_out_and_is_retried() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        // Accepts connections and never answers.
+        let silent = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                open.push(socket);
+            }
+        });
+        let receiver = quick(url, 2);
+        let worker = tokio::spawn(receiver.clone().run());
+        receiver.enqueue(notification("hung"));
+        let log = log_of(&receiver, 2).await;
+        let outcomes: Vec<&str> = log.iter().map(|d| d.outcome).collect();
+        assert_eq!(outcomes, ["retrying", "failed"]);
+        assert!(log.iter().all(|d| d.duration_ms >= 250), "{log:?}");
+        assert!(
+            log[0]
+                .error
+                .as_deref()
+                .is_some_and(|e| e.contains("timed out")),
+            "{log:?}"
+        );
+        assert_eq!(receiver.status().given_up, 1);
+        worker.abort();
+        silent.abort();
+    }
+
+    #[tokio::test]
+    async fn a_refused_body_is_not_retried() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let mut request = [0u8; 4096];
+                let _ = socket.read(&mut request).await;
+                let _ = socket
+                    .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 3\r\nconnection: close\r\n\r\nbad")
+                    .await;
+            }
+        });
+        let receiver = quick(url, 5);
+        let worker = tokio::spawn(receiver.clone().run());
+        receiver.enqueue(notification("refused"));
+        let log = log_of(&receiver, 1).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(receiver.log.newest_first().len(), 1, "retried a 400");
+        assert_eq!((log[0].outcome, log[0].http_status), ("failed", Some(400)));
+        assert!(log[0].error.as_deref().is_some_and(|e| e.contains("bad")));
+        worker.abort();
+        server.abort();
+    }
+
     #[test]
     fn alertmanager_receivers_post_to_the_v2_api() {
         let mut config = receiver(1).config;
