@@ -2,7 +2,8 @@
 //! that lets the collector's evaluator run SQL on the query engine.
 
 pub mod api;
-pub mod pages;
+pub mod editor;
+pub mod overview;
 pub mod query;
 
 use axum::Router;
@@ -19,10 +20,10 @@ pub fn routes<S: Clone + Send + Sync + 'static>(alerts: Alerts) -> Router<S> {
             get(api::rule).put(api::replace).delete(api::delete),
         )
         .route("/api/alerts/deliveries", get(api::deliveries))
-        .route("/alerts", get(pages::overview))
-        .route("/alerts/new", get(pages::new_rule))
-        .route("/alerts/rules", post(pages::save_rule))
-        .route("/alerts/rules/{name}", get(pages::edit_rule))
-        .route("/alerts/rules/{name}/delete", post(pages::delete_rule))
+        .route("/alerts", get(overview::overview))
+        .route("/alerts/new", get(editor::new_rule))
+        .route("/alerts/rules", post(editor::save_rule))
+        .route("/alerts/rules/{name}", get(editor::edit_rule))
+        .route("/alerts/rules/{name}/delete", post(editor::delete_rule))
         .with_state(alerts)
 }
