@@ -36,10 +36,10 @@ pub struct Rule {
     #[serde(default, with = "duration_text")]
     pub keep_firing_for: Duration,
     /// Labels added to every instance (they win over the query's labels of the same name).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
     /// Annotations such as `summary` and `description`: templates over `labels` and `value`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
     /// Names of the receivers notified of this rule's alerts.
     #[serde(default)]
