@@ -17,7 +17,7 @@ use super::{
 };
 
 /// What is saved of a rule in `state.json`: its instances and last evaluation.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub(super) struct SavedRule {
     instances: BTreeMap<String, Instance>,
     last_evaluation_ms: Option<i64>,
@@ -86,14 +86,22 @@ impl RuleRuntime {
     }
 }
 
-/// The saved state of every rule, or nothing when there is no file yet.
+/// The saved state of every rule, or nothing when there is no file yet. A file that does not parse is
+/// moved aside to `state.json.bad` and alerting starts afresh: alert state is not worth keeping the
+/// collector (and its ingest) from starting.
 pub(super) fn load_state(data_dir: &Path) -> Result<BTreeMap<String, SavedRule>, AlertError> {
     let path = persist::path(data_dir, persist::STATE_FILE);
-    match persist::read(&path)? {
-        None => Ok(BTreeMap::new()),
-        Some(text) => serde_json::from_str::<StateFile>(&text)
-            .map(|file| file.rules)
-            .map_err(|error| AlertError::Invalid(format!("{}: {error}", path.display()))),
+    let Some(text) = persist::read(&path)? else {
+        return Ok(BTreeMap::new());
+    };
+    match serde_json::from_str::<StateFile>(&text) {
+        Ok(file) => Ok(file.rules),
+        Err(error) => {
+            let aside = path.with_extension("json.bad");
+            tracing::warn!(%error, file = %path.display(), aside = %aside.display(), "alert state unreadable; starting without it");
+            std::fs::rename(&path, &aside).map_err(|error| AlertError::Io(path.clone(), error))?;
+            Ok(BTreeMap::new())
+        }
     }
 }
 
@@ -297,4 +305,20 @@ fn notifications(
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unreadable_state_file_is_moved_aside() {
+        let dir = std::env::temp_dir().join(format!("meshscope-state-{}", std::process::id()));
+        let path = persist::path(&dir, persist::STATE_FILE);
+        persist::write_atomic(&path, b"{\"version\": 1, \"rules\": {").unwrap();
+        assert_eq!(load_state(&dir).unwrap(), BTreeMap::new());
+        assert!(!path.exists());
+        assert!(dir.join("alerts/state.json.bad").exists());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 }
