@@ -219,7 +219,7 @@ async fn start_collector(name: &str, rules: &str) -> Collector {
     Collector::start_with(name, &args).await
 }
 
-/// A server span of `service`, failed or not, that just ended.
+/// A server span `POST /charge`, failed or not, that just ended.
 fn request_span(failed: bool) -> meshscope_proto::trace::Span {
     let mut span = span(
         &random_trace_id(),
