@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh machine that has only the Rust toolchain, python3 and cargo-nextest
-# (and, for the browser tests, Debian's chromium and chromium-driver, which it installs when run as root).
+# (and, for the browser tests, Debian's chromium and chromium-driver, and for the alerting tests Debian's
+# prometheus-alertmanager, which it installs when run as root).
 #
 #   scripts/test.sh [extra cargo-nextest args...]
 #
@@ -50,6 +51,18 @@ if [[ ! -x /usr/bin/chromium || ! -x /usr/bin/chromedriver ]]; then
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver
     else
         echo "test.sh: install Debian's chromium and chromium-driver (as root: apt-get install chromium chromium-driver) and rerun" >&2
+        exit 1
+    fi
+fi
+
+# The alerting tests (tests/alerting.rs) start Debian's Prometheus Alertmanager as a real receiver.
+if [[ ! -x /usr/bin/prometheus-alertmanager ]]; then
+    if command -v apt-get >/dev/null && [[ "$(id -u)" == 0 ]]; then
+        echo "test.sh: installing Debian's prometheus-alertmanager" >&2
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus-alertmanager
+    else
+        echo "test.sh: install Debian's prometheus-alertmanager (as root: apt-get install prometheus-alertmanager) and rerun" >&2
         exit 1
     fi
 fi

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
+use meshscope_collector::alerts::{AlertOptions, Alerts, AlertsConfig};
 use meshscope_collector::graph::GraphOptions;
 use meshscope_collector::{Ingest, ReceiverConfig};
 use meshscope_query::{QueryEngine, QueryLimits};
@@ -76,6 +77,10 @@ pub(crate) struct CollectorArgs {
     /// Memory limit of one query's operators [default: 512MiB].
     #[arg(long, env = "MESHSCOPE_QUERY_MEMORY")]
     query_memory: Option<String>,
+    /// Alert rules and receivers (TOML, see docs/alerts.md) [default: none; rules can still be created
+    /// in the UI].
+    #[arg(long, env = "MESHSCOPE_ALERT_RULES")]
+    alert_rules: Option<PathBuf>,
 }
 
 /// The config file; every key optional, unknown keys refused.
@@ -98,6 +103,7 @@ struct FileConfig {
     graph_pairing_wait: Option<toml::Spanned<String>>,
     query_timeout: Option<toml::Spanned<String>>,
     query_memory: Option<toml::Spanned<String>>,
+    alert_rules: Option<PathBuf>,
 }
 
 /// Fully resolved settings.
@@ -117,6 +123,8 @@ pub(crate) struct CollectorSettings {
     pub(crate) query: QueryLimits,
     /// Service graph windows.
     pub(crate) graph: GraphOptions,
+    /// Alert rules and receivers from the rules file.
+    pub(crate) alerts: AlertsConfig,
 }
 
 /// Collects every bad setting, so the user fixes them in one go.
@@ -289,6 +297,13 @@ impl CollectorArgs {
             defaults.memory_bytes,
             parse_bytes,
         );
+        let alerts = match self.alert_rules.or(file.alert_rules) {
+            None => AlertsConfig::default(),
+            Some(path) => AlertsConfig::load(&path).unwrap_or_else(|error| {
+                problems.found.push(format!("alert rules: {error}"));
+                AlertsConfig::default()
+            }),
+        };
         if !problems.found.is_empty() {
             anyhow::bail!("invalid settings:\n  {}", problems.found.join("\n  "));
         }
@@ -337,6 +352,7 @@ impl CollectorArgs {
                 pairing_wait: graph_pairing_wait,
                 ..graph_defaults
             },
+            alerts,
         })
     }
 }
@@ -368,6 +384,16 @@ pub(crate) async fn run_until(
         .with_graph(settings.graph),
     );
     let engine = Arc::new(QueryEngine::new(store.clone(), settings.query)?);
+    let alerts = Alerts::start(
+        settings.alerts,
+        AlertOptions {
+            data_dir: data_dir.clone(),
+            external_url: format!("http://{}", settings.api_listen),
+        },
+        Arc::new(meshscope_web::alerts::query::EngineAlertQuery(
+            engine.clone(),
+        )),
+    )?;
 
     let maintenance_stop = CancellationToken::new();
     let maintenance = tokio::spawn(
@@ -380,7 +406,7 @@ pub(crate) async fn run_until(
         .await
         .with_context(|| format!("binding the API on {}", settings.api_listen))?;
     let api = async {
-        let served = axum::serve(api_listener, meshscope_web::app(engine))
+        let served = axum::serve(api_listener, meshscope_web::app(engine, alerts.clone()))
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())
             .await;
         shutdown.cancel();
@@ -398,6 +424,7 @@ pub(crate) async fn run_until(
     tracing::info!(api = %settings.api_listen, data_dir = %data_dir.display(), "collector running");
 
     let (receivers, api) = tokio::join!(receivers, api);
+    alerts.shutdown().await;
     maintenance_stop.cancel();
     maintenance.await.context("maintenance task")?;
     receivers?;
@@ -438,6 +465,33 @@ mod tests {
         assert_eq!(flagged.compaction_max_files, 12);
         assert_eq!(flagged.compaction_min_files, 6);
         Ok(())
+    }
+
+    #[test]
+    fn alert_rules_come_from_the_config_key_and_their_problems_stop_the_start() {
+        let dir =
+            std::env::temp_dir().join(format!("meshscope-alert-settings-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let rules = dir.join("rules.toml");
+        std::fs::write(
+            &rules,
+            "[[rule]]\nname = \"a\"\ncondition = \"> 1\"\nsql = \"SELECT 1.0 AS value\"\n",
+        )
+        .unwrap();
+        let key = format!("alert_rules = {:?}\n", rules.display().to_string());
+        let loaded = settings(&key, &[]).unwrap();
+        assert_eq!(loaded.alerts.rules.len(), 1);
+        assert_eq!(loaded.alerts.rules[0].name, "a");
+        std::fs::write(&rules, "[[rule]]\nname = \"a\"\ncondition = \"over 1\"\n").unwrap();
+        let error = settings(&key, &[])
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            error.contains("alert rules:") && error.contains("condition"),
+            "{error}"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

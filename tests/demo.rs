@@ -103,6 +103,38 @@ async fn the_demo_serves_traffic_and_the_fleet_ejects_a_faulty_instance() {
         ["api", "catalog", "frontend", "orders", "payments"]
     );
 
+    // The demo's built-in alert rules are loaded and their queries run without error.
+    let rules = eventually_within(Duration::from_secs(20), || async {
+        let rules: serde_json::Value = http_client
+            .get(format!("http://127.0.0.1:{api}/api/alerts/rules"))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        let rules = rules["rules"].as_array()?.clone();
+        rules
+            .iter()
+            .all(|rule| rule["last_evaluation_ms"].is_i64())
+            .then_some(rules)
+    })
+    .await
+    .unwrap_or_else(|| {
+        panic!(
+            "the demo's alert rules were not evaluated; demo log:\n{}",
+            logs()
+        )
+    });
+    let names: Vec<&str> = rules
+        .iter()
+        .filter_map(|rule| rule["rule"]["name"].as_str())
+        .collect();
+    assert_eq!(names, ["failing-edges", "slow-operations"]);
+    for rule in &rules {
+        assert!(rule["last_error"].is_null(), "{rule}");
+    }
+
     // One payments instance fails every request: the orders sidecar is told to stop using it.
     let fault = http_client
         .post(format!(

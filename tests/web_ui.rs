@@ -638,3 +638,112 @@ async fn ten_thousand_span_trace_renders() {
         page.body.len()
     );
 }
+
+/// Replaces the text of the alert rule editor and saves it.
+async fn save_rule_text(browser: &Browser, text: &str) {
+    let editor = browser.find("#rule-text").await;
+    editor.clear().await.expect("clear the editor");
+    editor.send_keys(text).await.expect("type the rule");
+    browser
+        .find("#save")
+        .await
+        .click()
+        .await
+        .expect("click save");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alert_rules_are_created_edited_and_deleted_in_the_browser() {
+    let collector = Collector::start("web-alerts").await;
+    let base = collector.api_url();
+    let browser = Browser::start("web-alerts").await;
+    browser.goto(&format!("{base}/alerts")).await;
+    browser.find("#no-rules").await;
+
+    // Create: a rule whose name, labels and summary are hostile markup.
+    browser
+        .find("#new-rule")
+        .await
+        .click()
+        .await
+        .expect("new rule");
+    let rule = "name = \"<img src=x id=injected-rule onerror=alert(3)>\"\n\
+                condition = \"> 0\"\n\
+                interval = \"1s\"\n\
+                sql = \"SELECT '<b id=injected-label>pay</b>' AS service, 1.0 AS value\"\n\
+                annotations = { summary = \"{{ labels.service }} <i id=injected-summary>x</i>\" }\n";
+    save_rule_text(&browser, rule).await;
+    browser.find("section.rule").await;
+    eventually("the rule's instance firing", || async {
+        let alerts = collector.get_json("/api/alerts").await;
+        (alerts["alerts"][0]["state"] == "firing").then_some(())
+    })
+    .await;
+    browser.goto(&format!("{base}/alerts")).await;
+    browser.find("tr.instance.firing").await;
+    assert_inert(
+        &browser,
+        "alerts",
+        &[
+            "<img src=x id=injected-rule onerror=alert(3)>",
+            "service=<b id=injected-label>pay</b>",
+            "<b id=injected-label>pay</b> <i id=injected-summary>x</i>",
+        ],
+    )
+    .await;
+    let traces = browser
+        .find("tr.instance.firing a.traces")
+        .await
+        .attr("href")
+        .await
+        .expect("href")
+        .unwrap_or_default();
+    assert!(
+        traces.starts_with("/search?service=%3Cb") && traces.contains("status=error"),
+        "{traces}"
+    );
+
+    // A broken edit is refused in place, with the reason.
+    browser
+        .find("section.rule h2 a")
+        .await
+        .click()
+        .await
+        .expect("open the editor");
+    save_rule_text(
+        &browser,
+        "name = \"x\"\ncondition = \"about 1\"\nsql = \"SELECT 1 AS value\"\n",
+    )
+    .await;
+    let error = browser.text("#rule-error").await;
+    assert!(error.contains("condition"), "{error}");
+
+    // Edit: rename and change the condition; the instance follows the new rule.
+    save_rule_text(
+        &browser,
+        "name = \"payments\"\ncondition = \">= 1\"\ninterval = \"1s\"\nsql = \"SELECT 'pay' AS service, 1.0 AS value\"\n",
+    )
+    .await;
+    let section = browser.text("section.rule").await;
+    assert!(
+        section.contains("payments") && section.contains(">= 1"),
+        "{section}"
+    );
+    let rules = collector.get_json("/api/alerts/rules").await;
+    assert_eq!(rules["rules"].as_array().map(Vec::len), Some(1), "{rules}");
+    assert_eq!(rules["rules"][0]["rule"]["name"], "payments");
+
+    // Delete.
+    browser
+        .find("section.rule h2 a")
+        .await
+        .click()
+        .await
+        .expect("open the editor");
+    browser.find("#delete").await.click().await.expect("delete");
+    browser.find("#no-rules").await;
+    assert_eq!(
+        collector.get_json("/api/alerts/rules").await["rules"],
+        json!([])
+    );
+}

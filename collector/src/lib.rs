@@ -14,6 +14,7 @@
 //! ```
 
 pub mod admission;
+pub mod alerts;
 pub mod error;
 pub mod fleet;
 pub mod graph;

@@ -22,6 +22,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json, Response};
 use clap::Args;
+use meshscope_collector::alerts::AlertsConfig;
 use tokio_util::sync::CancellationToken;
 
 use crate::collector_cmd::CollectorArgs;
@@ -252,11 +253,17 @@ async fn generate_load(frontend: SocketAddr, rate: u32, stop: CancellationToken)
     }
 }
 
+/// The demo's alert rules unless `--alert-rules` names others: failing edges and slow operations.
+const DEMO_ALERT_RULES: &str = include_str!("alerts.toml");
+
 /// Runs the demo until SIGTERM or Ctrl-C.
 pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
-    let settings = args
+    let mut settings = args
         .collector
         .settings_with_data_dir("meshscope-demo-data")?;
+    if settings.alerts.rules.is_empty() && settings.alerts.receivers.is_empty() {
+        settings.alerts = AlertsConfig::parse(DEMO_ALERT_RULES, "src/demo/alerts.toml")?;
+    }
     let grpc = settings.receivers.grpc_listen;
     let api = settings.api_listen;
     let shutdown = CancellationToken::new();
@@ -339,6 +346,7 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
         args.rate
     );
     println!("  UI and API:      http://{api}/");
+    println!("  Alerts:          http://{api}/alerts");
     println!("  OTLP/gRPC:       http://{grpc}  (spans of every sidecar arrive here)");
     println!(
         "  Try SQL:         meshscope sql \"SELECT * FROM service_edges ORDER BY window_end DESC LIMIT 10\""

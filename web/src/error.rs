@@ -41,6 +41,22 @@ impl ApiError {
         &self.message
     }
 
+    /// 403: the request is refused.
+    pub fn forbidden(message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::FORBIDDEN,
+            message: message.into(),
+        }
+    }
+
+    /// 409: the request conflicts with what exists.
+    pub fn conflict(message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::CONFLICT,
+            message: message.into(),
+        }
+    }
+
     /// 404: nothing matches.
     pub fn not_found(message: impl Into<String>) -> ApiError {
         ApiError {

@@ -48,6 +48,13 @@ pub fn instant(unix_ns: i64) -> String {
         .to_string()
 }
 
+/// Unix milliseconds as RFC 3339 (`2026-11-26T05:18:23.123Z`), the form the search page reads.
+pub fn rfc3339_ms(unix_ms: i64) -> String {
+    DateTime::<Utc>::from_timestamp_millis(unix_ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
 /// Unix nanoseconds as `05:18:23`, for plot axes.
 pub fn clock(unix_ns: i64) -> String {
     DateTime::<Utc>::from_timestamp_nanos(unix_ns)

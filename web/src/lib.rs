@@ -5,8 +5,10 @@
 //! browser ─► ui pages (askama, SVG) ─┐
 //! client  ─► /api (native JSON)     ─┼─► QueryEngine ─► Store
 //! Grafana ─► /jaeger/api (Jaeger)   ─┘
+//! browser, client ─► /alerts, /api/alerts ─► the collector's Alerts handle
 //! ```
 
+pub mod alerts;
 pub mod api;
 pub mod assets;
 pub mod error;
@@ -24,6 +26,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, header};
 use axum::routing::{get, post};
+use meshscope_collector::alerts::Alerts;
 use meshscope_query::QueryEngine;
 
 /// Defence in depth for the pages: scripts only from our own `/static`, no plugins, no framing. Inline
@@ -31,7 +34,7 @@ use meshscope_query::QueryEngine;
 const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; object-src 'none'; frame-ancestors 'none'; base-uri 'none'";
 
 /// The router of every route, apart from `main` so handlers can be tested without a socket.
-pub fn app(engine: Arc<QueryEngine>) -> Router {
+pub fn app(engine: Arc<QueryEngine>, alerts: Alerts) -> Router {
     Router::new()
         .route("/api/health", get(api::health))
         .route("/api/sql", post(api::sql))
@@ -40,6 +43,7 @@ pub fn app(engine: Arc<QueryEngine>) -> Router {
         .route("/api/services", get(api::services))
         .route("/api/services/{service}/operations", get(api::operations))
         .merge(ui::routes())
+        .merge(alerts::routes(alerts))
         .nest("/jaeger", jaeger::routes())
         .layer(DefaultBodyLimit::max(1024 * 1024))
         .layer(axum::middleware::map_response(secure_headers))
