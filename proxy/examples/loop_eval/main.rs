@@ -56,7 +56,8 @@ struct Args {
     /// The `meshscope` binary, run as `meshscope collector`.
     #[arg(long)]
     meshscope: PathBuf,
-    /// Directory for configs, logs and the collector's data.
+    /// Directory for configs, logs, the collector's data and each run's `bad-endpoint.csv` (when the bad
+    /// endpoint received each request, from which client).
     #[arg(long)]
     work_dir: PathBuf,
     /// Client proxies.
@@ -293,6 +294,11 @@ async fn run_one(
         outcomes.extend(client.await?);
     }
     let received: Vec<_> = endpoints.iter().map(Endpoint::received).collect();
+    let timeline: String = received[bad]
+        .iter()
+        .map(|request| format!("{:.3},{}\n", request.at.as_secs_f64(), request.client))
+        .collect();
+    std::fs::write(dir.join("bad-endpoint.csv"), format!("seconds,client\n{timeline}"))?;
     drop(proxies);
     drop(collector);
     std::fs::remove_dir_all(&data_dir).ok();
