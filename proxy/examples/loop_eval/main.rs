@@ -298,7 +298,10 @@ async fn run_one(
         .iter()
         .map(|request| format!("{:.3},{}\n", request.at.as_secs_f64(), request.client))
         .collect();
-    std::fs::write(dir.join("bad-endpoint.csv"), format!("seconds,client\n{timeline}"))?;
+    std::fs::write(
+        dir.join("bad-endpoint.csv"),
+        format!("seconds,client\n{timeline}"),
+    )?;
     drop(proxies);
     drop(collector);
     std::fs::remove_dir_all(&data_dir).ok();
