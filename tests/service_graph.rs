@@ -221,3 +221,92 @@ async fn calls_are_paired_across_services_and_stored_per_window() {
         assert!(metrics.contains(line), "missing {line:?} in:\n{metrics}");
     }
 }
+
+/// The value of an unlabelled counter or gauge in Prometheus text.
+fn metric_value(metrics: &str, name: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix(name)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no {name} in:\n{metrics}"))
+}
+
+#[tokio::test]
+async fn at_most_a_thousandth_of_calls_stay_unpaired_when_halves_arrive_out_of_order() {
+    let collector = Collector::start_with(
+        "service-graph-pairing",
+        &["--graph-window", "1s", "--graph-pairing-wait", "10s"],
+    )
+    .await;
+    const CALLS: usize = 5_000;
+    let mut clients = Vec::with_capacity(CALLS);
+    let mut servers = Vec::with_capacity(CALLS);
+    for _ in 0..CALLS {
+        let trace = random_trace_id();
+        let client_id = random_span_id();
+        clients.push(call_span(
+            &trace,
+            &client_id,
+            &[],
+            "GET /items",
+            SpanKind::Client,
+            false,
+        ));
+        servers.push(call_span(
+            &trace,
+            &random_span_id(),
+            &client_id,
+            "GET /items",
+            SpanKind::Server,
+            false,
+        ));
+    }
+    // Callee halves of the first half of the calls arrive before their callers', the rest after, in
+    // batches of 500 that interleave the two services.
+    let (early_servers, late_servers) = servers.split_at(CALLS / 2);
+    let mut batches: Vec<(&str, Vec<Span>)> = Vec::new();
+    for chunk in early_servers.chunks(500) {
+        batches.push(("catalog", chunk.to_vec()));
+    }
+    for chunk in clients.chunks(500) {
+        batches.push(("frontend", chunk.to_vec()));
+    }
+    for chunk in late_servers.chunks(500) {
+        batches.push(("catalog", chunk.to_vec()));
+    }
+    for (service, spans) in batches {
+        collector.export_grpc(traces_request(service, spans)).await;
+    }
+
+    let url = format!("{}/metrics", collector.otlp_http_endpoint());
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let (paired, expired) = loop {
+        let metrics = reqwest::get(&url)
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics text");
+        let paired = metric_value(&metrics, "meshscope_graph_paired_total");
+        let expired = metric_value(&metrics, "meshscope_graph_expired_total");
+        let pending = metric_value(&metrics, "meshscope_graph_pending");
+        if pending == 0 && paired + expired > 0 {
+            break (paired, expired);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "calls still pending after 30 s:\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        expired * 1000 <= CALLS as u64,
+        "{expired} of {CALLS} calls stayed unpaired ({paired} paired)"
+    );
+    assert_eq!(paired + expired, CALLS as u64);
+}
