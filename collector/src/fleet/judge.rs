@@ -9,6 +9,16 @@ use std::time::Duration;
 
 use crate::fleet::window::Evidence;
 
+/// What the judgement sees of one endpoint: the whole window, and its last few seconds, so a sudden
+/// onset is not diluted by the healthy seconds before it.
+#[derive(Clone, Default)]
+pub(crate) struct Observed {
+    /// The whole window.
+    pub(crate) window: Evidence,
+    /// The last `JudgeOptions::recent` seconds of it.
+    pub(crate) recent: Evidence,
+}
+
 /// The knobs of the judgement; the defaults are documented in docs/signals.md.
 #[derive(Debug, Clone)]
 pub struct JudgeOptions {
@@ -16,8 +26,11 @@ pub struct JudgeOptions {
     pub min_requests: u64,
     /// Fewer failures than this: never ejected for failures.
     pub min_failures: u64,
-    /// Ejected when the failure rate exceeds the peers' median failure rate by this much.
+    /// Ejected when the failure rate exceeds the peers' median failure rate by this much, over the
+    /// whole window or over its last `recent` seconds (each with the minimum evidence).
     pub failure_rate_margin: f64,
+    /// Length of the recent part of the window, in seconds.
+    pub recent_seconds: u32,
     /// Ejected when the median latency is at least this many times the peers' median…
     pub latency_ratio: f64,
     /// …and at least this much slower in absolute terms.
@@ -36,6 +49,7 @@ impl Default for JudgeOptions {
             min_requests: 5,
             min_failures: 3,
             failure_rate_margin: 0.1,
+            recent_seconds: 2,
             latency_ratio: 5.0,
             latency_margin_ms: 100.0,
             base_ejection: Duration::from_secs(10),
@@ -68,23 +82,29 @@ struct Figures {
     requests: u64,
     failures: u64,
     failure_rate: f64,
+    recent_requests: u64,
+    recent_failures: u64,
+    recent_failure_rate: f64,
     p50: f64,
 }
 
 /// Judges every endpoint of one service at `now` (Unix nanoseconds), updating their ejections.
-/// `endpoints` pairs each endpoint's window evidence with its remembered ejection.
+/// `endpoints` pairs what was observed of each endpoint with its remembered ejection.
 pub(crate) fn judge(
     options: &JudgeOptions,
     now: u64,
-    endpoints: &mut [(&Evidence, &mut Ejection)],
+    endpoints: &mut [(&Observed, &mut Ejection)],
 ) -> Vec<Verdict> {
     let figures: Vec<Figures> = endpoints
         .iter()
-        .map(|(evidence, _)| Figures {
-            requests: evidence.requests,
-            failures: evidence.failures,
-            failure_rate: 1.0 - evidence.success_rate(),
-            p50: evidence.latency_quantile(0.5),
+        .map(|(observed, _)| Figures {
+            requests: observed.window.requests,
+            failures: observed.window.failures,
+            failure_rate: 1.0 - observed.window.success_rate(),
+            recent_requests: observed.recent.requests,
+            recent_failures: observed.recent.failures,
+            recent_failure_rate: 1.0 - observed.recent.success_rate(),
+            p50: observed.window.latency_quantile(0.5),
         })
         .collect();
     let judged: Vec<usize> = (0..figures.len())
@@ -92,6 +112,14 @@ pub(crate) fn judge(
         .collect();
     let peer_failure_rate = median(judged.iter().map(|&i| figures[i].failure_rate));
     let peer_p50 = median(judged.iter().map(|&i| figures[i].p50));
+    let recently_judged: Vec<usize> = (0..figures.len())
+        .filter(|&i| figures[i].recent_requests >= options.min_requests)
+        .collect();
+    let peer_recent_failure_rate = median(
+        recently_judged
+            .iter()
+            .map(|&i| figures[i].recent_failure_rate),
+    );
 
     // Candidates for a new ejection, worst first, so the cap keeps the worst ones out.
     let mut bad: Vec<(usize, f64, String)> = Vec::new();
@@ -114,6 +142,7 @@ pub(crate) fn judge(
             ((1.0 - f.failure_rate) / (1.0 - peer_failure_rate).max(1e-9)).min(1.0);
         let latency_factor = (1.0 / slowness).clamp(0.05, 1.0);
         verdicts[i].weight = (success_factor * success_factor * latency_factor).clamp(0.01, 1.0);
+        let excess_recent_failures = f.recent_failure_rate - peer_recent_failure_rate;
         if f.failures >= options.min_failures && excess_failures >= options.failure_rate_margin {
             let reason = format!(
                 "failure rate {:.1}% vs peers' {:.1}% over {} requests",
@@ -122,6 +151,18 @@ pub(crate) fn judge(
                 f.requests
             );
             bad.push((i, excess_failures, reason));
+        } else if f.recent_requests >= options.min_requests
+            && f.recent_failures >= options.min_failures
+            && excess_recent_failures >= options.failure_rate_margin
+        {
+            let reason = format!(
+                "failure rate {:.1}% vs peers' {:.1}% over the last {} s ({} requests)",
+                f.recent_failure_rate * 100.0,
+                peer_recent_failure_rate * 100.0,
+                options.recent_seconds,
+                f.recent_requests
+            );
+            bad.push((i, excess_recent_failures, reason));
         } else if slowness >= options.latency_ratio && f.p50 - peer_p50 >= options.latency_margin_ms
         {
             let reason = format!("p50 {:.0} ms vs peers' {:.0} ms", f.p50, peer_p50);
@@ -206,15 +247,58 @@ mod tests {
         evidence
     }
 
+    /// Judges endpoints observed over the whole window only (no recent evidence).
     fn run(
         evidences: &[Evidence],
         ejections: &mut [Ejection],
         now: u64,
         options: &JudgeOptions,
     ) -> Vec<Verdict> {
-        let mut pairs: Vec<(&Evidence, &mut Ejection)> =
-            evidences.iter().zip(ejections.iter_mut()).collect();
+        let observed: Vec<Observed> = evidences
+            .iter()
+            .map(|window| Observed {
+                window: window.clone(),
+                recent: Evidence::default(),
+            })
+            .collect();
+        let mut pairs: Vec<(&Observed, &mut Ejection)> =
+            observed.iter().zip(ejections.iter_mut()).collect();
         judge(options, now, &mut pairs)
+    }
+
+    #[test]
+    fn a_sudden_onset_is_judged_on_the_recent_seconds() {
+        // Eight seconds of health, then failures: 9 % over the window, 40 % over the last two seconds.
+        let healthy = Observed {
+            window: evidence(100, 0, 3.0),
+            recent: evidence(20, 0, 3.0),
+        };
+        let mut observed = vec![healthy; 9];
+        let mut window = evidence(92, 0, 3.0);
+        window.merge(&evidence(8, 8, 3.0));
+        let mut recent = evidence(12, 0, 3.0);
+        recent.merge(&evidence(8, 8, 3.0));
+        observed.push(Observed { window, recent });
+        let mut ejections = vec![Ejection::default(); 10];
+        let mut pairs: Vec<(&Observed, &mut Ejection)> =
+            observed.iter().zip(ejections.iter_mut()).collect();
+        let verdicts = judge(&JudgeOptions::default(), SECOND, &mut pairs);
+        assert_eq!(verdicts[9].weight, 0.0, "{:?}", verdicts[9]);
+        assert!(
+            verdicts[9]
+                .reason
+                .contains("over the last 2 s (20 requests)"),
+            "{:?}",
+            verdicts[9]
+        );
+
+        // The same 8 % over the window without the recent burst is below the margin.
+        observed[9].recent = evidence(20, 0, 3.0);
+        let mut fresh = vec![Ejection::default(); 10];
+        let mut pairs: Vec<(&Observed, &mut Ejection)> =
+            observed.iter().zip(fresh.iter_mut()).collect();
+        let verdicts = judge(&JudgeOptions::default(), SECOND, &mut pairs);
+        assert!(verdicts[9].weight > 0.0, "{:?}", verdicts[9]);
     }
 
     #[test]

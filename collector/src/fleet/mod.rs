@@ -18,7 +18,7 @@ pub use judge::JudgeOptions;
 pub use service::SignalsService;
 
 use crate::span_rows::SpanRows;
-use judge::{Ejection, judge};
+use judge::{Ejection, Observed, judge};
 use window::{Evidence, Window};
 
 /// Settings of the fleet view.
@@ -272,16 +272,20 @@ struct Judged {
 
 /// Judges every endpoint of one service at `now`, updating their ejections.
 fn judge_service(options: &FleetOptions, endpoints: &mut Endpoints, now: &Clock) -> Judged {
+    let recent = i64::from(options.judge.recent_seconds);
     let mut addresses: Vec<&String> = Vec::with_capacity(endpoints.len());
-    let mut evidences: Vec<Evidence> = Vec::with_capacity(endpoints.len());
+    let mut observed: Vec<Observed> = Vec::with_capacity(endpoints.len());
     let mut ejections: Vec<&mut Ejection> = Vec::with_capacity(endpoints.len());
     for (address, state) in endpoints.iter_mut() {
         addresses.push(address);
-        evidences.push(state.window.total(now.second));
+        observed.push(Observed {
+            window: state.window.total(now.second),
+            recent: state.window.recent(now.second, recent),
+        });
         ejections.push(&mut state.ejection);
     }
     let was_ejected: Vec<bool> = ejections.iter().map(|e| e.until > now.nanos).collect();
-    let mut pairs: Vec<(&Evidence, &mut Ejection)> = evidences
+    let mut pairs: Vec<(&Observed, &mut Ejection)> = observed
         .iter()
         .zip(ejections.iter_mut().map(|e| &mut **e))
         .collect();
@@ -295,7 +299,7 @@ fn judge_service(options: &FleetOptions, endpoints: &mut Endpoints, now: &Clock)
         .into_iter()
         .enumerate()
         .map(|(i, verdict)| {
-            let evidence = &evidences[i];
+            let evidence = &observed[i].window;
             total.merge(evidence);
             EndpointHealth {
                 address: addresses[i].clone(),

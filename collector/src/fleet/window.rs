@@ -84,7 +84,12 @@ impl Window {
 
     /// The evidence of the seconds in `(now - len, now]`.
     pub(crate) fn total(&self, now: i64) -> Evidence {
-        let oldest = now - self.buckets.len() as i64;
+        self.recent(now, self.buckets.len() as i64)
+    }
+
+    /// The evidence of the last `seconds` seconds, `(now - seconds, now]`, at most the whole window.
+    pub(crate) fn recent(&self, now: i64, seconds: i64) -> Evidence {
+        let oldest = now - seconds.min(self.buckets.len() as i64);
         let mut total = Evidence::default();
         for (second, evidence) in &self.buckets {
             if *second > oldest && *second <= now {

@@ -304,7 +304,6 @@ async fn run_one(
     )?;
     drop(proxies);
     drop(collector);
-    std::fs::remove_dir_all(&data_dir).ok();
     Ok(report::summarize(&outcomes, &received, bad, onset, length))
 }
 
