@@ -279,7 +279,7 @@ mod tests {
         let mut recent = evidence(12, 0, 3.0);
         recent.merge(&evidence(8, 8, 3.0));
         observed.push(Observed { window, recent });
-        let mut ejections = vec![Ejection::default(); 10];
+        let mut ejections = [Ejection::default(); 10];
         let mut pairs: Vec<(&Observed, &mut Ejection)> =
             observed.iter().zip(ejections.iter_mut()).collect();
         let verdicts = judge(&JudgeOptions::default(), SECOND, &mut pairs);
@@ -294,7 +294,7 @@ mod tests {
 
         // The same 8 % over the window without the recent burst is below the margin.
         observed[9].recent = evidence(20, 0, 3.0);
-        let mut fresh = vec![Ejection::default(); 10];
+        let mut fresh = [Ejection::default(); 10];
         let mut pairs: Vec<(&Observed, &mut Ejection)> =
             observed.iter().zip(fresh.iter_mut()).collect();
         let verdicts = judge(&JudgeOptions::default(), SECOND, &mut pairs);
