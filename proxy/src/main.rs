@@ -17,12 +17,6 @@ struct Args {
     reload_interval: Duration,
 }
 
-/// mimalloc instead of glibc malloc, as the `meshscope` binary does: a proxied request allocates and
-/// frees a few dozen small blocks (headers, bodies, spans); mimalloc took ~1.2k of ~42k instructions
-/// off an HTTP/1.1 request under callgrind (bench/README.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
