@@ -12,11 +12,15 @@
 # Meshscope proxy with span export off and on (to the `otlp_sink` example on CPU 0); RSS idle and
 # peak. Prints a markdown block for bench/README.md on stdout, progress on stderr.
 # Env: D (seconds per load run, 10), C (connections, 64), RATE (1000), RATE_S (seconds, 10),
-# NOBUILD=1 (use the binaries already built), KEEP=1 (keep the work dir).
+# NOBUILD=1 (use the binaries already built), BIN=path (measure that proxy binary instead of the
+# one built, e.g. a copy of an older build; implies NOBUILD), KEEP=1 (keep the work dir).
+# The build goes to $CARGO_TARGET_DIR when it is set, else target/.
 set -uo pipefail
 
 BENCH=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$BENCH/.." && pwd)
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+[ -n "${BIN:-}" ] && NOBUILD=1
 D=${D:-10}; C=${C:-64}; RATE=${RATE:-1000}; RATE_S=${RATE_S:-10}
 PROXY_CPU=${PROXY_CPU:-1}; LG_CPU=${LG_CPU:-0}
 P_UP=18180; P_UP_H2=18181; P_HA=18182; P_HA_H2=18183; P_NG=18184; P_NG_H2=18185
@@ -53,13 +57,13 @@ if [ -z "${NOBUILD:-}" ]; then
   log "cargo build --release -p meshscope-proxy"
   (cd "$ROOT" && cargo build --release -p meshscope-proxy) >&2 || die "build failed"
 fi
-cp "$ROOT/target/release/meshscope-proxy" "$WORK/meshscope-proxy" || die "no release binary"
+cp "${BIN:-$TARGET/release/meshscope-proxy}" "$WORK/meshscope-proxy" || die "no release binary"
 if [ -z "${NOBUILD:-}" ]; then
   log "cargo build --release -p meshscope-proxy --example otlp_sink --example fixed_rate"
   (cd "$ROOT" && cargo build --release -p meshscope-proxy --example otlp_sink --example fixed_rate) >&2 || die "example build failed"
 fi
-SINK=$ROOT/target/release/examples/otlp_sink
-FIXED=$ROOT/target/release/examples/fixed_rate
+SINK=$TARGET/release/examples/otlp_sink
+FIXED=$TARGET/release/examples/fixed_rate
 [ -x "$SINK" ] && [ -x "$FIXED" ] || die "examples missing"
 
 # --- configurations -----------------------------------------------------------------------------------
@@ -266,7 +270,7 @@ LOAD_AFTER=$(uptime | sed 's/.*load average: //')
 COMMIT=$(git -C "$ROOT" rev-parse --short HEAD)
 DIRTY=$(git -C "$ROOT" status --porcelain -- proxy | head -1)
 cat <<EOF
-#### Proxy run $(date -u +%Y-%m-%d\ %H:%M) UTC, commit $COMMIT${DIRTY:+ (with uncommitted proxy changes)}
+#### Proxy run $(date -u +%Y-%m-%d\ %H:%M) UTC, commit $COMMIT${DIRTY:+ (with uncommitted proxy changes)}${BIN:+; proxy binary $BIN}
 
 Machine: $(nproc) cores, $(lscpu | awk -F: '/Model name/{gsub(/^ +/,"",$2); print $2}'), $(free -g | awk '/Mem:/{print $2}') GiB.
 Load average before: $LOAD_BEFORE ($BUSY_BEFORE over 2 s); after: $LOAD_AFTER.

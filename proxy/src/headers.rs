@@ -23,25 +23,39 @@ const HOP_BY_HOP: [HeaderName; 7] = [
 /// Removes hop-by-hop headers, including any named in `Connection`, and `Upgrade`.
 /// For requests, `te` survives only as `te: trailers`; responses lose it entirely.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, is_request: bool) {
-    // Most messages carry none of these: one pass over the names is much cheaper than a removal
+    // Most requests carry none of these: one pass over the names is much cheaper than a removal
     // (a hash and a probe) per candidate, which callgrind showed as 7% of a proxied request.
-    let any = headers
-        .keys()
-        .any(|name| HOP_BY_HOP.contains(name) || name == header::UPGRADE || name == header::TE);
-    if !any {
+    let fixed = |name: &HeaderName| HOP_BY_HOP.contains(name) || name == header::UPGRADE;
+    let (mut found, mut te) = (false, false);
+    for name in headers.keys() {
+        found |= fixed(name);
+        te |= name == header::TE;
+    }
+    if !found && !te {
         return;
     }
-    let listed: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+    // Most responses do carry one (`Connection: keep-alive`): only the names actually present are
+    // removed, and names listed in `Connection` are compared as text rather than parsed, which
+    // took this from 6% of a proxied request to a few hundred instructions.
+    let connection = headers.get_all(header::CONNECTION);
+    let listed = |name: &HeaderName| {
+        connection
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .any(|listed| listed.trim().eq_ignore_ascii_case(name.as_str()))
+    };
+    let present: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| fixed(name) || listed(name))
+        .cloned()
         .collect();
-    for name in listed.iter().chain(HOP_BY_HOP.iter()) {
+    for name in &present {
         headers.remove(name);
     }
-    headers.remove(header::UPGRADE);
+    if !te {
+        return;
+    }
     let wants_trailers = headers
         .get_all(header::TE)
         .iter()
@@ -146,6 +160,23 @@ mod tests {
         names.sort_unstable();
         assert_eq!(names, vec!["te", "x-kept"]);
         assert_eq!(headers[header::TE], "trailers");
+    }
+
+    #[test]
+    fn responses_lose_te_and_a_te_listed_in_connection_goes_too() {
+        let mut response = HeaderMap::new();
+        response.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+        response.insert(header::TE, HeaderValue::from_static("trailers"));
+        response.insert(header::CONTENT_LENGTH, HeaderValue::from_static("3"));
+        strip_hop_by_hop(&mut response, false);
+        let names: Vec<&str> = response.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, vec!["content-length"]);
+
+        let mut request = HeaderMap::new();
+        request.insert(header::CONNECTION, HeaderValue::from_static("TE"));
+        request.insert(header::TE, HeaderValue::from_static("trailers"));
+        strip_hop_by_hop(&mut request, true);
+        assert!(request.is_empty());
     }
 
     #[test]

@@ -32,6 +32,7 @@ mod h2c;
 mod headers;
 mod health_check;
 mod outlier;
+mod pool;
 mod reload;
 mod retry;
 mod route;

@@ -6,9 +6,13 @@
 
 use std::time::Duration;
 
+use http::header::HeaderName;
 use http::{Method, StatusCode};
 use tower::retry::backoff::{ExponentialBackoff, ExponentialBackoffMaker, MakeBackoff};
 use tower::util::rng::HasherRng;
+
+/// The header (or trailer) carrying a gRPC call's status code.
+pub(crate) const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 
 use crate::config::{RetryConfig, RetryOn};
 
@@ -45,7 +49,7 @@ impl Outcome {
     /// else its HTTP status.
     pub(crate) fn of_response(status: StatusCode, headers: &http::HeaderMap) -> Self {
         let grpc = headers
-            .get("grpc-status")
+            .get(GRPC_STATUS)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u32>().ok())
             .filter(|code| *code != 0);

@@ -25,15 +25,13 @@ use crate::config::{
 use crate::headers::request_key;
 use crate::health_check::HealthCheck;
 use crate::outlier::OutlierPolicy;
+use crate::pool::{self, PoolSettings};
 use crate::retry::Outcome;
 use crate::stats::UpstreamStats;
 
-/// Idle pooled connections are closed after this long.
 /// Most endpoints of an upstream that local and fleet ejections together may leave out before the
 /// fleet's are ignored (the collector applies the same cap on its side).
 const FLEET_MAX_EJECTED_PERCENT: usize = 50;
-
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// A pooled HTTP client towards the endpoints.
 pub(crate) type HttpClient = Client<HttpConnector, ProxyBody>;
@@ -50,6 +48,8 @@ pub(crate) struct Upstream {
     connect_timeout: Duration,
     http1: HttpClient,
     http2: HttpClient,
+    /// Idle HTTP/1.1 connections kept per endpoint (the endpoints keep their own pools).
+    max_idle: usize,
     budget: TpsBudget,
     outlier: Option<OutlierPolicy>,
     health_check: Option<HealthCheck>,
@@ -88,6 +88,7 @@ impl Upstream {
             connect_timeout: config.connect_timeout.0,
             http1: client(config.connect_timeout.0, false, idle),
             http2: client(config.connect_timeout.0, true, idle),
+            max_idle: idle,
             // Validation keeps ttl within 1..=60s and ratio within 0..=1000, which TpsBudget asserts.
             budget: TpsBudget::new(budget.ttl.0, budget.min_per_second, budget.ratio),
             outlier: config
@@ -356,6 +357,14 @@ impl Upstream {
         (if h2 { &self.http2 } else { &self.http1 }, h2)
     }
 
+    /// How the request path opens and keeps HTTP/1.1 connections to the endpoints.
+    pub(crate) fn pool_settings(&self) -> PoolSettings {
+        PoolSettings {
+            connect_timeout: self.connect_timeout,
+            max_idle: self.max_idle,
+        }
+    }
+
     /// Counts a request towards the retry budget.
     pub(crate) fn deposit(&self) {
         self.budget.deposit();
@@ -372,7 +381,7 @@ fn client(connect_timeout: Duration, http2_only: bool, max_idle: usize) -> HttpC
     connector.set_connect_timeout(Some(connect_timeout));
     connector.set_nodelay(true);
     Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .pool_idle_timeout(pool::IDLE_TIMEOUT)
         .pool_max_idle_per_host(max_idle)
         .pool_timer(TokioTimer::new())
         .timer(TokioTimer::new())

@@ -9,6 +9,7 @@ use http::uri::Authority;
 
 use crate::balance::fleet::FleetVerdict;
 use crate::outlier::Health;
+use crate::pool::Http1Pool;
 
 /// RTT assumed for an endpoint that has not answered yet (Linkerd's default).
 const DEFAULT_RTT: Duration = Duration::from_millis(30);
@@ -24,6 +25,8 @@ pub(crate) struct Endpoint {
     rtt: Mutex<RttEstimate>,
     health: Health,
     fleet: FleetVerdict,
+    /// Idle HTTP/1.1 connections to the endpoint; they close when the endpoint leaves the set.
+    connections: Http1Pool,
 }
 
 /// Peak-sensitive exponentially weighted moving average of response latency, in nanoseconds.
@@ -65,6 +68,7 @@ impl Endpoint {
             in_flight: AtomicUsize::new(0),
             health: Health::default(),
             fleet: FleetVerdict::default(),
+            connections: Http1Pool::default(),
             rtt: Mutex::new(RttEstimate {
                 nanos: DEFAULT_RTT.as_nanos() as f64,
                 updated: Instant::now(),
@@ -85,6 +89,11 @@ impl Endpoint {
     /// Failure streaks and ejection state.
     pub(crate) fn health(&self) -> &Health {
         &self.health
+    }
+
+    /// The endpoint's idle HTTP/1.1 connections (see `pool`).
+    pub(crate) fn connections(&self) -> &Http1Pool {
+        &self.connections
     }
 
     /// The collector's latest verdict on this endpoint (neutral without fleet signals).

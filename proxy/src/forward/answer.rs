@@ -1,6 +1,6 @@
 //! Answers the proxy makes itself: a plain-text reason and an `x-meshscope-error` kind.
 
-use http::header::{self, HeaderValue};
+use http::header::{self, HeaderName, HeaderValue};
 use http::uri::Authority;
 use http::{Response, StatusCode};
 
@@ -9,7 +9,8 @@ use crate::retry::Outcome;
 use crate::upstream::Upstream;
 
 /// Header naming why the proxy itself answered, so clients and tests can tell it from the app.
-pub(crate) const ERROR_HEADER: &str = "x-meshscope-error";
+/// (Header names used on every request are constants: a lookup by `&str` parses the name first.)
+pub(crate) const ERROR_HEADER: HeaderName = HeaderName::from_static("x-meshscope-error");
 
 /// The proxy's own answer when an attempt to `address` got no response.
 pub(crate) fn failure(

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderValue};
 use http::request::Parts;
-use http::uri::Authority;
+use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use tower::retry::backoff::Backoff;
@@ -20,6 +20,7 @@ use super::trailers::read_to_trailers;
 const TRAILERS_HOLD: Duration = Duration::from_secs(1);
 use crate::body::{self, ProxyBody, Replayable, TeeBody};
 use crate::headers::strip_hop_by_hop;
+use crate::pool::{self, SendError};
 use crate::retry::Outcome;
 use crate::route::Route;
 use crate::telemetry::{AttemptFacts, RequestFacts, SpanRecord, TraceContext, Tracer};
@@ -190,7 +191,7 @@ pub(super) async fn send(
         // The next hop sees this attempt's span as its parent, or, for a new trace that is not
         // recorded, a context saying so.
         let context = match (&span, tracing) {
-            (Some(span), _) => span.context(),
+            (Some(span), _) => Some(span.context()),
             (None, Some(t)) => Some(t.trace.child()),
             (None, None) => None,
         };
@@ -202,7 +203,21 @@ pub(super) async fn send(
         let in_flight = endpoint.start();
         let per_try = policy.and_then(|p| p.per_try_timeout());
         let sent = Instant::now();
-        let result = with_optional_timeout(per_try, client.request(request)).await;
+        // HTTP/1.1 goes over the endpoint's own pool (`pool.rs`); HTTP/2 over hyper-util's client.
+        let sending = async {
+            if h2 {
+                match client.request(request).await {
+                    Ok(response) => Ok((response, None)),
+                    Err(e) => Err((e.is_connect(), e.to_string())),
+                }
+            } else {
+                match pool::send(&endpoint, upstream.pool_settings(), request).await {
+                    Ok((response, checkin)) => Ok((response, Some(checkin))),
+                    Err(e) => Err((matches!(e, SendError::Connect(_)), e.to_string())),
+                }
+            }
+        };
+        let result = with_optional_timeout(per_try, sending).await;
         // A gRPC status in trailers decides a retry only if the response is read to its trailers
         // before anything is passed on, so that is done while a retry is still possible.
         let read_trailers = policy.filter(|p| {
@@ -212,13 +227,15 @@ pub(super) async fn send(
                 && body.complete()
         });
         let (outcome, answer, trailers) = match result {
-            Some(Ok(response)) => {
+            Some(Ok((response, checkin))) => {
                 in_flight.finish();
                 let outcome = Outcome::of_response(response.status(), response.headers());
                 match read_trailers.filter(|_| outcome == Outcome::Status(StatusCode::OK)) {
                     Some(policy) => {
                         let hold = per_try
                             .map_or(TRAILERS_HOLD, |limit| limit.saturating_sub(sent.elapsed()));
+                        // The connection is not reused after a body read this way.
+                        drop(checkin);
                         match read_to_trailers(response, policy.max_replay_bytes(), hold).await {
                             Ok(peeked) => {
                                 let outcome = peeked.trailers.as_ref().map_or(outcome, |t| {
@@ -229,11 +246,17 @@ pub(super) async fn send(
                             Err(e) => (Outcome::Broken, Err(e.to_string()), None),
                         }
                     }
-                    None => (outcome, Ok(response.map(body::stream)), None),
+                    None => {
+                        let response = response.map(|body| match checkin {
+                            Some(checkin) => pool::pooled_body(body, checkin),
+                            None => body::stream(body),
+                        });
+                        (outcome, Ok(response), None)
+                    }
                 }
             }
-            Some(Err(e)) if e.is_connect() => (Outcome::ConnectFailure, Err(e.to_string()), None),
-            Some(Err(e)) => (Outcome::Broken, Err(e.to_string()), None),
+            Some(Err((true, reason))) => (Outcome::ConnectFailure, Err(reason), None),
+            Some(Err((false, reason))) => (Outcome::Broken, Err(reason), None),
             None => (
                 Outcome::PerTryTimeout,
                 Err("per-try timeout".to_owned()),
@@ -321,12 +344,18 @@ pub(crate) fn upstream_request(
     body: ProxyBody,
     h2: bool,
 ) -> Result<Request<ProxyBody>, http::Error> {
-    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let uri = Uri::builder()
-        .scheme("http")
-        .authority(address.clone())
-        .path_and_query(path)
-        .build()?;
+    // From the parts already parsed: building from strings would parse the path again.
+    let mut uri = http::uri::Parts::default();
+    uri.scheme = Some(Scheme::HTTP);
+    uri.authority = Some(address.clone());
+    uri.path_and_query = Some(
+        parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/")),
+    );
+    let uri = Uri::from_parts(uri)?;
     let mut request = Request::builder()
         .method(parts.method.clone())
         .uri(uri)

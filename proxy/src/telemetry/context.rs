@@ -4,9 +4,18 @@
 //! in the whole SDK for them.
 
 use http::HeaderMap;
-use http::header::HeaderValue;
+use http::header::{HeaderName, HeaderValue};
 
-const TRACEPARENT: &str = "traceparent";
+// Constants rather than `&str`s: a lookup by `&str` parses the name first, and every traced
+// request looks up all of these (they are usually absent).
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+/// W3C `tracestate`, passed on untouched and recorded on spans.
+pub(crate) const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+const B3: HeaderName = HeaderName::from_static("b3");
+const B3_SAMPLED: HeaderName = HeaderName::from_static("x-b3-sampled");
+const B3_FLAGS: HeaderName = HeaderName::from_static("x-b3-flags");
+const B3_TRACE_ID: HeaderName = HeaderName::from_static("x-b3-traceid");
+const B3_SPAN_ID: HeaderName = HeaderName::from_static("x-b3-spanid");
 
 /// The identity of one span and whether its trace is being recorded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,21 +48,23 @@ impl TraceContext {
 
     /// The caller's context: `traceparent` if valid, else B3 (single `b3` header, then `x-b3-*`).
     pub(crate) fn extract(headers: &HeaderMap) -> Option<Self> {
-        let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        let text = |name: HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
         if let Some(context) = text(TRACEPARENT).and_then(parse_traceparent) {
             return Some(context);
         }
-        if let Some(context) = text("b3").and_then(parse_b3_single) {
+        if let Some(context) = text(B3).and_then(parse_b3_single) {
             return Some(context);
         }
-        let sampled = match (text("x-b3-sampled"), text("x-b3-flags")) {
+        // Without a span id there is no B3 context; checked first, as most requests have none.
+        let span = text(B3_SPAN_ID)?;
+        let sampled = match (text(B3_SAMPLED), text(B3_FLAGS)) {
             (_, Some("1")) => true,
             (Some(flag), _) => flag == "1" || flag.eq_ignore_ascii_case("true"),
             (None, _) => true,
         };
         Some(Self {
-            trace_id: trace_id(text("x-b3-traceid")?)?,
-            span_id: span_id(text("x-b3-spanid")?)?,
+            trace_id: trace_id(text(B3_TRACE_ID)?)?,
+            span_id: span_id(span)?,
             sampled,
         })
     }

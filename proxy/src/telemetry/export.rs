@@ -1,23 +1,29 @@
 //! Span export over OTLP/gRPC, through a bounded queue that never slows traffic.
 //!
-//! Request handling hands finished spans to `Tracer::record`, which only tries to enqueue: when the
-//! queue is full the span is dropped and counted. One background task batches the queue (by size or
-//! every flush interval) and sends `ExportTraceServiceRequest`s with tonic; a failed export drops its
-//! batch and is counted too, so a slow or absent collector costs spans, never latency.
+//! Request handling hands finished spans, already encoded as protobuf (`wire`), to `Tracer::record`,
+//! which appends them to a batch under a short lock, never waiting: when the queue is full the span
+//! is dropped and counted. One background task sends each full batch (and a partial one every flush
+//! interval) as an `ExportTraceServiceRequest` with tonic, the batch's bytes sent as they are; a
+//! failed export drops its batch and is counted too, so a slow or absent collector costs spans,
+//! never latency.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use meshscope_proto::collector::trace::v1::ExportTraceServiceRequest;
-use meshscope_proto::collector::trace::v1::trace_service_client::TraceServiceClient;
+use bytes::{Buf, BufMut};
+use http::uri::PathAndQuery;
 use meshscope_proto::common::{AnyValue, InstrumentationScope, KeyValue, any_value};
+use meshscope_proto::prost::Message;
 use meshscope_proto::resource::Resource;
-use meshscope_proto::trace::{ResourceSpans, ScopeSpans, Span};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
+use tonic::client::Grpc;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::transport::{Channel, Endpoint};
 
+use super::wire;
 use crate::config::TelemetryConfig;
 
 /// Name and version of this instrumentation, as OTLP's instrumentation scope.
@@ -47,8 +53,7 @@ impl ExportCounters {
 /// Where finished spans go. Shared by every listener and request.
 #[derive(Debug)]
 pub(crate) struct Tracer {
-    queue: mpsc::Sender<Span>,
-    counters: Arc<ExportCounters>,
+    queue: Arc<SpanQueue>,
     sample_ratio: f64,
 }
 
@@ -58,11 +63,97 @@ impl Tracer {
         fastrand::f64() < self.sample_ratio
     }
 
-    /// Queues a finished span, or drops and counts it if the queue is full.
-    pub(crate) fn record(&self, span: Span) {
-        if self.queue.try_send(span).is_err() {
+    /// Queues a finished span (an encoded `Span` message), or drops and counts it if the queue is
+    /// full.
+    pub(crate) fn record(&self, span: &[u8]) {
+        self.queue.push(span);
+    }
+}
+
+impl Drop for Tracer {
+    /// The last listener is gone: the export task sends what is queued and ends.
+    fn drop(&mut self) {
+        self.queue.lock().closed = true;
+        self.queue.ready.notify_one();
+    }
+}
+
+/// The bounded queue between the request path and the export task.
+///
+/// Spans are appended, already encoded, to the open batch under a short lock; the export task is
+/// woken only when a batch is full (or by its flush timer), not per span as a channel receiver
+/// would be: with one worker thread that wakeup cost as much as the span itself.
+#[derive(Debug)]
+struct SpanQueue {
+    state: Mutex<QueueState>,
+    /// Signalled when a batch fills up or the tracer is gone.
+    ready: Notify,
+    queue_size: usize,
+    batch_size: usize,
+    counters: Arc<ExportCounters>,
+}
+
+#[derive(Debug, Default)]
+struct QueueState {
+    /// Full batches waiting for the export task, oldest first.
+    full: VecDeque<Batch>,
+    /// The batch spans are being added to.
+    open: Batch,
+    /// Spans in `full` and `open`.
+    queued: usize,
+    /// No span will be recorded any more.
+    closed: bool,
+}
+
+/// Spans encoded as consecutive `ScopeSpans.spans` entries.
+#[derive(Debug, Default)]
+struct Batch {
+    encoded: Vec<u8>,
+    spans: usize,
+}
+
+impl SpanQueue {
+    fn lock(&self) -> MutexGuard<'_, QueueState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn push(&self, span: &[u8]) {
+        let mut state = self.lock();
+        if state.queued >= self.queue_size {
+            drop(state);
             self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
         }
+        state.queued += 1;
+        state.open.spans += 1;
+        wire::scope_span(&mut state.open.encoded, span);
+        if state.open.spans >= self.batch_size {
+            // The next batch starts at this one's size, so it rarely grows by reallocation.
+            let next = Batch {
+                encoded: Vec::with_capacity(state.open.encoded.len()),
+                spans: 0,
+            };
+            let full = std::mem::replace(&mut state.open, next);
+            state.full.push_back(full);
+            drop(state);
+            self.ready.notify_one();
+        }
+    }
+
+    /// The oldest full batch, or with `partial` the open batch if it has spans.
+    fn take(&self, partial: bool) -> Option<Batch> {
+        let mut state = self.lock();
+        let batch = match state.full.pop_front() {
+            Some(batch) => batch,
+            None if partial && state.open.spans > 0 => std::mem::take(&mut state.open),
+            None => return None,
+        };
+        state.queued -= batch.spans;
+        Some(batch)
+    }
+
+    fn closed(&self) -> bool {
+        self.lock().closed
     }
 }
 
@@ -83,21 +174,32 @@ impl Exporter {
         service: &str,
     ) -> Option<(Arc<Tracer>, Exporter)> {
         let channel = channel(config)?;
-        let (queue, spans) = mpsc::channel(config.queue_size);
         let (stop, stopped) = watch::channel(false);
         let counters = Arc::new(ExportCounters::default());
-        let batcher = Batcher {
-            client: TraceServiceClient::new(channel),
-            resource: resource(service),
+        let queue = Arc::new(SpanQueue {
+            state: Mutex::default(),
+            ready: Notify::new(),
+            queue_size: config.queue_size,
             batch_size: config.batch_size,
+            counters: Arc::clone(&counters),
+        });
+        let scope = InstrumentationScope {
+            name: SCOPE_NAME.to_owned(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            ..Default::default()
+        };
+        let batcher = Batcher {
+            client: Grpc::new(channel),
+            resource: resource(service).encode_to_vec(),
+            scope: scope.encode_to_vec(),
+            queue: Arc::clone(&queue),
             counters: Arc::clone(&counters),
             failing: false,
         };
-        let task = tokio::spawn(batcher.run(spans, stopped, config.flush_interval.0));
+        let task = tokio::spawn(batcher.run(stopped, config.flush_interval.0));
         let tracer = Arc::new(Tracer {
             sample_ratio: config.sample_ratio,
             queue,
-            counters: Arc::clone(&counters),
         });
         let flush_limit = config.export_timeout.0 * 2;
         Some((
@@ -132,72 +234,59 @@ impl Exporter {
 
 /// The export task's state.
 struct Batcher {
-    client: TraceServiceClient<Channel>,
-    resource: Resource,
-    batch_size: usize,
+    client: Grpc<Channel>,
+    /// The encoded `Resource` and `InstrumentationScope` every export request carries.
+    resource: Vec<u8>,
+    scope: Vec<u8>,
+    queue: Arc<SpanQueue>,
     counters: Arc<ExportCounters>,
     /// Whether the last export failed, so a down collector is logged once, not per batch.
     failing: bool,
 }
 
 impl Batcher {
-    async fn run(
-        mut self,
-        mut spans: mpsc::Receiver<Span>,
-        mut stop: watch::Receiver<bool>,
-        flush: Duration,
-    ) {
-        let mut batch = Vec::with_capacity(self.batch_size);
+    async fn run(mut self, mut stop: watch::Receiver<bool>, flush: Duration) {
         let mut ticker = tokio::time::interval(flush);
+        let queue = Arc::clone(&self.queue);
         loop {
-            tokio::select! {
-                span = spans.recv() => match span {
-                    Some(span) => {
-                        batch.push(span);
-                        if batch.len() >= self.batch_size {
-                            self.export(std::mem::take(&mut batch)).await;
-                        }
-                    }
-                    None => break,
-                },
-                _ = ticker.tick() => {
-                    if !batch.is_empty() {
-                        self.export(std::mem::take(&mut batch)).await;
-                    }
-                }
+            let partial = tokio::select! {
+                () = queue.ready.notified() => queue.closed(),
+                _ = ticker.tick() => true,
                 _ = stop.changed() => break,
+            };
+            while let Some(batch) = queue.take(false) {
+                self.export(batch).await;
+            }
+            // A partial batch goes out on the timer, not again and again while spans trickle in.
+            if partial && let Some(batch) = queue.take(true) {
+                self.export(batch).await;
+            }
+            if queue.closed() {
+                break;
             }
         }
-        while let Ok(span) = spans.try_recv() {
-            batch.push(span);
-            if batch.len() >= self.batch_size {
-                self.export(std::mem::take(&mut batch)).await;
-            }
-        }
-        if !batch.is_empty() {
+        while let Some(batch) = queue.take(true) {
             self.export(batch).await;
         }
     }
 
-    async fn export(&mut self, spans: Vec<Span>) {
-        let count = spans.len() as u64;
-        let request = ExportTraceServiceRequest {
-            resource_spans: vec![ResourceSpans {
-                resource: Some(self.resource.clone()),
-                scope_spans: vec![ScopeSpans {
-                    scope: Some(InstrumentationScope {
-                        name: SCOPE_NAME.to_owned(),
-                        version: env!("CARGO_PKG_VERSION").to_owned(),
-                        ..Default::default()
-                    }),
-                    spans,
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
+    async fn export(&mut self, batch: Batch) {
+        let count = batch.spans as u64;
+        let request = EncodedExport {
+            header: wire::export_header(&self.resource, &self.scope, batch.encoded.len()),
+            spans: batch.encoded,
         };
-        match self.client.export(request).await {
-            Ok(_) => {
+        let path = PathAndQuery::from_static(EXPORT_PATH);
+        let sent = match self.client.ready().await {
+            Ok(()) => self
+                .client
+                .unary(tonic::Request::new(request), path, RawCodec)
+                .await
+                .map(drop),
+            Err(e) => Err(tonic::Status::unavailable(e.to_string())),
+        };
+        match sent {
+            Ok(()) => {
                 self.counters.exported.fetch_add(count, Ordering::Relaxed);
                 if self.failing {
                     tracing::info!("span export recovered");
@@ -212,6 +301,56 @@ impl Batcher {
                 }
             }
         }
+    }
+}
+
+/// The OTLP trace service's export method.
+const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+
+/// An `ExportTraceServiceRequest` already encoded: its header, then the batch's spans.
+struct EncodedExport {
+    header: Vec<u8>,
+    spans: Vec<u8>,
+}
+
+/// A gRPC codec that sends [`EncodedExport`] bytes as they are and ignores the response's content
+/// (an `ExportTraceServiceResponse`, whose optional partial-success counts the proxy does not use).
+#[derive(Debug, Clone, Copy, Default)]
+struct RawCodec;
+
+impl Codec for RawCodec {
+    type Encode = EncodedExport;
+    type Decode = ();
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        RawCodec
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        RawCodec
+    }
+}
+
+impl Encoder for RawCodec {
+    type Item = EncodedExport;
+    type Error = tonic::Status;
+
+    fn encode(&mut self, item: EncodedExport, dst: &mut EncodeBuf<'_>) -> Result<(), Self::Error> {
+        dst.put_slice(&item.header);
+        dst.put_slice(&item.spans);
+        Ok(())
+    }
+}
+
+impl Decoder for RawCodec {
+    type Item = ();
+    type Error = tonic::Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<()>, Self::Error> {
+        src.advance(src.remaining());
+        Ok(Some(()))
     }
 }
 
@@ -245,17 +384,6 @@ pub(crate) fn string(key: &str, value: impl Into<String>) -> KeyValue {
         key: key.to_owned(),
         value: Some(AnyValue {
             value: Some(any_value::Value::StringValue(value.into())),
-        }),
-        ..Default::default()
-    }
-}
-
-/// An integer attribute.
-pub(crate) fn int(key: &str, value: i64) -> KeyValue {
-    KeyValue {
-        key: key.to_owned(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::IntValue(value)),
         }),
         ..Default::default()
     }

@@ -14,6 +14,7 @@ mod export;
 mod metric_export;
 mod metric_points;
 mod span;
+mod wire;
 
 pub(crate) use context::TraceContext;
 pub(crate) use export::{ExportCounters, Exporter, Tracer};

@@ -3,7 +3,8 @@
 //! caller's span). Attributes follow the OpenTelemetry HTTP and RPC semantic conventions, plus
 //! `meshscope.*` attributes for the mesh's own decisions.
 
-use std::net::SocketAddr;
+use std::io::Write as _;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -14,16 +15,21 @@ use http::uri::Authority;
 use http::{HeaderMap, Method, StatusCode, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
-use meshscope_proto::trace::{Span, Status, span::SpanKind, status::StatusCode as OtlpStatus};
+use meshscope_proto::trace::{span::SpanKind, status::StatusCode as OtlpStatus};
 
-use super::context::TraceContext;
-use super::export::{Tracer, int, string};
+use super::context::{TRACESTATE, TraceContext};
+use super::export::Tracer;
+use super::wire::{self, span as field};
 use crate::body::{BoxError, ProxyBody};
 use crate::forward::ERROR_HEADER;
+use crate::retry::GRPC_STATUS;
 use crate::stats::unix_nanos;
 
 /// gRPC codes that make a SERVER span an error (the RPC semantic conventions' list).
 const GRPC_SERVER_ERRORS: [i64; 6] = [2, 4, 12, 13, 14, 15];
+
+/// Room for a span's encoding (ids, name, times and about fifteen attributes) without regrowing.
+const SPAN_CAPACITY: usize = 768;
 
 /// What to do about one request's trace.
 pub(crate) enum Sampling {
@@ -40,8 +46,14 @@ pub(crate) enum Sampling {
 #[derive(Debug)]
 pub(crate) struct SpanRecord {
     tracer: Arc<Tracer>,
-    span: Span,
+    /// The OTLP `Span` message's fields written so far: attributes are encoded as they become
+    /// known, from borrowed strings, and the end time and status when the span ends (see `wire`).
+    encoded: Vec<u8>,
+    context: TraceContext,
+    kind: SpanKind,
     grpc: bool,
+    /// Whether the span is an error: its `error.type` is recorded once, its status at the end.
+    failed: bool,
     /// Set by `finish`; a span dropped without it (its request was cancelled, e.g. by a route
     /// timeout or a client going away) is recorded as an error of type `cancelled`.
     ended: bool,
@@ -104,27 +116,30 @@ impl SpanRecord {
             context,
             parent.map(|p| p.span_id),
         );
-        let span = &mut record.span;
-        span.attributes.push(string("url.path", request.uri.path()));
+        let encoded = &mut record.encoded;
+        wire::string_attribute(encoded, "url.path", &[request.uri.path()]);
         if let Some(query) = request.uri.query() {
-            span.attributes.push(string("url.query", query));
+            wire::string_attribute(encoded, "url.query", &[query]);
         }
-        span.attributes.push(string("url.scheme", "http"));
+        wire::string_attribute(encoded, "url.scheme", &["http"]);
         if let Some(host) = crate::route::request_host(request.uri, request.headers) {
-            span.attributes.push(string("server.address", host));
+            wire::string_attribute(encoded, "server.address", &[host]);
         }
-        span.attributes
-            .push(string("client.address", client.ip().to_string()));
-        span.attributes
-            .push(int("client.port", i64::from(client.port())));
+        let mut ip = [0u8; 64];
+        wire::string_attribute(
+            encoded,
+            "client.address",
+            &[format_ip(client.ip(), &mut ip)],
+        );
+        wire::int_attribute(encoded, "client.port", i64::from(client.port()));
         if let Some(agent) = request
             .headers
             .get(http::header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
         {
-            span.attributes.push(string("user_agent.original", agent));
+            wire::string_attribute(encoded, "user_agent.original", &[agent]);
         }
-        span.attributes.push(string("meshscope.route", route));
+        wire::string_attribute(encoded, "meshscope.route", &[route]);
         Sampling::Record(Box::new(record), context)
     }
 
@@ -145,54 +160,45 @@ impl SpanRecord {
             context,
             parent.map(|p| p.span_id),
         );
-        let span = &mut record.span;
+        let encoded = &mut record.encoded;
         if let Some(endpoint) = attempt.endpoint {
             let path = request.uri.path_and_query().map_or("/", |p| p.as_str());
-            span.attributes
-                .push(string("url.full", format!("http://{endpoint}{path}")));
-            span.attributes
-                .push(string("server.address", endpoint.host()));
+            wire::string_attribute(encoded, "url.full", &["http://", endpoint.as_str(), path]);
+            wire::string_attribute(encoded, "server.address", &[endpoint.host()]);
             if let Some(port) = endpoint.port_u16() {
-                span.attributes.push(int("server.port", i64::from(port)));
+                wire::int_attribute(encoded, "server.port", i64::from(port));
             }
         }
         if attempt.retry > 0 {
-            span.attributes
-                .push(int("http.request.resend_count", i64::from(attempt.retry)));
+            wire::int_attribute(
+                encoded,
+                "http.request.resend_count",
+                i64::from(attempt.retry),
+            );
         }
-        span.attributes
-            .push(string("meshscope.route", attempt.route));
-        span.attributes
-            .push(string("meshscope.upstream.service", attempt.upstream));
+        wire::string_attribute(encoded, "meshscope.route", &[attempt.route]);
+        wire::string_attribute(encoded, "meshscope.upstream.service", &[attempt.upstream]);
         if let Some(endpoint) = attempt.endpoint {
-            span.attributes
-                .push(string("meshscope.upstream.endpoint", endpoint.as_str()));
+            wire::string_attribute(encoded, "meshscope.upstream.endpoint", &[endpoint.as_str()]);
         }
         if let Some(decision) = attempt.decision {
-            span.attributes.push(string("meshscope.decision", decision));
+            wire::string_attribute(encoded, "meshscope.decision", &[decision]);
         }
         if attempt.ejected > 0 {
-            span.attributes.push(int(
+            wire::int_attribute(
+                encoded,
                 "meshscope.ejected_endpoints",
                 i64::try_from(attempt.ejected).unwrap_or(i64::MAX),
-            ));
+            );
         }
-        span.attributes
-            .push(string("meshscope.balancer", attempt.balancer));
-        span.attributes
-            .push(int("meshscope.retry.attempt", i64::from(attempt.retry)));
+        wire::string_attribute(encoded, "meshscope.balancer", &[attempt.balancer]);
+        wire::int_attribute(encoded, "meshscope.retry.attempt", i64::from(attempt.retry));
         record
     }
 
     /// The context this span's children should name as parent.
-    pub(crate) fn context(&self) -> Option<TraceContext> {
-        let trace_id = self.span.trace_id.as_slice().try_into().ok()?;
-        let span_id = self.span.span_id.as_slice().try_into().ok()?;
-        Some(TraceContext {
-            trace_id,
-            span_id,
-            sampled: true,
-        })
+    pub(crate) fn context(&self) -> TraceContext {
+        self.context
     }
 
     fn start(
@@ -208,45 +214,57 @@ impl SpanRecord {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with("application/grpc"));
         let name = if grpc {
-            request.uri.path().trim_start_matches('/').to_owned()
+            request.uri.path().trim_start_matches('/')
         } else {
-            request.method.to_string()
+            request.method.as_str()
         };
-        let mut attributes = vec![
-            string("http.request.method", request.method.as_str()),
-            string(
-                "network.protocol.version",
-                protocol_version(request.version),
-            ),
-        ];
+        let mut encoded = Vec::with_capacity(SPAN_CAPACITY);
+        wire::bytes(&mut encoded, field::TRACE_ID, &context.trace_id);
+        wire::bytes(&mut encoded, field::SPAN_ID, &context.span_id);
+        if let Some(trace_state) = request
+            .headers
+            .get(TRACESTATE)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty())
+        {
+            wire::bytes(&mut encoded, field::TRACE_STATE, trace_state.as_bytes());
+        }
+        if let Some(parent) = parent {
+            wire::bytes(&mut encoded, field::PARENT_SPAN_ID, &parent);
+        }
+        // W3C trace flags: sampled.
+        wire::fixed32(&mut encoded, field::FLAGS, 1);
+        wire::bytes(&mut encoded, field::NAME, name.as_bytes());
+        wire::uint(&mut encoded, field::KIND, kind as u64);
+        wire::fixed64(
+            &mut encoded,
+            field::START_TIME,
+            unix_nanos(SystemTime::now()),
+        );
+        wire::string_attribute(
+            &mut encoded,
+            "http.request.method",
+            &[request.method.as_str()],
+        );
+        wire::string_attribute(
+            &mut encoded,
+            "network.protocol.version",
+            &[protocol_version(request.version)],
+        );
         if grpc {
-            attributes.push(string("rpc.system", "grpc"));
+            wire::string_attribute(&mut encoded, "rpc.system", &["grpc"]);
             if let Some((service, method)) = name.split_once('/') {
-                attributes.push(string("rpc.service", service));
-                attributes.push(string("rpc.method", method));
+                wire::string_attribute(&mut encoded, "rpc.service", &[service]);
+                wire::string_attribute(&mut encoded, "rpc.method", &[method]);
             }
         }
-        let trace_state = request
-            .headers
-            .get("tracestate")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default();
-        let span = Span {
-            trace_id: context.trace_id.to_vec(),
-            span_id: context.span_id.to_vec(),
-            trace_state: trace_state.to_owned(),
-            parent_span_id: parent.map(|p| p.to_vec()).unwrap_or_default(),
-            flags: 1,
-            name,
-            kind: kind as i32,
-            start_time_unix_nano: unix_nanos(SystemTime::now()),
-            attributes,
-            ..Default::default()
-        };
         Self {
             tracer: Arc::clone(tracer),
-            span,
+            encoded,
+            context,
+            kind,
             grpc,
+            failed: false,
             ended: false,
         }
     }
@@ -257,9 +275,11 @@ impl SpanRecord {
     pub(crate) fn response(&mut self, status: StatusCode, headers: &HeaderMap) {
         let proxy_error = headers.get(ERROR_HEADER).and_then(|v| v.to_str().ok());
         if self.is_server() || proxy_error.is_none() {
-            self.span
-                .attributes
-                .push(int("http.response.status_code", i64::from(status.as_u16())));
+            wire::int_attribute(
+                &mut self.encoded,
+                "http.response.status_code",
+                i64::from(status.as_u16()),
+            );
         }
         if let Some(kind) = proxy_error {
             self.fail(kind);
@@ -283,22 +303,19 @@ impl SpanRecord {
     }
 
     fn is_server(&self) -> bool {
-        self.span.kind == SpanKind::Server as i32
+        self.kind == SpanKind::Server
     }
 
     fn fail(&mut self, error_type: &str) {
-        if self.span.status.is_none() {
-            self.span.attributes.push(string("error.type", error_type));
-            self.span.status = Some(Status {
-                code: OtlpStatus::Error as i32,
-                message: String::new(),
-            });
+        if !self.failed {
+            wire::string_attribute(&mut self.encoded, "error.type", &[error_type]);
+            self.failed = true;
         }
     }
 
     fn grpc_status(&mut self, headers: &HeaderMap) {
         let Some(code) = headers
-            .get("grpc-status")
+            .get(GRPC_STATUS)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<i64>().ok())
         else {
@@ -307,7 +324,7 @@ impl SpanRecord {
         if !self.grpc {
             return;
         }
-        self.span.attributes.push(int("rpc.grpc.status_code", code));
+        wire::int_attribute(&mut self.encoded, "rpc.grpc.status_code", code);
         let error = if self.is_server() {
             GRPC_SERVER_ERRORS.contains(&code)
         } else {
@@ -339,8 +356,15 @@ impl Drop for SpanRecord {
         if !self.ended {
             self.fail("cancelled");
         }
-        self.span.end_time_unix_nano = unix_nanos(SystemTime::now());
-        self.tracer.record(std::mem::take(&mut self.span));
+        wire::fixed64(
+            &mut self.encoded,
+            field::END_TIME,
+            unix_nanos(SystemTime::now()),
+        );
+        if self.failed {
+            wire::status(&mut self.encoded, OtlpStatus::Error as u64);
+        }
+        self.tracer.record(&self.encoded);
     }
 }
 
@@ -397,6 +421,14 @@ impl Drop for Traced {
             span.finish();
         }
     }
+}
+
+/// `ip` as text, written into `buffer` (long enough for any IPv6 address) rather than a `String`.
+fn format_ip(ip: IpAddr, buffer: &mut [u8; 64]) -> &str {
+    let mut cursor = std::io::Cursor::new(&mut buffer[..]);
+    let _ = write!(cursor, "{ip}");
+    let len = usize::try_from(cursor.position()).unwrap_or(0);
+    std::str::from_utf8(&buffer[..len]).unwrap_or_default()
 }
 
 fn protocol_version(version: Version) -> &'static str {
