@@ -6,8 +6,8 @@
 // they are needed.
 //
 // A large trace has only its first rows in the HTML; the others are in the JSON of #more-rows (built by
-// waterfall::rows_json on the server). They are drawn after the first paint in slices of a few
-// milliseconds, so the page stays responsive, and each slice gets the current collapse, selection and
+// waterfall::rows_json on the server). They are drawn after the first frame after load, in slices of
+// a few milliseconds, so the page stays responsive, and each slice gets the current collapse, selection and
 // filter state. performance.mark("waterfall-drawn") records when the last row is in.
 (function () {
   "use strict";
@@ -267,7 +267,7 @@
     var note = document.getElementById("rows-pending");
     var next = 0;
     function slice() {
-      var until = performance.now() + 8;
+      var until = performance.now() + 6;
       var fragment = document.createDocumentFragment();
       do {
         for (var k = 0; k < 100 && next < more.rows.length; k++) {
@@ -284,9 +284,12 @@
         performance.mark("waterfall-drawn");
       }
     }
-    setTimeout(slice, 0);
+    slice();
   }
-  document.addEventListener("DOMContentLoaded", drawMoreRows);
+  // Start once the page has loaded and its first frame is drawn, so the first rows are on screen first.
+  window.addEventListener("load", function () {
+    requestAnimationFrame(function () { setTimeout(drawMoreRows, 0); });
+  });
 
   // Prefetch only once the page has loaded: building and parsing the JSON of a large trace would
   // otherwise take CPU from parsing the waterfall itself.
