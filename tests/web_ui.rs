@@ -543,8 +543,10 @@ fn urlencode(text: &str) -> String {
         .replace('+', "%20")
 }
 
-/// A 10,000-span trace (a fan-out of 100 calls with 99 children each, plus a root): its page loads
-/// and every row is there. Prints the server time and the browser's navigation timings, the figures
+/// A 10,000-span trace (a fan-out of 100 calls with 99 children each, plus a root): its page loads,
+/// the rows the HTML leaves out are drawn by `trace.js` (the last span is there when scrolled to, a
+/// span deep in the trace is found by the filter, a hostile name deep in the trace stays text). Prints
+/// the server time, the browser's navigation timings and when the last row was drawn, the figures
 /// docs/ui.md reports; performance is not asserted here.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_span_trace_renders() {
@@ -592,6 +594,14 @@ async fn ten_thousand_span_trace_renders() {
         }
     }
     all.truncate(10_000);
+    // Deep in the trace, far past the rows the HTML holds: a span found by its attribute, and one
+    // with a name that would end the page's row data if it were not escaped.
+    all[9_000]
+        .attributes
+        .push(kv_str("needle", "deep-needle-9000"));
+    all[9_500].name = "</script><script id=injected-deep>alert(8)</script>".to_owned();
+    let needle = hex::encode(&all[9_000].span_id);
+    let last = hex::encode(&all[9_999].span_id);
     for chunk in all.chunks(2_000) {
         collector
             .export_grpc(traces_request(
@@ -618,10 +628,6 @@ async fn ten_thousand_span_trace_renders() {
     // reqwest request above already warmed the collector.
     browser.goto(&format!("{}/sql", collector.api_url())).await;
     browser.goto(&url).await;
-    let rows = browser
-        .eval("return document.querySelectorAll('#waterfall .r').length;")
-        .await;
-    assert_eq!(rows, json!(10_000));
     let timing = browser
         .eval(
             "const n = performance.getEntriesByType('navigation')[0]; \
@@ -633,10 +639,54 @@ async fn ten_thousand_span_trace_renders() {
     let painted = browser
         .eval("return new Promise(done => requestAnimationFrame(() => done(performance.now())));")
         .await;
+    browser
+        .wait_until(
+            "every row is drawn",
+            "return document.querySelectorAll('#waterfall .r').length === 10000 \
+             && !document.getElementById('rows-pending');",
+        )
+        .await;
+    let drawn = browser
+        .eval("return performance.getEntriesByName('waterfall-drawn')[0].startTime;")
+        .await;
     println!(
-        "10k-span trace page: server {server_ms} ms for {} bytes (reqwest); browser navigation timings (ms since navigation start): {timing}; first frame after load at {painted} ms",
+        "10k-span trace page: server {server_ms} ms for {} bytes (reqwest); browser navigation timings (ms since navigation start): {timing}; first frame after load at {painted} ms; all rows drawn at {drawn} ms",
         page.body.len()
     );
+    // Scrolled to the end, the last span is on screen.
+    let shown = browser
+        .eval(
+            "const rows = document.querySelectorAll('#waterfall .r'); const r = rows[rows.length - 1]; \
+             r.scrollIntoView(); const box = r.getBoundingClientRect(); \
+             return [r.dataset.id, box.top >= 0 && box.bottom <= window.innerHeight, r.querySelector('.n').textContent];",
+        )
+        .await;
+    assert_eq!(shown, json!([last, true, "query 6"]));
+    // A hostile name drawn from the row data is text.
+    let names = browser
+        .eval("return [...document.querySelectorAll('#waterfall .r .n')].filter(n => n.textContent.includes('injected-deep')).length;")
+        .await;
+    assert_eq!(names, json!(1));
+    let injected = browser
+        .eval("return document.querySelectorAll('[id^=injected]').length;")
+        .await;
+    assert_eq!(injected, json!(0));
+    // The filter finds a span deep in the trace by its attribute value.
+    browser
+        .find("#filter")
+        .await
+        .send_keys("deep-needle-9000")
+        .await
+        .expect("type");
+    browser
+        .wait_until(
+            "the deep span is highlighted",
+            &format!(
+                "const hits = document.querySelectorAll('#waterfall .r.hit'); \
+                 return hits.length === 1 && hits[0].dataset.id === '{needle}';"
+            ),
+        )
+        .await;
 }
 
 /// Replaces the text of the alert rule editor and saves it.

@@ -4,6 +4,11 @@
 // The page loads this script before the waterfall, so a large trace can be clicked while its rows are
 // still being parsed: listeners sit on the document, and rows and the details panel are looked up when
 // they are needed.
+//
+// A large trace has only its first rows in the HTML; the others are in the JSON of #more-rows (built by
+// waterfall::rows_json on the server). They are drawn after the first frame after load, in slices of
+// a few milliseconds, so the page stays responsive, and each slice gets the current collapse, selection and
+// filter state. performance.mark("waterfall-drawn") records when the last row is in.
 (function () {
   "use strict";
   var toolbar = document.getElementById("trace-toolbar");
@@ -14,6 +19,8 @@
   var spans = null; // span id -> native API entry, once loaded
   var traceStart = null;
   var searchText = {}; // span id -> lowercase text the filter matches
+  var selectedId = null; // span whose details are shown
+  var allCollapsed = false; // "Collapse all" was the last bulk action: rows drawn later come collapsed
 
   var KINDS = ["unspecified", "internal", "server", "client", "producer", "consumer"];
   var STATUS = ["unset", "ok", "error"];
@@ -82,6 +89,7 @@
   function show(id) {
     var details = panel();
     if (!details) return;
+    selectedId = id;
     allRows().forEach(function (r) { r.classList.toggle("selected", r.dataset.id === id); });
     details.textContent = "";
     if (!spans) {
@@ -177,10 +185,12 @@
   });
 
   document.getElementById("collapse-all").addEventListener("click", function () {
+    allCollapsed = true;
     allRows().forEach(function (r) { if (r.querySelector("button.t")) setCollapsed(r, true); });
     refresh();
   });
   document.getElementById("expand-all").addEventListener("click", function () {
+    allCollapsed = false;
     allRows().forEach(function (r) { setCollapsed(r, false); });
     refresh();
   });
@@ -224,6 +234,62 @@
         details.appendChild(el("p", "Span details could not be loaded: " + error.message, "error"));
       });
   }
+
+  // One row of the JSON as the same markup the server writes (trace.html); text via textContent.
+  function rowElement(r, services) {
+    var row = el("div", null, "r k" + r[3] + (r[8] & 1 ? " err" : "") + (r[8] & 2 ? " cp" : ""));
+    row.dataset.id = r[0];
+    row.dataset.d = r[1];
+    row.style.setProperty("--in", r[2] + "px");
+    row.style.setProperty("--x", r[5]);
+    row.style.setProperty("--w", r[6]);
+    if (r[8] & 4) {
+      var toggle = el("button", "▾", "t");
+      toggle.type = "button";
+      toggle.setAttribute("aria-label", "collapse");
+      row.appendChild(toggle);
+      if (allCollapsed) setCollapsed(row, true);
+    }
+    row.appendChild(el("span", services[r[3]], "sv"));
+    row.appendChild(document.createTextNode(" "));
+    row.appendChild(el("span", r[4], "n"));
+    row.appendChild(el("i"));
+    row.appendChild(el("u", r[7]));
+    if (r[0] === selectedId) row.classList.add("selected");
+    return row;
+  }
+
+  function drawMoreRows() {
+    var data = document.getElementById("more-rows");
+    var box = document.getElementById("waterfall");
+    if (!data || !box) return;
+    var more = JSON.parse(data.textContent);
+    var note = document.getElementById("rows-pending");
+    var next = 0;
+    function slice() {
+      var until = performance.now() + 6;
+      var fragment = document.createDocumentFragment();
+      do {
+        for (var k = 0; k < 100 && next < more.rows.length; k++) {
+          fragment.appendChild(rowElement(more.rows[next++], more.services));
+        }
+      } while (next < more.rows.length && performance.now() < until);
+      box.insertBefore(fragment, note);
+      if (box.querySelector(".r.collapsed")) refresh();
+      if (document.getElementById("filter").value.trim() !== "") applyFilter();
+      if (next < more.rows.length) {
+        setTimeout(slice, 0);
+      } else {
+        if (note) note.remove();
+        performance.mark("waterfall-drawn");
+      }
+    }
+    slice();
+  }
+  // Start once the page has loaded and its first frame is drawn, so the first rows are on screen first.
+  window.addEventListener("load", function () {
+    requestAnimationFrame(function () { setTimeout(drawMoreRows, 0); });
+  });
 
   // Prefetch only once the page has loaded: building and parsing the JSON of a large trace would
   // otherwise take CPU from parsing the waterfall itself.

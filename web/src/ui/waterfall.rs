@@ -198,6 +198,45 @@ pub fn layout(spans: &[SpanTimes]) -> Waterfall {
     }
 }
 
+/// The rows as compact JSON for `trace.js`, which draws the rows the HTML leaves out:
+/// `{"services": [name…], "rows": [[id, depth, indent, colour, name, left, width, duration, flags]…]}`
+/// where `colour` indexes `services` and `flags` is 1 error | 2 critical | 4 has children. Every `<`
+/// is written as `\u003c`, so the text can sit in a `<script type="application/json">` element
+/// unescaped: no span name can end the element.
+pub fn rows_json(rows: &[Row], services: &[(String, String)]) -> String {
+    type Compact<'a> = (
+        &'a str,
+        usize,
+        usize,
+        usize,
+        &'a str,
+        &'a str,
+        &'a str,
+        &'a str,
+        u8,
+    );
+    let rows: Vec<Compact> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.id.as_str(),
+                r.depth,
+                r.indent,
+                r.colour,
+                r.name.as_str(),
+                r.left.as_str(),
+                r.width.as_str(),
+                r.duration.as_str(),
+                u8::from(r.error) | (u8::from(r.critical) << 1) | (u8::from(r.has_children) << 2),
+            )
+        })
+        .collect();
+    let services: Vec<&str> = services.iter().map(|(name, _)| name.as_str()).collect();
+    serde_json::json!({ "services": services, "rows": rows })
+        .to_string()
+        .replace('<', "\\u003c")
+}
+
 /// Marks the spans on the critical path: from each root, walk back from its end through the child
 /// that finished last by the cursor, then the one that finished last by the time that child started,
 /// and so on, descending into each chosen child the same way. A child still running when a later one
@@ -342,6 +381,33 @@ mod tests {
         assert_eq!(waterfall.rows[2].width, "60.000");
         assert!(waterfall.rows[0].has_children && !waterfall.rows[1].has_children);
         assert_eq!(waterfall.errors, 1);
+    }
+
+    #[test]
+    fn rows_json_is_compact_and_cannot_close_its_script_element() {
+        let mut spans = trace();
+        spans[3].name = "</script><script>alert(1)</script>".to_owned();
+        let waterfall = layout(&spans);
+        let json = rows_json(&waterfall.rows[2..], &waterfall.services);
+        assert!(!json.contains('<'), "{json}");
+        let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(value["services"], serde_json::json!(["front", "back"]));
+        assert_eq!(
+            value["rows"][0],
+            serde_json::json!([
+                "b",
+                1,
+                12,
+                1,
+                "b",
+                "30.000",
+                "60.000",
+                waterfall.rows[2].duration,
+                2
+            ])
+        );
+        assert_eq!(value["rows"][1][4], "</script><script>alert(1)</script>");
+        assert_eq!(value["rows"][1][8], 3);
     }
 
     #[test]
