@@ -65,17 +65,7 @@ async fn a_failing_endpoint_is_ejected_fleet_wide() {
         ))
         .await;
 
-    let mut client = FleetSignalsClient::connect(collector.grpc_endpoint())
-        .await
-        .expect("connect to the signals service");
-    let mut updates = client
-        .subscribe(SubscribeRequest {
-            proxy_id: "test".into(),
-            services: vec!["catalog".into()],
-        })
-        .await
-        .expect("subscribe")
-        .into_inner();
+    let mut updates = subscribe(&collector, "catalog").await;
     let update = tokio::time::timeout(Duration::from_secs(10), updates.message())
         .await
         .expect("an update within 10 s")
@@ -160,27 +150,16 @@ async fn an_empty_service_name_is_refused() {
 async fn a_new_ejection_is_pushed_before_the_next_tick() {
     let collector = Collector::start("fleet-signals-push").await;
     let endpoints: Vec<String> = (0..4).map(|i| format!("10.0.2.{i}:8080")).collect();
-    let healthy = |end| {
-        endpoints
-            .iter()
-            .flat_map(|endpoint| (0..5).map(move |_| client_call("payments", endpoint, 200, end)))
-            .collect::<Vec<_>>()
-    };
+    let now = now_unix_nanos();
+    let healthy = endpoints
+        .iter()
+        .flat_map(|endpoint| (0..5).map(move |_| client_call("payments", endpoint, 200, now)))
+        .collect();
     collector
-        .export_grpc(traces_request("caller", healthy(now_unix_nanos())))
+        .export_grpc(traces_request("caller", healthy))
         .await;
 
-    let mut client = FleetSignalsClient::connect(collector.grpc_endpoint())
-        .await
-        .expect("connect to the signals service");
-    let mut updates = client
-        .subscribe(SubscribeRequest {
-            proxy_id: "test".into(),
-            services: vec!["payments".into()],
-        })
-        .await
-        .expect("subscribe")
-        .into_inner();
+    let mut updates = subscribe(&collector, "payments").await;
     // The first update comes at once, the second on the first 500 ms tick: right after it, the next
     // tick is half a second away.
     next_update(&mut updates).await;
@@ -212,4 +191,18 @@ async fn next_update(updates: &mut tonic::Streaming<SignalsUpdate>) -> SignalsUp
         .expect("an update within 5 s")
         .expect("a healthy stream")
         .expect("the stream stays open")
+}
+
+/// A subscription to the fleet signals of `service`, as a proxy makes it.
+async fn subscribe(collector: &Collector, service: &str) -> tonic::Streaming<SignalsUpdate> {
+    FleetSignalsClient::connect(collector.grpc_endpoint())
+        .await
+        .expect("connect to the signals service")
+        .subscribe(SubscribeRequest {
+            proxy_id: "test".into(),
+            services: vec![service.into()],
+        })
+        .await
+        .expect("subscribe")
+        .into_inner()
 }
