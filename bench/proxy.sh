@@ -122,32 +122,8 @@ frontend h2
 backend up
     server up1 127.0.0.1:$P_UP maxconn 1000
 EOF
-meshscope_conf() { # $1 = telemetry table or ""
-  cat <<EOF
-[service]
-name = "bench"
-
-[[outbound]]
-listen = "127.0.0.1:$P_MS"
-route = [{ name = "all", upstream = "up" }]
-
-[[upstream]]
-name = "up"
-protocol = "http1"
-endpoints = [{ address = "127.0.0.1:$P_UP" }]
-
-[admin]
-listen = "127.0.0.1:$P_MS_ADMIN"
-
-$1
-EOF
-}
-meshscope_conf "" > "$WORK/meshscope-off.toml"
-# A queue deep enough that no span is dropped at full load: the run measures full export.
-meshscope_conf "[telemetry]
-otlp_endpoint = \"http://127.0.0.1:$P_SINK\"
-queue_size = 65536
-batch_size = 2048" > "$WORK/meshscope-on.toml"
+source "$BENCH/proxy_lib.sh"
+write_meshscope_confs "$WORK/meshscope-off.toml" "$WORK/meshscope-on.toml"
 
 # --- helpers ------------------------------------------------------------------------------------------
 wait_port() { local i; for i in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.05; done; die "nothing listens on :$1"; }

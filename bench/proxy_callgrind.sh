@@ -54,31 +54,8 @@ http {
     server { listen 127.0.0.1:$P_UP; location / { default_type text/plain; return 200 "ok\n"; } }
 }
 EOF
-conf() { # $1 = telemetry table or ""
-  cat <<EOF
-[service]
-name = "bench"
-
-[[outbound]]
-listen = "127.0.0.1:$P_MS"
-route = [{ name = "all", upstream = "up" }]
-
-[[upstream]]
-name = "up"
-protocol = "http1"
-endpoints = [{ address = "127.0.0.1:$P_UP" }]
-
-[admin]
-listen = "127.0.0.1:$P_MS_ADMIN"
-
-$1
-EOF
-}
-conf "" > "$WORK/off.toml"
-conf "[telemetry]
-otlp_endpoint = \"http://127.0.0.1:$P_SINK\"
-queue_size = 65536
-batch_size = 2048" > "$WORK/on.toml"
+source "$BENCH/proxy_lib.sh"
+write_meshscope_confs "$WORK/off.toml" "$WORK/on.toml"
 
 wait_port() { local i; for i in $(seq 1 400); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.05; done; die "nothing listens on :$1"; }
 
