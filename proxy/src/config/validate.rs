@@ -636,6 +636,18 @@ fn check_retry(problems: &mut Problems, path: &ConfigPath, retry: &RetryConfig) 
 mod tests {
     use crate::config::{ConfigError, parse};
 
+    /// Asserts that `text` parses but fails validation with exactly these (line, path) problems.
+    fn assert_problems(text: &str, expected: &[(Option<usize>, &str)]) {
+        match parse(text, "p.toml") {
+            Err(ConfigError::Invalid { problems, .. }) => {
+                let found: Vec<(Option<usize>, &str)> =
+                    problems.iter().map(|p| (p.line, p.path.as_str())).collect();
+                assert_eq!(found, expected);
+            }
+            other => panic!("expected validation problems, got {:?}", other.err()),
+        }
+    }
+
     #[test]
     fn reports_every_problem_with_its_line() {
         let text = r#"
@@ -660,21 +672,16 @@ endpoints = [{ address = "127.0.0.1:1", weight = 0 }]
 [upstream.retry_budget]
 ttl = "0s"
 "#;
-        let Err(ConfigError::Invalid { problems, .. }) = parse(text, "p.toml") else {
-            panic!("expected validation problems");
-        };
-        let found: Vec<(Option<usize>, &str)> =
-            problems.iter().map(|p| (p.line, p.path.as_str())).collect();
-        assert_eq!(
-            found,
-            vec![
+        assert_problems(
+            text,
+            &[
                 (Some(19), "upstream[0].endpoints[0].weight"),
                 (Some(21), "upstream[0].retry_budget.ttl"),
                 (Some(10), "outbound[0].route[0].upstream"),
                 (Some(13), "outbound[0].route[1].name"),
                 (Some(14), "outbound[0].route[1].match"),
                 (Some(14), "outbound[0].route[1].match.path_prefix"),
-            ]
+            ],
         );
     }
 
@@ -701,20 +708,12 @@ name = "c"
 balancer = "maglev"
 hash_key = { header = "x-user" }
 "#;
-        let Err(ConfigError::Invalid { problems, .. }) = parse(text, "p.toml") else {
-            panic!(
-                "expected validation problems, got {:?}",
-                parse(text, "p.toml").err()
-            );
-        };
-        let found: Vec<(Option<usize>, &str)> =
-            problems.iter().map(|p| (p.line, p.path.as_str())).collect();
-        assert_eq!(
-            found,
-            vec![
+        assert_problems(
+            text,
+            &[
                 (Some(11), "upstream[0].balancer"),
-                (Some(15), "upstream[1].hash_key")
-            ]
+                (Some(15), "upstream[1].hash_key"),
+            ],
         );
     }
 
@@ -737,22 +736,17 @@ max_limit = 5
 sample_percentile = 0
 smoothing = 1.5
 "#;
-        let Err(ConfigError::Invalid { problems, .. }) = parse(text, "p.toml") else {
-            panic!("expected validation problems");
-        };
-        let found: Vec<(Option<usize>, &str)> =
-            problems.iter().map(|p| (p.line, p.path.as_str())).collect();
-        assert_eq!(
-            found,
-            vec![
+        assert_problems(
+            text,
+            &[
                 (Some(14), "upstream[0].adaptive_concurrency.max_limit"),
                 (Some(12), "upstream[0].adaptive_concurrency.initial_limit"),
                 (
                     Some(15),
-                    "upstream[0].adaptive_concurrency.sample_percentile"
+                    "upstream[0].adaptive_concurrency.sample_percentile",
                 ),
                 (Some(16), "upstream[0].adaptive_concurrency.smoothing"),
-            ]
+            ],
         );
         let defaults = text.replace(
             "min_limit = 10\nmax_limit = 5\nsample_percentile = 0\nsmoothing = 1.5\n",
