@@ -105,14 +105,11 @@ async fn the_demo_serves_traffic_and_the_fleet_ejects_a_faulty_instance() {
 
     // The demo's built-in alert rules are loaded and their queries run without error.
     let rules = eventually_within(Duration::from_secs(20), || async {
-        let rules: serde_json::Value = http_client
-            .get(format!("http://127.0.0.1:{api}/api/alerts/rules"))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
+        let rules = get_json(
+            &http_client,
+            format!("http://127.0.0.1:{api}/api/alerts/rules"),
+        )
+        .await?;
         let rules = rules["rules"].as_array()?.clone();
         rules
             .iter()
@@ -147,14 +144,11 @@ async fn the_demo_serves_traffic_and_the_fleet_ejects_a_faulty_instance() {
     let orders_admin = base + 10 * 4 + 2;
     let payments_2 = format!("127.0.0.1:{}", base + 10 * 6);
     let ejected = eventually_within(Duration::from_secs(20), || async {
-        let view: serde_json::Value = http_client
-            .get(format!("http://127.0.0.1:{orders_admin}/endpoints"))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
+        let view = get_json(
+            &http_client,
+            format!("http://127.0.0.1:{orders_admin}/endpoints"),
+        )
+        .await?;
         let payments = view["upstreams"]
             .as_array()?
             .iter()
@@ -180,4 +174,9 @@ async fn the_demo_serves_traffic_and_the_fleet_ejects_a_faulty_instance() {
         .await
         .unwrap_or_else(|e| panic!("set a fault: {e}"));
     assert_eq!(unknown.status(), 404);
+}
+
+/// GET `url` as JSON; `None` while the demo is not answering yet.
+async fn get_json(client: &reqwest::Client, url: String) -> Option<serde_json::Value> {
+    client.get(url).send().await.ok()?.json().await.ok()
 }
