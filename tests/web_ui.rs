@@ -687,6 +687,19 @@ async fn ten_thousand_span_trace_renders() {
             ),
         )
         .await;
+    // A link to a span far past the rows in the HTML scrolls to it once its row is drawn.
+    browser.goto(&format!("{}/sql", collector.api_url())).await;
+    browser.goto(&format!("{url}#{needle}")).await;
+    browser
+        .wait_until(
+            "the linked deep span is scrolled into view",
+            &format!(
+                "const r = document.querySelector('#waterfall .r[data-id=\"{needle}\"]'); \
+                 if (!r) return false; const box = r.getBoundingClientRect(); \
+                 return r.classList.contains('selected') && box.top >= 0 && box.bottom <= window.innerHeight;"
+            ),
+        )
+        .await;
 }
 
 /// Replaces the text of the alert rule editor and saves it.

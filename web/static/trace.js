@@ -259,6 +259,18 @@
     return row;
   }
 
+  // A link to one span (#<span id>) scrolls its row into view once that row exists: at load for the
+  // first rows, after the slice that draws it for the others.
+  var linked = location.hash.slice(1);
+  function revealLinked() {
+    if (!linked) return;
+    var row = document.querySelector('#waterfall .r[data-id="' + CSS.escape(linked) + '"]');
+    if (!row) return;
+    linked = null;
+    row.classList.add("selected");
+    row.scrollIntoView({ block: "center" });
+  }
+
   function drawMoreRows() {
     var data = document.getElementById("more-rows");
     var box = document.getElementById("waterfall");
@@ -275,6 +287,7 @@
         }
       } while (next < more.rows.length && performance.now() < until);
       box.insertBefore(fragment, note);
+      revealLinked();
       if (box.querySelector(".r.collapsed")) refresh();
       if (document.getElementById("filter").value.trim() !== "") applyFilter();
       if (next < more.rows.length) {
@@ -288,6 +301,7 @@
   }
   // Start once the page has loaded and its first frame is drawn, so the first rows are on screen first.
   window.addEventListener("load", function () {
+    revealLinked();
     requestAnimationFrame(function () { setTimeout(drawMoreRows, 0); });
   });
 

@@ -57,7 +57,8 @@ struct Args {
     #[arg(long)]
     meshscope: PathBuf,
     /// Directory for configs, logs, the collector's data and each run's `bad-endpoint.csv` (when the bad
-    /// endpoint received each request, from which client).
+    /// endpoint received each request, from which client) and `requests.csv` (every client request:
+    /// when it was scheduled, its latency, whether it succeeded).
     #[arg(long)]
     work_dir: PathBuf,
     /// Client proxies.
@@ -304,6 +305,17 @@ async fn run_one(
     std::fs::write(
         dir.join("bad-endpoint.csv"),
         format!("seconds,client\n{timeline}"),
+    )?;
+    let requests: String = outcomes
+        .iter()
+        .map(|o| {
+            let latency_ms = o.latency.as_secs_f64() * 1e3;
+            format!("{:.3},{latency_ms:.2},{}\n", o.at.as_secs_f64(), o.ok)
+        })
+        .collect();
+    std::fs::write(
+        dir.join("requests.csv"),
+        format!("seconds,latency_ms,ok\n{requests}"),
     )?;
     drop(proxies);
     drop(collector);
