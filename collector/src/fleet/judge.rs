@@ -35,6 +35,11 @@ pub struct JudgeOptions {
     pub latency_ratio: f64,
     /// …and at least this much slower in absolute terms.
     pub latency_margin_ms: f64,
+    /// A slower endpoint is down-weighted (weight = peers' p50 / its p50) only when its p50 over the
+    /// recent seconds exceeds the peers' by at least this much; smaller differences are left to each
+    /// proxy's peak-EWMA. Judged on recent evidence only, so a down-weight that starves the endpoint
+    /// of traffic lapses with that evidence instead of holding itself in place for the whole window.
+    pub latency_weight_margin_ms: f64,
     /// First ejection time; the n-th consecutive ejection lasts n times this, up to `max_ejection`.
     pub base_ejection: Duration,
     /// Longest ejection.
@@ -52,6 +57,7 @@ impl Default for JudgeOptions {
             recent_seconds: 2,
             latency_ratio: 5.0,
             latency_margin_ms: 100.0,
+            latency_weight_margin_ms: 5.0,
             base_ejection: Duration::from_secs(10),
             max_ejection: Duration::from_secs(120),
             max_ejected_percent: 50,
@@ -86,6 +92,7 @@ struct Figures {
     recent_failures: u64,
     recent_failure_rate: f64,
     p50: f64,
+    recent_p50: f64,
 }
 
 /// Judges every endpoint of one service at `now` (Unix nanoseconds), updating their ejections.
@@ -105,6 +112,7 @@ pub(crate) fn judge(
             recent_failures: observed.recent.failures,
             recent_failure_rate: 1.0 - observed.recent.success_rate(),
             p50: observed.window.latency_quantile(0.5),
+            recent_p50: observed.recent.latency_quantile(0.5),
         })
         .collect();
     let judged: Vec<usize> = (0..figures.len())
@@ -120,6 +128,7 @@ pub(crate) fn judge(
             .iter()
             .map(|&i| figures[i].recent_failure_rate),
     );
+    let peer_recent_p50 = median(recently_judged.iter().map(|&i| figures[i].recent_p50));
 
     // Candidates for a new ejection, worst first, so the cap keeps the worst ones out.
     let mut bad: Vec<(usize, f64, String)> = Vec::new();
@@ -140,7 +149,14 @@ pub(crate) fn judge(
         };
         let success_factor =
             ((1.0 - f.failure_rate) / (1.0 - peer_failure_rate).max(1e-9)).min(1.0);
-        let latency_factor = (1.0 / slowness).clamp(0.05, 1.0);
+        let recently_slower = recently_judged.contains(&i)
+            && peer_recent_p50 > 0.0
+            && f.recent_p50 - peer_recent_p50 >= options.latency_weight_margin_ms;
+        let latency_factor = if recently_slower {
+            (peer_recent_p50 / f.recent_p50).clamp(0.05, 1.0)
+        } else {
+            1.0
+        };
         verdicts[i].weight = (success_factor * success_factor * latency_factor).clamp(0.01, 1.0);
         let excess_recent_failures = f.recent_failure_rate - peer_recent_failure_rate;
         if f.failures >= options.min_failures && excess_failures >= options.failure_rate_margin {
@@ -173,10 +189,11 @@ pub(crate) fn judge(
             ));
         } else if verdicts[i].weight < 1.0 {
             verdicts[i].reason = format!(
-                "success {:.1}%, p50 {:.0} ms vs peers' {:.0} ms",
+                "success {:.1}%, p50 {:.0} ms vs peers' {:.0} ms over the last {} s",
                 (1.0 - f.failure_rate) * 100.0,
-                f.p50,
-                peer_p50
+                f.recent_p50,
+                peer_recent_p50,
+                options.recent_seconds
             );
         }
     }
@@ -345,22 +362,63 @@ mod tests {
 
     #[test]
     fn a_slow_endpoint_is_ejected_and_a_slightly_slow_one_down_weighted() {
-        let mut evidences: Vec<Evidence> = (0..8).map(|_| evidence(30, 0, 3.0)).collect();
+        let mut evidences: Vec<Evidence> = (0..7).map(|_| evidence(30, 0, 3.0)).collect();
         evidences.push(evidence(30, 0, 303.0));
+        evidences.push(evidence(30, 0, 12.0));
         evidences.push(evidence(30, 0, 6.0));
+        let observed: Vec<Observed> = evidences
+            .iter()
+            .map(|e| Observed {
+                window: e.clone(),
+                recent: e.clone(),
+            })
+            .collect();
         let mut ejections = vec![Ejection::default(); 10];
-        let verdicts = run(&evidences, &mut ejections, SECOND, &JudgeOptions::default());
-        assert_eq!(verdicts[8].weight, 0.0);
+        let mut pairs: Vec<(&Observed, &mut Ejection)> =
+            observed.iter().zip(ejections.iter_mut()).collect();
+        let verdicts = judge(&JudgeOptions::default(), SECOND, &mut pairs);
+        assert_eq!(verdicts[7].weight, 0.0);
         assert!(
-            verdicts[8].reason.starts_with("p50 30"),
+            verdicts[7].reason.starts_with("p50 30"),
             "{:?}",
+            verdicts[7]
+        );
+        assert!(
+            (0.2..0.3).contains(&verdicts[8].weight),
+            "9 ms slower than its peers: {:?}",
             verdicts[8]
         );
-        assert!(
-            (0.4..0.6).contains(&verdicts[9].weight),
-            "{:?}",
+        assert_eq!(
+            verdicts[9].weight, 1.0,
+            "3 ms slower is below the margin, left to peak-EWMA: {:?}",
             verdicts[9]
         );
+    }
+
+    #[test]
+    fn a_latency_down_weight_lapses_when_the_endpoint_gets_no_recent_traffic() {
+        // The window remembers a slow start, but the down-weight steered traffic away, so the last
+        // seconds hold too few requests to judge: the weight returns to 1 and traffic comes back.
+        let healthy = Observed {
+            window: evidence(100, 0, 3.0),
+            recent: evidence(20, 0, 3.0),
+        };
+        let mut observed = vec![healthy; 9];
+        observed.push(Observed {
+            window: evidence(12, 0, 15.0),
+            recent: evidence(2, 0, 15.0),
+        });
+        let mut ejections = [Ejection::default(); 10];
+        let mut pairs: Vec<(&Observed, &mut Ejection)> =
+            observed.iter().zip(ejections.iter_mut()).collect();
+        let verdicts = judge(&JudgeOptions::default(), SECOND, &mut pairs);
+        assert_eq!(verdicts[9].weight, 1.0, "{:?}", verdicts[9]);
+
+        observed[9].recent = evidence(10, 0, 15.0);
+        let mut pairs: Vec<(&Observed, &mut Ejection)> =
+            observed.iter().zip(ejections.iter_mut()).collect();
+        let verdicts = judge(&JudgeOptions::default(), SECOND, &mut pairs);
+        assert!(verdicts[9].weight < 0.3, "{:?}", verdicts[9]);
     }
 
     #[test]
