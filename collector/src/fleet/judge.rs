@@ -147,13 +147,17 @@ pub(crate) fn judge(
         } else {
             1.0
         };
+        let recent_slowness = if recently_judged.contains(&i) && peer_recent_p50 > 0.0 {
+            f.recent_p50 / peer_recent_p50
+        } else {
+            1.0
+        };
         let success_factor =
             ((1.0 - f.failure_rate) / (1.0 - peer_failure_rate).max(1e-9)).min(1.0);
-        let recently_slower = recently_judged.contains(&i)
-            && peer_recent_p50 > 0.0
+        let recently_slower = recent_slowness > 1.0
             && f.recent_p50 - peer_recent_p50 >= options.latency_weight_margin_ms;
         let latency_factor = if recently_slower {
-            (peer_recent_p50 / f.recent_p50).clamp(0.05, 1.0)
+            (1.0 / recent_slowness).clamp(0.05, 1.0)
         } else {
             1.0
         };
@@ -185,6 +189,18 @@ pub(crate) fn judge(
             bad.push((
                 i,
                 slowness / options.latency_ratio * options.failure_rate_margin,
+                reason,
+            ));
+        } else if recent_slowness >= options.latency_ratio
+            && f.recent_p50 - peer_recent_p50 >= options.latency_margin_ms
+        {
+            let reason = format!(
+                "p50 {:.0} ms vs peers' {:.0} ms over the last {} s",
+                f.recent_p50, peer_recent_p50, options.recent_seconds
+            );
+            bad.push((
+                i,
+                recent_slowness / options.latency_ratio * options.failure_rate_margin,
                 reason,
             ));
         } else if verdicts[i].weight < 1.0 {
@@ -391,6 +407,33 @@ mod tests {
         assert_eq!(
             verdicts[9].weight, 1.0,
             "3 ms slower is below the margin, left to peak-EWMA: {:?}",
+            verdicts[9]
+        );
+    }
+
+    #[test]
+    fn a_sudden_slowdown_is_judged_on_the_recent_seconds() {
+        // Eight healthy seconds, then 300 ms answers: the window's p50 is still fast, the last two
+        // seconds' is not.
+        let healthy = Observed {
+            window: evidence(100, 0, 3.0),
+            recent: evidence(20, 0, 3.0),
+        };
+        let mut observed = vec![healthy; 9];
+        let mut window = evidence(80, 0, 3.0);
+        window.merge(&evidence(8, 0, 303.0));
+        observed.push(Observed {
+            window,
+            recent: evidence(8, 0, 303.0),
+        });
+        let mut ejections = [Ejection::default(); 10];
+        let mut pairs: Vec<(&Observed, &mut Ejection)> =
+            observed.iter().zip(ejections.iter_mut()).collect();
+        let verdicts = judge(&JudgeOptions::default(), SECOND, &mut pairs);
+        assert_eq!(verdicts[9].weight, 0.0, "{:?}", verdicts[9]);
+        assert!(
+            verdicts[9].reason.contains("over the last 2 s"),
+            "{:?}",
             verdicts[9]
         );
     }
