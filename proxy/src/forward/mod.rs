@@ -273,7 +273,7 @@ async fn admit_and_send(
         _ => None,
     };
     let key = upstream.request_key(&parts.headers, client.ip());
-    let attempts = send(route, upstream, &parts, body, key, tracing.as_ref());
+    let attempts = send(route, upstream, parts, body, key, tracing.as_ref());
     let response = with_deadline(deadline, attempts)
         .await
         .unwrap_or_else(|| route_timeout(upstream.name(), route.timeout()));
