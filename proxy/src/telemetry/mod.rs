@@ -15,7 +15,6 @@ mod fixed;
 mod metric_export;
 mod metric_points;
 mod span;
-mod unary;
 mod wire;
 
 pub(crate) use context::TraceContext;
