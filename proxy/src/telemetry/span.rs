@@ -166,7 +166,7 @@ impl SpanRecord {
             let path = request.uri.path_and_query().map_or("/", |p| p.as_str());
             wire::string_attribute(encoded, "url.full", &["http://", endpoint.as_str(), path]);
             wire::string_attribute(encoded, "server.address", &[endpoint.host()]);
-            if let Some(port) = endpoint.port_u16() {
+            if let Some(port) = port(endpoint) {
                 wire::int_attribute(encoded, "server.port", i64::from(port));
             }
         }
@@ -432,6 +432,14 @@ fn format_ip(ip: IpAddr, buffer: &mut [u8; 64]) -> &str {
     std::str::from_utf8(&buffer[..len]).unwrap_or_default()
 }
 
+/// The port of `endpoint`, as `Authority::port_u16` gives it: the digits after the last `:` (an IPv6
+/// host is bracketed, so its colons come before a `]` and never parse as a port). By hand because
+/// `port_u16` parses the whole authority again, ~300 instructions per span (callgrind).
+fn port(endpoint: &Authority) -> Option<u16> {
+    let (_, port) = endpoint.as_str().rsplit_once(':')?;
+    port.parse().ok()
+}
+
 fn protocol_version(version: Version) -> &'static str {
     match version {
         Version::HTTP_09 => "0.9",
@@ -439,5 +447,26 @@ fn protocol_version(version: Version) -> &'static str {
         Version::HTTP_2 => "2",
         Version::HTTP_3 => "3",
         _ => "1.1",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_match_the_authority_parser() {
+        for text in [
+            "a:80",
+            "a",
+            "10.0.0.1:8080",
+            "[::1]",
+            "[::1]:443",
+            "[2001:db8::1]",
+            "a:65535",
+        ] {
+            let authority: Authority = text.parse().unwrap();
+            assert_eq!(port(&authority), authority.port_u16(), "{text}");
+        }
     }
 }
