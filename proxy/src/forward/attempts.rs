@@ -137,7 +137,7 @@ impl RequestBody {
 pub(super) async fn send(
     route: &Route,
     upstream: &Upstream,
-    mut parts: Parts,
+    parts: &mut Parts,
     mut body: RequestBody,
     key: Option<u64>,
     tracing: Option<&AttemptTracing>,
@@ -174,7 +174,7 @@ pub(super) async fn send(
         } else {
             parts.headers.clone()
         };
-        let mut request = match build_request(&parts, headers, endpoint.address(), attempt_body, h2)
+        let mut request = match build_request(parts, headers, endpoint.address(), attempt_body, h2)
         {
             Ok(request) => request,
             Err(e) => {
@@ -247,7 +247,8 @@ pub(super) async fn send(
                             .map_or(TRAILERS_HOLD, |limit| limit.saturating_sub(sent.elapsed()));
                         // The connection is not reused after a body read this way.
                         drop(checkin);
-                        match read_to_trailers(response, policy.max_replay_bytes(), hold).await {
+                        let reading = read_to_trailers(response, policy.max_replay_bytes(), hold);
+                        match Box::pin(reading).await {
                             Ok(peeked) => {
                                 let outcome = peeked.trailers.as_ref().map_or(outcome, |t| {
                                     Outcome::of_response(peeked.response.status(), t)
