@@ -9,8 +9,9 @@ use crate::balance::hash;
 use crate::config::HashKey;
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1), so a proxy must not
-/// forward them. `te` is handled separately: `te: trailers` must reach a gRPC server.
-const HOP_BY_HOP: [HeaderName; 7] = [
+/// forward them, and `Upgrade`. `te` is handled separately: `te: trailers` must reach a gRPC server.
+/// `Connection` comes first: its bit in `strip_hop_by_hop`'s mask is 1.
+const HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -18,6 +19,7 @@ const HOP_BY_HOP: [HeaderName; 7] = [
     header::PROXY_AUTHORIZATION,
     header::TRAILER,
     header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
 
 /// Removes hop-by-hop headers, including any named in `Connection`, and `Upgrade`.
@@ -25,32 +27,43 @@ const HOP_BY_HOP: [HeaderName; 7] = [
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, is_request: bool) {
     // Most requests carry none of these: one pass over the names is much cheaper than a removal
     // (a hash and a probe) per candidate, which callgrind showed as 7% of a proxied request.
-    let fixed = |name: &HeaderName| HOP_BY_HOP.contains(name) || name == header::UPGRADE;
-    let (mut found, mut te) = (false, false);
+    let (mut found, mut te) = (0u8, false);
     for name in headers.keys() {
-        found |= fixed(name);
+        if let Some(i) = HOP_BY_HOP.iter().position(|candidate| candidate == name) {
+            found |= 1 << i;
+        }
         te |= name == header::TE;
     }
-    if !found && !te {
+    if found == 0 && !te {
         return;
     }
-    // Most responses do carry one (`Connection: keep-alive`): only the names actually present are
-    // removed, and names listed in `Connection` are compared as text rather than parsed, which
-    // took this from 6% of a proxied request to a few hundred instructions.
-    let connection = headers.get_all(header::CONNECTION);
-    let listed = |name: &HeaderName| {
-        connection
+    // Most responses do carry one (`Connection: keep-alive`): only the names found are removed.
+    // Names listed in `Connection` are read once, and only those that are not candidates anyway
+    // (it usually lists `keep-alive` or `close`) are parsed and removed: testing every present
+    // name against the list was ~2k instructions per proxied response (callgrind).
+    let listed: Vec<HeaderName> = if found & 1 == 0 {
+        Vec::new()
+    } else {
+        headers
+            .get_all(header::CONNECTION)
             .iter()
             .filter_map(|value| value.to_str().ok())
             .flat_map(|value| value.split(','))
-            .any(|listed| listed.trim().eq_ignore_ascii_case(name.as_str()))
+            .map(str::trim)
+            .filter(|token| {
+                !HOP_BY_HOP
+                    .iter()
+                    .any(|candidate| token.eq_ignore_ascii_case(candidate.as_str()))
+            })
+            .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
+            .collect()
     };
-    let present: Vec<HeaderName> = headers
-        .keys()
-        .filter(|name| fixed(name) || listed(name))
-        .cloned()
-        .collect();
-    for name in &present {
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if found & (1 << i) != 0 {
+            headers.remove(name);
+        }
+    }
+    for name in &listed {
         headers.remove(name);
     }
     if !te {

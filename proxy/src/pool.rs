@@ -127,7 +127,10 @@ pub(crate) async fn send(
         let (mut sender, reused) = match endpoint.connections().checkout(Instant::now()) {
             Some(sender) => (sender, true),
             None => (
-                connect(endpoint.address(), settings.connect_timeout).await?,
+                // Boxed, as the other rarely taken awaits of the request path: an inline future
+                // would grow every request's state machine, which is copied when it is boxed
+                // (`server.rs`).
+                Box::pin(connect(endpoint.address(), settings.connect_timeout)).await?,
                 false,
             ),
         };

@@ -13,6 +13,7 @@ use crate::config::{
 };
 use crate::retry::RetryPolicy;
 use crate::stats::RouteStats;
+use crate::telemetry::FixedAttribute;
 use crate::traffic::{Fault, HeaderOps, Mirror, RateLimiter};
 use crate::upstream::Upstream;
 
@@ -45,6 +46,8 @@ impl RouteTable {
 #[derive(Debug)]
 pub(crate) struct Route {
     name: Arc<str>,
+    /// `name` as its CLIENT spans' attribute, encoded once.
+    span_name: FixedAttribute,
     matcher: Matcher,
     splits: Vec<(Arc<Upstream>, u32)>,
     total_weight: u64,
@@ -92,6 +95,7 @@ impl Route {
     pub(crate) fn inbound(app: Arc<Upstream>, config: &InboundConfig) -> Self {
         Self {
             name: "inbound".into(),
+            span_name: FixedAttribute::route("inbound"),
             matcher: Matcher::default(),
             splits: vec![(app, 1)],
             total_weight: 1,
@@ -141,6 +145,7 @@ impl Route {
         );
         Some(Self {
             name: config.name.as_str().into(),
+            span_name: FixedAttribute::route(&config.name),
             matcher: Matcher::from_config(&config.matches),
             splits,
             total_weight,
@@ -164,6 +169,11 @@ impl Route {
     /// The route's name.
     pub(crate) fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The route's name as a span attribute.
+    pub(crate) fn span_name(&self) -> &FixedAttribute {
+        &self.span_name
     }
 
     /// Limit on waiting for response headers across all attempts.

@@ -28,6 +28,7 @@ use crate::outlier::OutlierPolicy;
 use crate::pool::{self, PoolSettings};
 use crate::retry::Outcome;
 use crate::stats::UpstreamStats;
+use crate::telemetry::FixedAttribute;
 
 /// Most endpoints of an upstream that local and fleet ejections together may leave out before the
 /// fleet's are ignored (the collector applies the same cap on its side).
@@ -41,6 +42,12 @@ pub(crate) type HttpClient = Client<HttpConnector, ProxyBody>;
 pub(crate) struct Upstream {
     name: Arc<str>,
     kind: BalancerKind,
+    /// Whether the balancer picks by a request key. Fixed by `kind` (every endpoint set's balancer
+    /// is built from it), so requests do not read the current set to learn it.
+    uses_key: bool,
+    /// `name` and the balancer's name as CLIENT span attributes, encoded once.
+    span_name: FixedAttribute,
+    span_balancer: FixedAttribute,
     /// The current endpoints and balancer state; replaced whole when discovery changes them.
     set: RwLock<Arc<EndpointSet>>,
     hash_key: Option<HashKey>,
@@ -76,11 +83,15 @@ impl Upstream {
         let budget = &config.retry_budget;
         let breaker = Arc::new(CircuitBreaker::new(&config.circuit_breaker));
         let idle = breaker.max_idle_per_endpoint();
+        let balancer = Balancer::new(config.balancer, &endpoints);
         Self {
             name: config.name.as_str().into(),
             kind: config.balancer,
+            uses_key: balancer.uses_key(),
+            span_name: FixedAttribute::upstream(&config.name),
+            span_balancer: FixedAttribute::balancer(balancer.name()),
             set: RwLock::new(Arc::new(EndpointSet {
-                balancer: Balancer::new(config.balancer, &endpoints),
+                balancer,
                 endpoints,
             })),
             hash_key: config.hash_key.clone(),
@@ -193,7 +204,7 @@ impl Upstream {
     /// The hash a consistent-hashing balancer uses for a request with `headers` from `client`;
     /// `None` for other balancers or when the request lacks the key.
     pub(crate) fn request_key(&self, headers: &HeaderMap, client: IpAddr) -> Option<u64> {
-        if !self.current().balancer.uses_key() {
+        if !self.uses_key {
             return None;
         }
         request_key(
@@ -344,6 +355,11 @@ impl Upstream {
     /// The balancer's configuration name.
     pub(crate) fn balancer_name(&self) -> &'static str {
         self.current().balancer.name()
+    }
+
+    /// The upstream's name and its balancer's, as span attributes.
+    pub(crate) fn span_attributes(&self) -> (&FixedAttribute, &FixedAttribute) {
+        (&self.span_name, &self.span_balancer)
     }
 
     /// Limit on opening a connection to an endpoint.

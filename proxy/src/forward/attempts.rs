@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use http::header::{self, HeaderValue};
 use http::request::Parts;
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{Request, Response, StatusCode, Uri, Version};
+use http::{HeaderMap, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use tower::retry::backoff::Backoff;
 
@@ -73,11 +73,12 @@ pub(super) fn refused(
         _ => "no-endpoints",
     };
     let (ejected, _) = upstream.health_view();
+    let (upstream_name, balancer) = upstream.span_attributes();
     let attempt = AttemptFacts {
-        route: route.name(),
-        upstream: upstream.name(),
+        route: route.span_name(),
+        upstream: upstream_name,
         endpoint: None,
-        balancer: upstream.balancer_name(),
+        balancer,
         retry,
         decision: Some(decision),
         ejected,
@@ -136,7 +137,7 @@ impl RequestBody {
 pub(super) async fn send(
     route: &Route,
     upstream: &Upstream,
-    parts: &Parts,
+    parts: &mut Parts,
     mut body: RequestBody,
     key: Option<u64>,
     tracing: Option<&AttemptTracing>,
@@ -165,7 +166,16 @@ pub(super) async fn send(
             );
         };
         let (client, h2) = upstream.client(parts.version == Version::HTTP_2);
-        let mut request = match upstream_request(parts, endpoint.address(), attempt_body, h2) {
+        // The last possible attempt takes the request's headers instead of a copy: nothing reads
+        // them after it is sent (no retry, no held trailers, no refusal of another attempt).
+        let last = policy.is_none_or(|p| retries >= p.attempts());
+        let headers = if last {
+            std::mem::take(&mut parts.headers)
+        } else {
+            parts.headers.clone()
+        };
+        let mut request = match build_request(parts, headers, endpoint.address(), attempt_body, h2)
+        {
             Ok(request) => request,
             Err(e) => {
                 return error(
@@ -177,11 +187,12 @@ pub(super) async fn send(
         };
         let span = tracing.filter(|t| t.trace.sampled).map(|t| {
             let (ejected, panicking) = upstream.health_view();
+            let (upstream_name, balancer) = upstream.span_attributes();
             let attempt = AttemptFacts {
-                route: route.name(),
-                upstream: upstream.name(),
+                route: route.span_name(),
+                upstream: upstream_name,
                 endpoint: Some(endpoint.address()),
-                balancer: upstream.balancer_name(),
+                balancer,
                 retry: retries,
                 decision: panicking.then_some("panic"),
                 ejected,
@@ -221,8 +232,8 @@ pub(super) async fn send(
         // A gRPC status in trailers decides a retry only if the response is read to its trailers
         // before anything is passed on, so that is done while a retry is still possible.
         let read_trailers = policy.filter(|p| {
-            is_grpc(&parts.headers)
-                && retries < p.attempts()
+            retries < p.attempts()
+                && is_grpc(&parts.headers)
                 && p.retries_grpc_codes(&parts.method)
                 && body.complete()
         });
@@ -236,7 +247,8 @@ pub(super) async fn send(
                             .map_or(TRAILERS_HOLD, |limit| limit.saturating_sub(sent.elapsed()));
                         // The connection is not reused after a body read this way.
                         drop(checkin);
-                        match read_to_trailers(response, policy.max_replay_bytes(), hold).await {
+                        let reading = read_to_trailers(response, policy.max_replay_bytes(), hold);
+                        match Box::pin(reading).await {
                             Ok(peeked) => {
                                 let outcome = peeked.trailers.as_ref().map_or(outcome, |t| {
                                     Outcome::of_response(peeked.response.status(), t)
@@ -344,6 +356,17 @@ pub(crate) fn upstream_request(
     body: ProxyBody,
     h2: bool,
 ) -> Result<Request<ProxyBody>, http::Error> {
+    build_request(parts, parts.headers.clone(), address, body, h2)
+}
+
+/// [`upstream_request`] with `headers` (those of `parts`, copied or taken) in place of a copy.
+fn build_request(
+    parts: &Parts,
+    headers: HeaderMap,
+    address: &Authority,
+    body: ProxyBody,
+    h2: bool,
+) -> Result<Request<ProxyBody>, http::Error> {
     // From the parts already parsed: building from strings would parse the path again.
     let mut uri = http::uri::Parts::default();
     uri.scheme = Some(Scheme::HTTP);
@@ -365,7 +388,7 @@ pub(crate) fn upstream_request(
             Version::HTTP_11
         })
         .body(body)?;
-    *request.headers_mut() = parts.headers.clone();
+    *request.headers_mut() = headers;
     if !h2
         && !request.headers().contains_key(header::HOST)
         && let Some(authority) = parts.uri.authority()

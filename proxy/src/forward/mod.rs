@@ -223,7 +223,16 @@ async fn admit_and_send(
         None => return route_timeout(upstream.name(), route.timeout()),
     };
     if is_upgrade {
-        return upgrade::forward(upstream, client, request, route.timeout(), admission).await;
+        // Rare paths' futures are boxed so that they do not grow every request's state machine,
+        // which is copied whole into its box (`server.rs`; `pool::send` says the same).
+        return Box::pin(upgrade::forward(
+            upstream,
+            client,
+            request,
+            route.timeout(),
+            admission,
+        ))
+        .await;
     }
     let (mut parts, body) = request.into_parts();
     strip_hop_by_hop(&mut parts.headers, true);
@@ -242,7 +251,7 @@ async fn admit_and_send(
             .exact()
             .is_some_and(|len| len <= mirror_cap)
     {
-        match Replayable::read(body).await {
+        match Box::pin(Replayable::read(body)).await {
             Ok(kept) => RequestBody::Buffered(kept),
             Err(e) => {
                 return error(
@@ -273,7 +282,7 @@ async fn admit_and_send(
         _ => None,
     };
     let key = upstream.request_key(&parts.headers, client.ip());
-    let attempts = send(route, upstream, &parts, body, key, tracing.as_ref());
+    let attempts = send(route, upstream, &mut parts, body, key, tracing.as_ref());
     let response = with_deadline(deadline, attempts)
         .await
         .unwrap_or_else(|| route_timeout(upstream.name(), route.timeout()));
@@ -332,7 +341,7 @@ async fn gate(
         .map(|f| f.decide(headers))
         .unwrap_or_default();
     if let Some(delay) = injection.delay {
-        tokio::time::sleep(delay).await;
+        Box::pin(tokio::time::sleep(delay)).await;
     }
     injection
         .abort

@@ -338,6 +338,9 @@ impl Encoder for RawCodec {
     type Error = tonic::Status;
 
     fn encode(&mut self, item: EncodedExport, dst: &mut EncodeBuf<'_>) -> Result<(), Self::Error> {
+        // One allocation for the whole batch: grown by `put_slice`, the buffer was reallocated and
+        // copied again and again from tonic's 8 KiB start (~275 instructions per span, callgrind).
+        dst.reserve(item.header.len() + item.spans.len());
         dst.put_slice(&item.header);
         dst.put_slice(&item.spans);
         Ok(())

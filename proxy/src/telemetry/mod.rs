@@ -11,6 +11,7 @@
 
 mod context;
 mod export;
+mod fixed;
 mod metric_export;
 mod metric_points;
 mod span;
@@ -18,5 +19,6 @@ mod wire;
 
 pub(crate) use context::TraceContext;
 pub(crate) use export::{ExportCounters, Exporter, Tracer};
+pub(crate) use fixed::FixedAttribute;
 pub(crate) use metric_export::MetricExporter;
 pub(crate) use span::{AttemptFacts, RequestFacts, Sampling, SpanRecord};
