@@ -112,16 +112,13 @@ pub(super) fn string_attribute(buf: &mut Vec<u8>, name: &str, parts: &[&str]) {
     let value_len: usize = parts.iter().map(|p| p.len()).sum();
     let any_value_len = len_field_len(STRING_VALUE, value_len);
     let key_value_len = len_field_len(KEY, name.len()) + len_field_len(VALUE, any_value_len);
-    buf.reserve(len_field_len(span::ATTRIBUTES, key_value_len));
-    let mut head = Head::default();
-    head.len_key(span::ATTRIBUTES, key_value_len);
-    head.len_key(KEY, name.len());
-    buf.extend_from_slice(head.bytes());
-    buf.extend_from_slice(name.as_bytes());
-    let mut head = Head::default();
-    head.len_key(VALUE, any_value_len);
-    head.len_key(STRING_VALUE, value_len);
-    buf.extend_from_slice(head.bytes());
+    key(buf, span::ATTRIBUTES, LEN);
+    varint(buf, key_value_len as u64);
+    bytes(buf, KEY, name.as_bytes());
+    key(buf, VALUE, LEN);
+    varint(buf, any_value_len as u64);
+    key(buf, STRING_VALUE, LEN);
+    varint(buf, value_len as u64);
     for part in parts {
         buf.extend_from_slice(part.as_bytes());
     }
@@ -133,47 +130,12 @@ pub(super) fn int_attribute(buf: &mut Vec<u8>, name: &str, value: i64) {
     let value = value as u64;
     let any_value_len = key_len(INT_VALUE) + varint_len(value);
     let key_value_len = len_field_len(KEY, name.len()) + len_field_len(VALUE, any_value_len);
-    buf.reserve(len_field_len(span::ATTRIBUTES, key_value_len));
-    let mut head = Head::default();
-    head.len_key(span::ATTRIBUTES, key_value_len);
-    head.len_key(KEY, name.len());
-    buf.extend_from_slice(head.bytes());
-    buf.extend_from_slice(name.as_bytes());
-    let mut head = Head::default();
-    head.len_key(VALUE, any_value_len);
-    head.varint(u64::from(INT_VALUE << 3 | u32::from(VARINT)));
-    head.varint(value);
-    buf.extend_from_slice(head.bytes());
-}
-
-/// Keys and lengths gathered on the stack and appended to a span with one copy: pushed byte by
-/// byte onto the span's `Vec`, they cost about as much as the attribute's strings (callgrind).
-#[derive(Default)]
-struct Head {
-    bytes: [u8; 32],
-    len: usize,
-}
-
-impl Head {
-    fn varint(&mut self, mut value: u64) {
-        while value >= 0x80 {
-            self.bytes[self.len] = (value as u8) | 0x80;
-            self.len += 1;
-            value >>= 7;
-        }
-        self.bytes[self.len] = value as u8;
-        self.len += 1;
-    }
-
-    /// The key of a length-delimited field and the length of its content.
-    fn len_key(&mut self, field: u32, len: usize) {
-        self.varint(u64::from(field << 3 | u32::from(LEN)));
-        self.varint(len as u64);
-    }
-
-    fn bytes(&self) -> &[u8] {
-        &self.bytes[..self.len]
-    }
+    key(buf, span::ATTRIBUTES, LEN);
+    varint(buf, key_value_len as u64);
+    bytes(buf, KEY, name.as_bytes());
+    key(buf, VALUE, LEN);
+    varint(buf, any_value_len as u64);
+    uint(buf, INT_VALUE, value);
 }
 
 /// Appends one encoded `Span` message as an entry of `ScopeSpans.spans`.
