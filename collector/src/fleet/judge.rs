@@ -389,7 +389,7 @@ mod tests {
                 recent: e.clone(),
             })
             .collect();
-        let mut ejections = vec![Ejection::default(); 10];
+        let mut ejections = [Ejection::default(); 10];
         let mut pairs: Vec<(&Observed, &mut Ejection)> =
             observed.iter().zip(ejections.iter_mut()).collect();
         let verdicts = judge(&JudgeOptions::default(), SECOND, &mut pairs);
