@@ -294,28 +294,41 @@ mod tests {
                 recent: Evidence::default(),
             })
             .collect();
+        judge_observed(&observed, ejections, now, options)
+    }
+
+    /// Judges endpoints observed over the window and its recent seconds.
+    fn judge_observed(
+        observed: &[Observed],
+        ejections: &mut [Ejection],
+        now: u64,
+        options: &JudgeOptions,
+    ) -> Vec<Verdict> {
         let mut pairs: Vec<(&Observed, &mut Ejection)> =
             observed.iter().zip(ejections.iter_mut()).collect();
         judge(options, now, &mut pairs)
     }
 
-    #[test]
-    fn a_sudden_onset_is_judged_on_the_recent_seconds() {
-        // Eight seconds of health, then failures: 9 % over the window, 40 % over the last two seconds.
+    /// Nine peers with ten healthy seconds at 3 ms, the last two of them as recent evidence.
+    fn healthy_peers() -> Vec<Observed> {
         let healthy = Observed {
             window: evidence(100, 0, 3.0),
             recent: evidence(20, 0, 3.0),
         };
-        let mut observed = vec![healthy; 9];
+        vec![healthy; 9]
+    }
+
+    #[test]
+    fn a_sudden_onset_is_judged_on_the_recent_seconds() {
+        // Eight seconds of health, then failures: 9 % over the window, 40 % over the last two seconds.
+        let mut observed = healthy_peers();
         let mut window = evidence(92, 0, 3.0);
         window.merge(&evidence(8, 8, 3.0));
         let mut recent = evidence(12, 0, 3.0);
         recent.merge(&evidence(8, 8, 3.0));
         observed.push(Observed { window, recent });
         let mut ejections = [Ejection::default(); 10];
-        let mut pairs: Vec<(&Observed, &mut Ejection)> =
-            observed.iter().zip(ejections.iter_mut()).collect();
-        let verdicts = judge(&JudgeOptions::default(), SECOND, &mut pairs);
+        let verdicts = judge_observed(&observed, &mut ejections, SECOND, &JudgeOptions::default());
         assert_eq!(verdicts[9].weight, 0.0, "{:?}", verdicts[9]);
         assert!(
             verdicts[9]
@@ -328,9 +341,7 @@ mod tests {
         // The same 8 % over the window without the recent burst is below the margin.
         observed[9].recent = evidence(20, 0, 3.0);
         let mut fresh = [Ejection::default(); 10];
-        let mut pairs: Vec<(&Observed, &mut Ejection)> =
-            observed.iter().zip(fresh.iter_mut()).collect();
-        let verdicts = judge(&JudgeOptions::default(), SECOND, &mut pairs);
+        let verdicts = judge_observed(&observed, &mut fresh, SECOND, &JudgeOptions::default());
         assert!(verdicts[9].weight > 0.0, "{:?}", verdicts[9]);
     }
 
@@ -390,9 +401,7 @@ mod tests {
             })
             .collect();
         let mut ejections = [Ejection::default(); 10];
-        let mut pairs: Vec<(&Observed, &mut Ejection)> =
-            observed.iter().zip(ejections.iter_mut()).collect();
-        let verdicts = judge(&JudgeOptions::default(), SECOND, &mut pairs);
+        let verdicts = judge_observed(&observed, &mut ejections, SECOND, &JudgeOptions::default());
         assert_eq!(verdicts[7].weight, 0.0);
         assert!(
             verdicts[7].reason.starts_with("p50 30"),
@@ -415,11 +424,7 @@ mod tests {
     fn a_sudden_slowdown_is_judged_on_the_recent_seconds() {
         // Eight healthy seconds, then 300 ms answers: the window's p50 is still fast, the last two
         // seconds' is not.
-        let healthy = Observed {
-            window: evidence(100, 0, 3.0),
-            recent: evidence(20, 0, 3.0),
-        };
-        let mut observed = vec![healthy; 9];
+        let mut observed = healthy_peers();
         let mut window = evidence(80, 0, 3.0);
         window.merge(&evidence(8, 0, 303.0));
         observed.push(Observed {
@@ -427,9 +432,7 @@ mod tests {
             recent: evidence(8, 0, 303.0),
         });
         let mut ejections = [Ejection::default(); 10];
-        let mut pairs: Vec<(&Observed, &mut Ejection)> =
-            observed.iter().zip(ejections.iter_mut()).collect();
-        let verdicts = judge(&JudgeOptions::default(), SECOND, &mut pairs);
+        let verdicts = judge_observed(&observed, &mut ejections, SECOND, &JudgeOptions::default());
         assert_eq!(verdicts[9].weight, 0.0, "{:?}", verdicts[9]);
         assert!(
             verdicts[9].reason.contains("over the last 2 s"),
@@ -442,25 +445,17 @@ mod tests {
     fn a_latency_down_weight_lapses_when_the_endpoint_gets_no_recent_traffic() {
         // The window remembers a slow start, but the down-weight steered traffic away, so the last
         // seconds hold too few requests to judge: the weight returns to 1 and traffic comes back.
-        let healthy = Observed {
-            window: evidence(100, 0, 3.0),
-            recent: evidence(20, 0, 3.0),
-        };
-        let mut observed = vec![healthy; 9];
+        let mut observed = healthy_peers();
         observed.push(Observed {
             window: evidence(12, 0, 15.0),
             recent: evidence(2, 0, 15.0),
         });
         let mut ejections = [Ejection::default(); 10];
-        let mut pairs: Vec<(&Observed, &mut Ejection)> =
-            observed.iter().zip(ejections.iter_mut()).collect();
-        let verdicts = judge(&JudgeOptions::default(), SECOND, &mut pairs);
+        let verdicts = judge_observed(&observed, &mut ejections, SECOND, &JudgeOptions::default());
         assert_eq!(verdicts[9].weight, 1.0, "{:?}", verdicts[9]);
 
         observed[9].recent = evidence(10, 0, 15.0);
-        let mut pairs: Vec<(&Observed, &mut Ejection)> =
-            observed.iter().zip(ejections.iter_mut()).collect();
-        let verdicts = judge(&JudgeOptions::default(), SECOND, &mut pairs);
+        let verdicts = judge_observed(&observed, &mut ejections, SECOND, &JudgeOptions::default());
         assert!(verdicts[9].weight < 0.3, "{:?}", verdicts[9]);
     }
 

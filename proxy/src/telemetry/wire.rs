@@ -110,13 +110,7 @@ pub(super) fn status(buf: &mut Vec<u8>, code: u64) {
 /// `parts`, so that a value like `url.full` needs no formatted `String`.
 pub(super) fn string_attribute(buf: &mut Vec<u8>, name: &str, parts: &[&str]) {
     let value_len: usize = parts.iter().map(|p| p.len()).sum();
-    let any_value_len = len_field_len(STRING_VALUE, value_len);
-    let key_value_len = len_field_len(KEY, name.len()) + len_field_len(VALUE, any_value_len);
-    key(buf, span::ATTRIBUTES, LEN);
-    varint(buf, key_value_len as u64);
-    bytes(buf, KEY, name.as_bytes());
-    key(buf, VALUE, LEN);
-    varint(buf, any_value_len as u64);
+    attribute_head(buf, name, len_field_len(STRING_VALUE, value_len));
     key(buf, STRING_VALUE, LEN);
     varint(buf, value_len as u64);
     for part in parts {
@@ -128,14 +122,19 @@ pub(super) fn string_attribute(buf: &mut Vec<u8>, name: &str, parts: &[&str]) {
 pub(super) fn int_attribute(buf: &mut Vec<u8>, name: &str, value: i64) {
     // int64 is written as the two's complement u64, as prost does.
     let value = value as u64;
-    let any_value_len = key_len(INT_VALUE) + varint_len(value);
+    attribute_head(buf, name, key_len(INT_VALUE) + varint_len(value));
+    uint(buf, INT_VALUE, value);
+}
+
+/// Everything of an attribute's `KeyValue` up to the `AnyValue`'s contents, which are
+/// `any_value_len` bytes long and written by the caller.
+fn attribute_head(buf: &mut Vec<u8>, name: &str, any_value_len: usize) {
     let key_value_len = len_field_len(KEY, name.len()) + len_field_len(VALUE, any_value_len);
     key(buf, span::ATTRIBUTES, LEN);
     varint(buf, key_value_len as u64);
     bytes(buf, KEY, name.as_bytes());
     key(buf, VALUE, LEN);
     varint(buf, any_value_len as u64);
-    uint(buf, INT_VALUE, value);
 }
 
 /// Appends one encoded `Span` message as an entry of `ScopeSpans.spans`.
