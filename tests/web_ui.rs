@@ -415,8 +415,9 @@ async fn assert_inert(browser: &Browser, page: &str, texts: &[&str]) {
         .eval("return [...document.querySelectorAll('[id^=injected]')].map(e => e.outerHTML.slice(0, 80));")
         .await;
     assert_eq!(injected, json!([]), "{page}: injected elements exist");
+    // Every script is one of ours from /static/, or a JSON data block (never executed).
     let scripts = browser
-        .eval("return [...document.scripts].map(s => s.getAttribute('src'));")
+        .eval("return [...document.scripts].filter(s => s.type !== 'application/json').map(s => s.getAttribute('src'));")
         .await;
     for script in scripts.as_array().expect("scripts") {
         assert!(
@@ -549,11 +550,12 @@ fn urlencode(text: &str) -> String {
         .replace('+', "%20")
 }
 
-/// A 10,000-span trace (a fan-out of 100 calls with 99 children each, plus a root): its page loads,
-/// the rows the HTML leaves out are drawn by `trace.js` (the last span is there when scrolled to, a
-/// span deep in the trace is found by the filter, a hostile name deep in the trace stays text). Prints
-/// the server time, the browser's navigation timings and when the last row was drawn, the figures
-/// docs/ui.md reports; performance is not asserted here.
+/// A 10,000-span trace (a fan-out of 100 calls with 99 children each, plus a root): its page loads
+/// and `trace.js`'s virtual list holds only the rows in view, yet the whole trace is there: the last
+/// span is drawn when scrolled to, the filter finds a span deep in the trace and scrolls to it, a
+/// hostile name deep in the trace stays text, collapsing hides a subtree, and a link to a deep span
+/// scrolls to it. Prints the server time, the browser's navigation timings and when the list was
+/// ready, the figures docs/ui.md reports; performance is not asserted here.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_span_trace_renders() {
     let collector = Collector::start("web-10k").await;
@@ -645,39 +647,60 @@ async fn ten_thousand_span_trace_renders() {
     let painted = browser
         .eval("return new Promise(done => requestAnimationFrame(() => done(performance.now())));")
         .await;
-    browser
-        .wait_until(
-            "every row is drawn",
-            "return document.querySelectorAll('#waterfall .r').length === 10000 \
-             && !document.getElementById('rows-pending');",
-        )
+    let ready = browser
+        .eval("return performance.getEntriesByName('waterfall-ready')[0].startTime;")
         .await;
-    let drawn = browser
-        .eval("return performance.getEntriesByName('waterfall-drawn')[0].startTime;")
+    let in_dom = browser
+        .eval("return document.querySelectorAll('#waterfall .r').length;")
         .await;
     println!(
-        "10k-span trace page: server {server_ms} ms for {} bytes (reqwest); browser navigation timings (ms since navigation start): {timing}; first frame after load at {painted} ms; all rows drawn at {drawn} ms",
+        "10k-span trace page: server {server_ms} ms for {} bytes (reqwest); browser navigation timings (ms since navigation start): {timing}; first frame after load at {painted} ms; whole trace usable (virtual list ready) at {ready} ms; {in_dom} rows in the DOM",
         page.body.len()
     );
-    // Scrolled to the end, the last span is on screen.
+    assert!(
+        in_dom.as_u64().is_some_and(|n| (1..500).contains(&n)),
+        "only the rows in view are in the DOM: {in_dom}"
+    );
+    // The list is as tall as all 10,000 rows, and scrolled to its end, the last span is drawn there.
     let shown = browser
-        .eval(
-            "const rows = document.querySelectorAll('#waterfall .r'); const r = rows[rows.length - 1]; \
-             r.scrollIntoView(); const box = r.getBoundingClientRect(); \
-             return [r.dataset.id, box.top >= 0 && box.bottom <= window.innerHeight, r.querySelector('.n').textContent];",
+        .eval(&format!(
+            "const list = document.getElementById('rows'); \
+             window.scrollTo(0, Math.ceil(window.scrollY + list.getBoundingClientRect().bottom - window.innerHeight)); \
+             return new Promise(done => requestAnimationFrame(() => requestAnimationFrame(() => {{ \
+               const r = document.querySelector('#waterfall .r[data-id=\"{last}\"]'); \
+               if (!r) return done(null); const box = r.getBoundingClientRect(); \
+               done([box.top >= 0 && box.bottom <= window.innerHeight, r.querySelector('.n').textContent, \
+                     list.getBoundingClientRect().height]); }})));"
+        ))
+        .await;
+    let row_px = 22.0;
+    assert_eq!(shown[0], json!(true), "last row on screen: {shown}");
+    assert_eq!(shown[1], json!("query 6"));
+    assert_eq!(shown[2].as_f64(), Some(10_000.0 * row_px), "{shown}");
+    // A hostile name deep in the trace: the filter finds it by name and scrolls to it; it is text.
+    browser.eval("window.scrollTo(0, 0); return true;").await;
+    browser
+        .find("#filter")
+        .await
+        .send_keys("injected-deep")
+        .await
+        .expect("type");
+    browser
+        .wait_until(
+            "the hostile deep span is scrolled to and highlighted",
+            "const hits = [...document.querySelectorAll('#waterfall .r.hit')]; \
+             return hits.length === 1 && hits[0].getBoundingClientRect().top >= 0 \
+               && hits[0].getBoundingClientRect().bottom <= window.innerHeight \
+               && hits[0].querySelector('.n').textContent.includes('<script id=injected-deep>');",
         )
         .await;
-    assert_eq!(shown, json!([last, true, "query 6"]));
-    // A hostile name drawn from the row data is text.
-    let names = browser
-        .eval("return [...document.querySelectorAll('#waterfall .r .n')].filter(n => n.textContent.includes('injected-deep')).length;")
-        .await;
-    assert_eq!(names, json!(1));
     let injected = browser
         .eval("return document.querySelectorAll('[id^=injected]').length;")
         .await;
     assert_eq!(injected, json!(0));
-    // The filter finds a span deep in the trace by its attribute value.
+    // The filter finds a span deep in the trace by its attribute value (from the span details).
+    browser.find("#filter").await.clear().await.expect("clear");
+    browser.eval("window.scrollTo(0, 0); return true;").await;
     browser
         .find("#filter")
         .await
@@ -686,14 +709,39 @@ async fn ten_thousand_span_trace_renders() {
         .expect("type");
     browser
         .wait_until(
-            "the deep span is highlighted",
+            "the deep span is scrolled to and highlighted",
             &format!(
                 "const hits = document.querySelectorAll('#waterfall .r.hit'); \
-                 return hits.length === 1 && hits[0].dataset.id === '{needle}';"
+                 return hits.length === 1 && hits[0].dataset.id === '{needle}' \
+                   && hits[0].getBoundingClientRect().top >= 0 \
+                   && hits[0].getBoundingClientRect().bottom <= window.innerHeight;"
             ),
         )
         .await;
-    // A link to a span far past the rows in the HTML scrolls to it once its row is drawn.
+    // Collapsing the root leaves one row, and the list shrinks to it; expanding brings all back.
+    browser.eval("window.scrollTo(0, 0); return true;").await;
+    browser
+        .find("#waterfall .r[data-d='0'] button.t")
+        .await
+        .click()
+        .await
+        .expect("collapse the root");
+    let collapsed = browser
+        .eval("return [document.querySelectorAll('#waterfall .r').length, document.getElementById('rows').getBoundingClientRect().height];")
+        .await;
+    assert_eq!(collapsed[0], json!(1), "{collapsed}");
+    assert_eq!(collapsed[1].as_f64(), Some(row_px), "{collapsed}");
+    browser
+        .find("#expand-all")
+        .await
+        .click()
+        .await
+        .expect("expand all");
+    let expanded = browser
+        .eval("return document.getElementById('rows').getBoundingClientRect().height;")
+        .await;
+    assert_eq!(expanded.as_f64(), Some(10_000.0 * row_px));
+    // A link to a span far past the rows in the HTML scrolls to it.
     browser.goto(&format!("{}/sql", collector.api_url())).await;
     browser.goto(&format!("{url}#{needle}")).await;
     browser

@@ -1,49 +1,50 @@
-// Trace view interaction: collapse/expand subtrees, span details on click, highlight filter.
-// Everything taken from span data is inserted with textContent, never as markup.
+// Trace view interaction: the waterfall as a virtual list, collapse/expand subtrees, span details on
+// click, and a highlight filter. Everything taken from span data is inserted with textContent, never as
+// markup.
 //
-// The page loads this script before the waterfall, so a large trace can be clicked while its rows are
-// still being parsed: listeners sit on the document, and rows and the details panel are looked up when
-// they are needed.
-//
-// A large trace has only its first rows in the HTML; the others are in the JSON of #more-rows (built by
-// waterfall::rows_json on the server). They are drawn after the first frame after load, in slices of
-// a few milliseconds, so the page stays responsive, and each slice gets the current collapse, selection and
-// filter state. performance.mark("waterfall-drawn") records when the last row is in.
+// The server writes the first screen of rows as HTML, so they are painted before this script runs, and
+// every row as compact JSON in #rows-json (waterfall::rows_json: [id, depth, indent, colour, name,
+// left, width, duration, flags]). This script (loaded with defer, so it runs once the page is parsed)
+// replaces the HTML rows with a virtual list: only the rows in view, plus a margin, exist in the DOM,
+// inside a box as tall as all visible rows. Collapse, the filter and links to a span work on the JSON,
+// so a trace of 10,000 spans is whole and usable as soon as it is parsed.
+// performance.mark("waterfall-ready") records that moment.
 (function () {
   "use strict";
   var toolbar = document.getElementById("trace-toolbar");
-  if (!toolbar) return;
+  var data = document.getElementById("rows-json");
+  var box = document.getElementById("rows");
+  if (!toolbar || !data || !box) return;
   var traceId = toolbar.dataset.traceId;
-  function allRows() { return Array.prototype.slice.call(document.querySelectorAll("#waterfall .r")); }
-  function panel() { return document.getElementById("details"); }
+  var filterBox = document.getElementById("filter");
   var spans = null; // span id -> native API entry, once loaded
   var traceStart = null;
-  var searchText = {}; // span id -> lowercase text the filter matches
+  var searchText = {}; // span id -> lowercase text the filter matches, once details are loaded
   var selectedId = null; // span whose details are shown
-  var allCollapsed = false; // "Collapse all" was the last bulk action: rows drawn later come collapsed
+
+  // Rows drawn beyond the screen's edges, so a short scroll shows rows that already exist.
+  var MARGIN_ROWS = 30;
+  var parsed = JSON.parse(data.textContent);
+  var rows = parsed.rows;
+  var services = parsed.services;
+  var indexOf = new Map();
+  rows.forEach(function (r, i) { indexOf.set(r[0], i); });
+  var collapsed = new Uint8Array(rows.length);
+  var hit = new Uint8Array(rows.length);
+  var hits = 0;
+  // visible[p] is the row at position p with collapsed subtrees left out; position[i] is row i's
+  // position, or -1 when it is under a collapsed row. shown counts the positions.
+  var visible = new Int32Array(rows.length);
+  var position = new Int32Array(rows.length);
+  var shown = 0;
+  // The box holds the rows of positions [from, to), in order.
+  var from = 0;
+  var to = 0;
+  var firstRow = box.querySelector(".r");
+  var rowHeight = firstRow ? firstRow.getBoundingClientRect().height : 22;
 
   var KINDS = ["unspecified", "internal", "server", "client", "producer", "consumer"];
   var STATUS = ["unset", "ok", "error"];
-
-  function refresh() {
-    var rows = allRows();
-    var hideBelow = Infinity;
-    for (var i = 0; i < rows.length; i++) {
-      var d = Number(rows[i].dataset.d);
-      if (d <= hideBelow) hideBelow = Infinity;
-      rows[i].hidden = d > hideBelow;
-      if (hideBelow === Infinity && rows[i].classList.contains("collapsed")) hideBelow = d;
-    }
-  }
-
-  function setCollapsed(row, collapsed) {
-    row.classList.toggle("collapsed", collapsed);
-    var toggle = row.querySelector("button.t");
-    if (toggle) {
-      toggle.textContent = collapsed ? "▸" : "▾";
-      toggle.setAttribute("aria-label", collapsed ? "expand" : "collapse");
-    }
-  }
 
   function valueText(v) {
     if (!v) return "";
@@ -87,10 +88,8 @@
   }
 
   function show(id) {
-    var details = panel();
+    var details = document.getElementById("details");
     if (!details) return;
-    selectedId = id;
-    allRows().forEach(function (r) { r.classList.toggle("selected", r.dataset.id === id); });
     details.textContent = "";
     if (!spans) {
       details.appendChild(el("p", "Loading span details…", "hint"));
@@ -149,17 +148,207 @@
     details.appendChild(kvTable("Scope " + (scope.name || "") + " " + (scope.version || ""), scope.attributes));
   }
 
-  function applyFilter() {
-    var query = document.getElementById("filter").value.trim().toLowerCase();
-    var hits = 0;
-    allRows().forEach(function (r) {
-      var text = searchText[r.dataset.id] || r.textContent.toLowerCase();
-      var hit = query !== "" && text.indexOf(query) !== -1;
-      r.classList.toggle("hit", hit);
-      if (hit) hits++;
-    });
-    document.getElementById("filter-count").textContent = query ? hits + " matching" : "";
+  // Computes which rows are visible: a collapsed row hides every later row deeper than it, up to the
+  // next row at its depth or above.
+  function layoutRows() {
+    var hideBelow = Infinity;
+    shown = 0;
+    for (var i = 0; i < rows.length; i++) {
+      var d = rows[i][1];
+      if (d <= hideBelow) hideBelow = Infinity;
+      if (hideBelow === Infinity) {
+        visible[shown] = i;
+        position[i] = shown++;
+        if (collapsed[i]) hideBelow = d;
+      } else {
+        position[i] = -1;
+      }
+    }
+    box.style.height = shown * rowHeight + "px";
+    redraw();
   }
+
+  // One row as the same markup the server writes (trace.html), with the current state.
+  function rowElement(i) {
+    var r = rows[i];
+    var row = el("div", null, "r k" + r[3] + (r[8] & 1 ? " err" : "") + (r[8] & 2 ? " cp" : ""));
+    row.dataset.id = r[0];
+    row.dataset.d = r[1];
+    row.style.setProperty("--in", r[2] + "px");
+    row.style.setProperty("--x", r[5]);
+    row.style.setProperty("--w", r[6]);
+    if (r[8] & 4) {
+      var toggle = el("button", collapsed[i] ? "▸" : "▾", "t");
+      toggle.type = "button";
+      toggle.setAttribute("aria-label", collapsed[i] ? "expand" : "collapse");
+      row.appendChild(toggle);
+      if (collapsed[i]) row.classList.add("collapsed");
+    }
+    row.appendChild(el("span", services[r[3]], "sv"));
+    row.appendChild(document.createTextNode(" "));
+    row.appendChild(el("span", r[4], "n"));
+    row.appendChild(el("i"));
+    row.appendChild(el("u", r[7]));
+    if (hit[i]) row.classList.add("hit");
+    if (r[0] === selectedId) row.classList.add("selected");
+    return row;
+  }
+
+  // The positions on screen, [first, last).
+  function onScreen() {
+    var top = box.getBoundingClientRect().top;
+    var first = Math.max(0, Math.floor(-top / rowHeight));
+    return [first, Math.max(first, Math.min(shown, Math.ceil((window.innerHeight - top) / rowHeight)))];
+  }
+
+  // Brings the box to the rows on screen and the margin around them. Rows that stay are kept (with
+  // their focus and hover); rows that leave are removed, rows that enter are added at either end.
+  function draw() {
+    var screen = onScreen();
+    var first = Math.max(0, screen[0] - MARGIN_ROWS);
+    var last = Math.min(shown, screen[1] + MARGIN_ROWS);
+    if (first >= to || last <= from) {
+      box.textContent = "";
+      from = to = first;
+    }
+    for (; from < first; from++) box.firstChild.remove();
+    for (; to > last; to--) box.lastChild.remove();
+    var before = document.createDocumentFragment();
+    for (var p = first; p < from; p++) before.appendChild(rowElement(visible[p]));
+    box.insertBefore(before, box.firstChild);
+    var after = document.createDocumentFragment();
+    for (p = to; p < last; p++) after.appendChild(rowElement(visible[p]));
+    box.appendChild(after);
+    from = first;
+    to = last;
+    box.style.paddingTop = first * rowHeight + "px";
+  }
+
+  // Draws the rows in view afresh, after the visible rows changed.
+  function redraw() {
+    box.textContent = "";
+    from = to = 0;
+    draw();
+  }
+
+  // Updates the hit and selected marks of the rows in the box.
+  function restyle() {
+    for (var node = box.firstChild, p = from; node; node = node.nextSibling, p++) {
+      var i = visible[p];
+      node.classList.toggle("hit", hit[i] === 1);
+      node.classList.toggle("selected", rows[i][0] === selectedId);
+    }
+  }
+
+  var drawPending = false;
+  function drawSoon() {
+    if (drawPending) return;
+    drawPending = true;
+    requestAnimationFrame(function () {
+      drawPending = false;
+      draw();
+    });
+  }
+
+  // Scrolls row i to the middle of the screen, expanding the rows it is collapsed under.
+  function reveal(i) {
+    if (position[i] < 0) {
+      for (var k = i - 1, depth = rows[i][1]; k >= 0 && depth > 0; k--) {
+        if (rows[k][1] < depth) {
+          collapsed[k] = 0;
+          depth = rows[k][1];
+        }
+      }
+      layoutRows();
+    }
+    var y = box.getBoundingClientRect().top + window.scrollY + position[i] * rowHeight;
+    window.scrollTo(0, Math.max(0, y + rowHeight / 2 - window.innerHeight / 2));
+    draw();
+  }
+
+  function select(id) {
+    selectedId = id;
+    restyle();
+    show(id);
+  }
+
+  // Marks the rows matching the filter. Until the span details are loaded a row matches on its service,
+  // name and duration; after, on its attributes and resource too. When no match is on screen, the
+  // first one is scrolled to, once per query; Enter in the filter box goes to the next match.
+  var jumpedFor = "";
+  var lastHit = -1;
+  function applyFilter() {
+    var query = filterBox.value.trim().toLowerCase();
+    hits = 0;
+    for (var i = 0; i < rows.length; i++) {
+      var r = rows[i];
+      var text = searchText[r[0]];
+      if (text === undefined) text = (services[r[3]] + " " + r[4] + " " + r[7]).toLowerCase();
+      hit[i] = query !== "" && text.indexOf(query) !== -1 ? 1 : 0;
+      hits += hit[i];
+    }
+    document.getElementById("filter-count").textContent =
+      query ? hits + " matching" + (hits > 1 ? " (Enter: next)" : "") : "";
+    restyle();
+    if (hits > 0 && query !== jumpedFor && !hitOnScreen()) {
+      jumpedFor = query;
+      lastHit = -1;
+      nextHit();
+    }
+  }
+
+  function hitOnScreen() {
+    var screen = onScreen();
+    for (var p = screen[0]; p < screen[1]; p++) if (hit[visible[p]]) return true;
+    return false;
+  }
+
+  function nextHit() {
+    if (hits === 0) return;
+    var i = lastHit;
+    do { i = (i + 1) % rows.length; } while (!hit[i]);
+    lastHit = i;
+    reveal(i);
+  }
+
+  box.addEventListener("click", function (event) {
+    if (!(event.target instanceof Element)) return;
+    var row = event.target.closest(".r");
+    if (!row) return;
+    var i = indexOf.get(row.dataset.id);
+    if (event.target.closest("button.t")) {
+      collapsed[i] ^= 1;
+      layoutRows();
+      var again = box.querySelector('.r[data-id="' + CSS.escape(row.dataset.id) + '"] button.t');
+      if (again) again.focus();
+      return;
+    }
+    history.replaceState(null, "", "#" + row.dataset.id);
+    select(row.dataset.id);
+    load();
+  });
+
+  document.getElementById("collapse-all").addEventListener("click", function () {
+    for (var i = 0; i < rows.length; i++) collapsed[i] = rows[i][8] & 4 ? 1 : 0;
+    layoutRows();
+  });
+  document.getElementById("expand-all").addEventListener("click", function () {
+    collapsed.fill(0);
+    layoutRows();
+  });
+  var pending = null;
+  filterBox.addEventListener("input", function () {
+    clearTimeout(pending);
+    pending = setTimeout(applyFilter, 120);
+    load();
+  });
+  filterBox.addEventListener("keydown", function (event) {
+    if (event.key !== "Enter") return;
+    event.preventDefault();
+    nextHit();
+  });
+  window.addEventListener("scroll", drawSoon, { passive: true });
+  window.addEventListener("resize", drawSoon);
 
   // The details of every span come from the native JSON API, fetched once: after the page has loaded,
   // or at the first click or filter keystroke if that comes first.
@@ -168,38 +357,6 @@
     if (!loading) loading = fetchDetails();
     return loading;
   }
-
-  document.addEventListener("click", function (event) {
-    if (!(event.target instanceof Element)) return;
-    var toggle = event.target.closest("#waterfall button.t");
-    var row = event.target.closest("#waterfall .r");
-    if (!row) return;
-    if (toggle) {
-      setCollapsed(row, !row.classList.contains("collapsed"));
-      refresh();
-      return;
-    }
-    history.replaceState(null, "", "#" + row.dataset.id);
-    show(row.dataset.id);
-    load();
-  });
-
-  document.getElementById("collapse-all").addEventListener("click", function () {
-    allCollapsed = true;
-    allRows().forEach(function (r) { if (r.querySelector("button.t")) setCollapsed(r, true); });
-    refresh();
-  });
-  document.getElementById("expand-all").addEventListener("click", function () {
-    allCollapsed = false;
-    allRows().forEach(function (r) { setCollapsed(r, false); });
-    refresh();
-  });
-  var pending = null;
-  document.getElementById("filter").addEventListener("input", function () {
-    clearTimeout(pending);
-    pending = setTimeout(applyFilter, 120);
-    load();
-  });
 
   function fetchDetails() {
     return fetch("/api/traces/" + encodeURIComponent(traceId))
@@ -219,96 +376,33 @@
           (entry.resource.attributes || []).forEach(function (kv) { parts.push(valueText(kv.value)); });
           searchText[s.spanId] = parts.join(" ").toLowerCase();
         });
-        var selected = location.hash.slice(1);
-        if (selected && spans[selected]) show(selected);
-        else {
-          var current = document.querySelector("#waterfall .r.selected");
-          if (current) show(current.dataset.id);
-        }
+        if (selectedId) show(selectedId);
         applyFilter();
       })
       .catch(function (error) {
-        var details = panel();
+        var details = document.getElementById("details");
         if (!details) return;
         details.textContent = "";
         details.appendChild(el("p", "Span details could not be loaded: " + error.message, "error"));
       });
   }
 
-  // One row of the JSON as the same markup the server writes (trace.html); text via textContent.
-  function rowElement(r, services) {
-    var row = el("div", null, "r k" + r[3] + (r[8] & 1 ? " err" : "") + (r[8] & 2 ? " cp" : ""));
-    row.dataset.id = r[0];
-    row.dataset.d = r[1];
-    row.style.setProperty("--in", r[2] + "px");
-    row.style.setProperty("--x", r[5]);
-    row.style.setProperty("--w", r[6]);
-    if (r[8] & 4) {
-      var toggle = el("button", "▾", "t");
-      toggle.type = "button";
-      toggle.setAttribute("aria-label", "collapse");
-      row.appendChild(toggle);
-      if (allCollapsed) setCollapsed(row, true);
-    }
-    row.appendChild(el("span", services[r[3]], "sv"));
-    row.appendChild(document.createTextNode(" "));
-    row.appendChild(el("span", r[4], "n"));
-    row.appendChild(el("i"));
-    row.appendChild(el("u", r[7]));
-    if (r[0] === selectedId) row.classList.add("selected");
-    return row;
+  // Take over from the HTML rows.
+  var note = document.getElementById("rows-pending");
+  if (note) note.remove();
+  layoutRows();
+  var linked = indexOf.get(location.hash.slice(1));
+  if (linked !== undefined) {
+    selectedId = rows[linked][0];
+    reveal(linked);
   }
-
-  // A link to one span (#<span id>) scrolls its row into view once that row exists: at load for the
-  // first rows, after the slice that draws it for the others.
-  var linked = location.hash.slice(1);
-  function revealLinked() {
-    if (!linked) return;
-    var row = document.querySelector('#waterfall .r[data-id="' + CSS.escape(linked) + '"]');
-    if (!row) return;
-    linked = null;
-    row.classList.add("selected");
-    row.scrollIntoView({ block: "center" });
-  }
-
-  function drawMoreRows() {
-    var data = document.getElementById("more-rows");
-    var box = document.getElementById("waterfall");
-    if (!data || !box) return;
-    var more = JSON.parse(data.textContent);
-    var note = document.getElementById("rows-pending");
-    var next = 0;
-    function slice() {
-      var until = performance.now() + 6;
-      var fragment = document.createDocumentFragment();
-      do {
-        for (var k = 0; k < 100 && next < more.rows.length; k++) {
-          fragment.appendChild(rowElement(more.rows[next++], more.services));
-        }
-      } while (next < more.rows.length && performance.now() < until);
-      box.insertBefore(fragment, note);
-      revealLinked();
-      if (box.querySelector(".r.collapsed")) refresh();
-      if (document.getElementById("filter").value.trim() !== "") applyFilter();
-      if (next < more.rows.length) {
-        setTimeout(slice, 0);
-      } else {
-        if (note) note.remove();
-        performance.mark("waterfall-drawn");
-      }
-    }
-    slice();
-  }
-  // Start once the page has loaded and its first frame is drawn, so the first rows are on screen first.
-  window.addEventListener("load", function () {
-    revealLinked();
-    requestAnimationFrame(function () { setTimeout(drawMoreRows, 0); });
-  });
+  if (filterBox.value.trim() !== "") applyFilter();
+  performance.mark("waterfall-ready");
 
   // Prefetch only once the page has loaded: building and parsing the JSON of a large trace would
-  // otherwise take CPU from parsing the waterfall itself.
+  // otherwise compete with the page's own loading.
   window.addEventListener("load", function () {
-    if (location.hash.length > 1) load();
+    if (selectedId) load();
     else if (window.requestIdleCallback) requestIdleCallback(load, { timeout: 2000 });
     else setTimeout(load, 500);
   });

@@ -1,6 +1,7 @@
 //! The trace view: waterfall with a collapsible span tree, critical path, per-service colours,
-//! statistics, and span details that `trace.js` fills from the trace's JSON on click. A large trace
-//! has only its first rows in the HTML; the others travel as compact JSON that `trace.js` draws.
+//! statistics, and span details that `trace.js` fills from the trace's JSON on click. The HTML holds
+//! the first screen of rows; every row also travels as compact JSON, from which `trace.js` draws only
+//! the rows in view (a virtual list), so a trace of any size is whole and usable at once.
 
 use std::sync::Arc;
 
@@ -14,10 +15,9 @@ use crate::svg::{Scale, Tick};
 use crate::ui::page::{Page, PageResult};
 use crate::ui::waterfall::{self, Waterfall};
 
-/// Rows drawn into the HTML. A trace with more spans sends the rest as JSON (`waterfall::rows_json`)
-/// for `trace.js` to draw after the first paint: 10,000 rows of markup take the browser over a second
-/// to parse, and these fill a tall screen several times over.
-const HTML_ROWS: usize = 400;
+/// Rows drawn into the HTML: the first screen, painted before any script runs, and the whole trace
+/// when it is this small and scripts are off. `trace.js` replaces them with its virtual list.
+const HTML_ROWS: usize = 150;
 
 /// The trace page.
 #[derive(Template)]
@@ -32,8 +32,8 @@ pub struct TracePage {
     spans: usize,
     /// The model, with only the rows the HTML holds.
     waterfall: Waterfall,
-    /// The other rows as JSON, already safe inside a script element; empty when there are none.
-    more_rows: String,
+    /// Every row as JSON (`waterfall::rows_json`), already safe inside a script element.
+    rows_json: String,
     ticks: Vec<Tick>,
 }
 
@@ -59,12 +59,8 @@ pub async fn trace(
     );
     let mut waterfall = waterfall::layout(&waterfall::times(&spans));
     let spans = waterfall.rows.len();
-    let more_rows = if spans > HTML_ROWS {
-        let rest = waterfall.rows.split_off(HTML_ROWS);
-        waterfall::rows_json(&rest, &waterfall.services)
-    } else {
-        String::new()
-    };
+    let rows_json = waterfall::rows_json(&waterfall.rows, &waterfall.services);
+    waterfall.rows.truncate(HTML_ROWS);
     let duration = waterfall.duration_ns as f64;
     let ticks = Scale::new((0.0, duration), (0.0, 100.0)).ticks(5, format::duration);
     Ok(Page(TracePage {
@@ -75,7 +71,7 @@ pub async fn trace(
         duration: format::duration(duration),
         spans,
         waterfall,
-        more_rows,
+        rows_json,
         ticks,
     }))
 }

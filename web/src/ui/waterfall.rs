@@ -198,7 +198,7 @@ pub fn layout(spans: &[SpanTimes]) -> Waterfall {
     }
 }
 
-/// The rows as compact JSON for `trace.js`, which draws the rows the HTML leaves out:
+/// The rows as compact JSON for `trace.js`, which draws the rows in view from it:
 /// `{"services": [name…], "rows": [[id, depth, indent, colour, name, left, width, duration, flags]…]}`
 /// where `colour` indexes `services` and `flags` is 1 error | 2 critical | 4 has children. Every `<`
 /// is written as `\u003c`, so the text can sit in a `<script type="application/json">` element
