@@ -10,6 +10,7 @@ use http::uri::Authority;
 use crate::balance::fleet::FleetVerdict;
 use crate::outlier::Health;
 use crate::pool::Http1Pool;
+use crate::telemetry::FixedAttribute;
 
 /// RTT assumed for an endpoint that has not answered yet (Linkerd's default).
 const DEFAULT_RTT: Duration = Duration::from_millis(30);
@@ -27,6 +28,8 @@ pub(crate) struct Endpoint {
     fleet: FleetVerdict,
     /// Idle HTTP/1.1 connections to the endpoint; they close when the endpoint leaves the set.
     connections: Http1Pool,
+    /// The endpoint's span attributes, encoded once.
+    span_attributes: FixedAttribute,
 }
 
 /// Peak-sensitive exponentially weighted moving average of response latency, in nanoseconds.
@@ -63,6 +66,7 @@ impl Endpoint {
     /// A fresh endpoint with nothing in flight and the default latency estimate.
     pub(crate) fn new(address: Authority, weight: u32) -> Self {
         Self {
+            span_attributes: FixedAttribute::endpoint(&address),
             address,
             weight: weight.max(1),
             in_flight: AtomicUsize::new(0),
@@ -79,6 +83,11 @@ impl Endpoint {
     /// `host:port` to connect to.
     pub(crate) fn address(&self) -> &Authority {
         &self.address
+    }
+
+    /// `server.address`, `server.port` and `meshscope.upstream.endpoint` for its CLIENT spans.
+    pub(crate) fn span_attributes(&self) -> &FixedAttribute {
+        &self.span_attributes
     }
 
     /// Relative share for the weighted balancers (at least 1).

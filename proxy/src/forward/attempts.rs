@@ -191,7 +191,7 @@ pub(super) async fn send(
             let attempt = AttemptFacts {
                 route: route.span_name(),
                 upstream: upstream_name,
-                endpoint: Some(endpoint.address()),
+                endpoint: Some((endpoint.address(), endpoint.span_attributes())),
                 balancer,
                 retry: retries,
                 decision: panicking.then_some("panic"),

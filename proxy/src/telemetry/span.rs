@@ -78,8 +78,9 @@ pub(crate) struct AttemptFacts<'a> {
     pub(crate) route: &'a FixedAttribute,
     /// The upstream the split chose, as `meshscope.upstream.service`.
     pub(crate) upstream: &'a FixedAttribute,
-    /// The endpoint the balancer chose; `None` when the request was refused before one was picked.
-    pub(crate) endpoint: Option<&'a Authority>,
+    /// The endpoint the balancer chose, with its encoded attributes (`FixedAttribute::endpoint`);
+    /// `None` when the request was refused before one was picked.
+    pub(crate) endpoint: Option<(&'a Authority, &'a FixedAttribute)>,
     /// The upstream's balancer, as `meshscope.balancer`.
     pub(crate) balancer: &'a FixedAttribute,
     /// 0 for the first attempt, then 1, 2, ... for retries.
@@ -162,13 +163,10 @@ impl SpanRecord {
             parent.map(|p| p.span_id),
         );
         let encoded = &mut record.encoded;
-        if let Some(endpoint) = attempt.endpoint {
+        if let Some((address, attributes)) = attempt.endpoint {
             let path = request.uri.path_and_query().map_or("/", |p| p.as_str());
-            wire::string_attribute(encoded, "url.full", &["http://", endpoint.as_str(), path]);
-            wire::string_attribute(encoded, "server.address", &[endpoint.host()]);
-            if let Some(port) = port(endpoint) {
-                wire::int_attribute(encoded, "server.port", i64::from(port));
-            }
+            wire::string_attribute(encoded, "url.full", &["http://", address.as_str(), path]);
+            attributes.write(encoded);
         }
         if attempt.retry > 0 {
             wire::int_attribute(
@@ -179,9 +177,6 @@ impl SpanRecord {
         }
         attempt.route.write(encoded);
         attempt.upstream.write(encoded);
-        if let Some(endpoint) = attempt.endpoint {
-            wire::string_attribute(encoded, "meshscope.upstream.endpoint", &[endpoint.as_str()]);
-        }
         if let Some(decision) = attempt.decision {
             wire::string_attribute(encoded, "meshscope.decision", &[decision]);
         }
@@ -432,14 +427,6 @@ fn format_ip(ip: IpAddr, buffer: &mut [u8; 64]) -> &str {
     std::str::from_utf8(&buffer[..len]).unwrap_or_default()
 }
 
-/// The port of `endpoint`, as `Authority::port_u16` gives it: the digits after the last `:` (an IPv6
-/// host is bracketed, so its colons come before a `]` and never parse as a port). By hand because
-/// `port_u16` parses the whole authority again, ~300 instructions per span (callgrind).
-fn port(endpoint: &Authority) -> Option<u16> {
-    let (_, port) = endpoint.as_str().rsplit_once(':')?;
-    port.parse().ok()
-}
-
 fn protocol_version(version: Version) -> &'static str {
     match version {
         Version::HTTP_09 => "0.9",
@@ -447,26 +434,5 @@ fn protocol_version(version: Version) -> &'static str {
         Version::HTTP_2 => "2",
         Version::HTTP_3 => "3",
         _ => "1.1",
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ports_match_the_authority_parser() {
-        for text in [
-            "a:80",
-            "a",
-            "10.0.0.1:8080",
-            "[::1]",
-            "[::1]:443",
-            "[2001:db8::1]",
-            "a:65535",
-        ] {
-            let authority: Authority = text.parse().unwrap();
-            assert_eq!(port(&authority), authority.port_u16(), "{text}");
-        }
     }
 }
