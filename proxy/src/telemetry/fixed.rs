@@ -1,10 +1,40 @@
-//! Span attributes whose values the configuration fixes (a route's name, an upstream's name and
-//! balancer, an endpoint's address): encoded once, when the route, upstream or endpoint is built, and
-//! copied into each span as bytes rather than encoded again for every request.
+//! Span attributes whose values repeat: those the configuration fixes (a route's name, an upstream's
+//! name and balancer, an endpoint's address), encoded when the route, upstream or endpoint is built,
+//! and the request's method and HTTP version, encoded once per process. Each span copies them in as
+//! bytes rather than encoding them again for every request.
+
+use std::sync::LazyLock;
 
 use http::uri::Authority;
+use http::{Method, Version};
 
 use super::wire;
+
+/// The methods whose `http.request.method` attribute is encoded once ([`FixedAttribute::method`]).
+const METHODS: [Method; 9] = [
+    Method::GET,
+    Method::POST,
+    Method::PUT,
+    Method::DELETE,
+    Method::HEAD,
+    Method::OPTIONS,
+    Method::PATCH,
+    Method::CONNECT,
+    Method::TRACE,
+];
+
+/// `http.request.method` of each of [`METHODS`], and `network.protocol.version` of each HTTP
+/// version: every span has both, so they are encoded on first use rather than per span.
+static COMMON: LazyLock<Common> = LazyLock::new(|| Common {
+    methods: METHODS.map(|m| FixedAttribute::string("http.request.method", m.as_str())),
+    versions: ["0.9", "1.0", "1.1", "2", "3"]
+        .map(|v| FixedAttribute::string("network.protocol.version", v)),
+});
+
+struct Common {
+    methods: [FixedAttribute; METHODS.len()],
+    versions: [FixedAttribute; 5],
+}
 
 /// One or more attributes, already encoded as entries of a span's `attributes`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +70,27 @@ impl FixedAttribute {
             &[address.as_str()],
         );
         Self(encoded.into_boxed_slice())
+    }
+
+    /// Writes `http.request.method`: the encoded attribute for a standard method, else the method's
+    /// name encoded now.
+    pub(super) fn write_method(span: &mut Vec<u8>, method: &Method) {
+        match METHODS.iter().position(|m| m == method) {
+            Some(i) => COMMON.methods[i].write(span),
+            None => wire::string_attribute(span, "http.request.method", &[method.as_str()]),
+        }
+    }
+
+    /// Writes `network.protocol.version` (`1.1`, `2`…).
+    pub(super) fn write_version(span: &mut Vec<u8>, version: Version) {
+        let i = match version {
+            Version::HTTP_09 => 0,
+            Version::HTTP_10 => 1,
+            Version::HTTP_2 => 3,
+            Version::HTTP_3 => 4,
+            _ => 2,
+        };
+        COMMON.versions[i].write(span);
     }
 
     fn string(key: &str, value: &str) -> Self {
@@ -116,5 +167,34 @@ mod tests {
             expected.push(string("meshscope.upstream.endpoint", text));
             assert_eq!(decoded.attributes, expected, "{text}");
         }
+    }
+
+    /// Methods and versions decode as their names, the standard ones from the table and any other
+    /// encoded on the spot.
+    #[test]
+    fn methods_and_versions_decode_as_their_names() {
+        let custom = Method::from_bytes(b"PURGE").unwrap();
+        let mut span = Vec::new();
+        for method in METHODS.iter().chain([&custom]) {
+            FixedAttribute::write_method(&mut span, method);
+        }
+        for version in [
+            Version::HTTP_09,
+            Version::HTTP_10,
+            Version::HTTP_11,
+            Version::HTTP_2,
+            Version::HTTP_3,
+        ] {
+            FixedAttribute::write_version(&mut span, version);
+        }
+        let decoded = Span::decode(span.as_slice()).unwrap();
+        let mut expected: Vec<KeyValue> = METHODS
+            .iter()
+            .chain([&custom])
+            .map(|m| string("http.request.method", m.as_str()))
+            .collect();
+        expected
+            .extend(["0.9", "1.0", "1.1", "2", "3"].map(|v| string("network.protocol.version", v)));
+        assert_eq!(decoded.attributes, expected);
     }
 }

@@ -237,16 +237,8 @@ impl SpanRecord {
             field::START_TIME,
             unix_nanos(SystemTime::now()),
         );
-        wire::string_attribute(
-            &mut encoded,
-            "http.request.method",
-            &[request.method.as_str()],
-        );
-        wire::string_attribute(
-            &mut encoded,
-            "network.protocol.version",
-            &[protocol_version(request.version)],
-        );
+        FixedAttribute::write_method(&mut encoded, request.method);
+        FixedAttribute::write_version(&mut encoded, request.version);
         if grpc {
             wire::string_attribute(&mut encoded, "rpc.system", &["grpc"]);
             if let Some((service, method)) = name.split_once('/') {
@@ -425,14 +417,4 @@ fn format_ip(ip: IpAddr, buffer: &mut [u8; 64]) -> &str {
     let _ = write!(cursor, "{ip}");
     let len = usize::try_from(cursor.position()).unwrap_or(0);
     std::str::from_utf8(&buffer[..len]).unwrap_or_default()
-}
-
-fn protocol_version(version: Version) -> &'static str {
-    match version {
-        Version::HTTP_09 => "0.9",
-        Version::HTTP_10 => "1.0",
-        Version::HTTP_2 => "2",
-        Version::HTTP_3 => "3",
-        _ => "1.1",
-    }
 }
