@@ -41,23 +41,10 @@ BINARIES=("$@")
 SINK=$TARGET/release/examples/otlp_sink
 [ -x "$SINK" ] || die "build the sink first: cargo build --release -p meshscope-proxy --example otlp_sink"
 
-cat > "$WORK/upstream.conf" <<EOF
-worker_processes 1;
-events { worker_connections 1024; }
-pid $WORK/upstream.pid;
-error_log $WORK/upstream.err warn;
-http {
-    access_log off;
-    client_body_temp_path $WORK/tmp-body; proxy_temp_path $WORK/tmp-proxy; fastcgi_temp_path $WORK/tmp-fcgi;
-    uwsgi_temp_path $WORK/tmp-uwsgi; scgi_temp_path $WORK/tmp-scgi;
-    keepalive_requests 10000000;
-    server { listen 127.0.0.1:$P_UP; location / { default_type text/plain; return 200 "ok\n"; } }
-}
-EOF
 source "$BENCH/proxy_lib.sh"
+write_upstream_conf "$WORK/upstream.conf"
 write_meshscope_confs "$WORK/off.toml" "$WORK/on.toml"
 
-wait_port() { local i; for i in $(seq 1 400); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.05; done; die "nothing listens on :$1"; }
 
 nginx -c "$WORK/upstream.conf" || die "upstream nginx did not start"
 wait_port $P_UP

@@ -1,5 +1,5 @@
 #!/bin/bash
-# Shared by bench/proxy.sh and bench/proxy_callgrind.sh (sourced, not run).
+# Shared by bench/proxy.sh, bench/proxy_callgrind.sh and bench/proxy_span_cost.sh (sourced, not run).
 
 # write_meshscope_confs OFF_FILE ON_FILE: the proxy under test in front of the upstream on $P_UP, listening
 # on $P_MS (admin $P_MS_ADMIN), with span export off, and on to the sink on $P_SINK with a queue deep
@@ -24,3 +24,24 @@ listen = \"127.0.0.1:$P_MS_ADMIN\"
   printf '%s\n[telemetry]\notlp_endpoint = "http://127.0.0.1:%s"\nqueue_size = 65536\nbatch_size = 2048\n' \
     "$conf" "$P_SINK" > "$2"
 }
+
+# write_upstream_conf FILE: one nginx worker on $P_UP answering "ok\n" to everything, with its pid,
+# log and temp files in $WORK.
+write_upstream_conf() {
+  cat > "$1" <<EOF
+worker_processes 1;
+events { worker_connections 1024; }
+pid $WORK/upstream.pid;
+error_log $WORK/upstream.err warn;
+http {
+    access_log off;
+    client_body_temp_path $WORK/tmp-body; proxy_temp_path $WORK/tmp-proxy; fastcgi_temp_path $WORK/tmp-fcgi;
+    uwsgi_temp_path $WORK/tmp-uwsgi; scgi_temp_path $WORK/tmp-scgi;
+    keepalive_requests 10000000;
+    server { listen 127.0.0.1:$P_UP; location / { default_type text/plain; return 200 "ok\n"; } }
+}
+EOF
+}
+
+# wait_port PORT: returns once something accepts on 127.0.0.1:PORT, dies after 20 s.
+wait_port() { local i; for i in $(seq 1 400); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.05; done; die "nothing listens on :$1"; }
