@@ -1,5 +1,6 @@
-//! The call graph of a window, derived with SQL from parent/child spans (until the streaming service
-//! graph exists): an edge wherever a span's parent belongs to another service, plus edges from virtual
+//! The call graph of a window, derived with SQL from parent/child spans (not from the `service_edges`
+//! view, whose per-10 s quantiles cannot give an arbitrary window's p95; docs/ui.md): an edge wherever
+//! a span's parent belongs to another service, plus edges from virtual
 //! nodes — `user` for server spans nobody instrumented called, and a database or remote peer (from
 //! `db.system` / `peer.service`) for client spans that no instrumented service answered.
 
