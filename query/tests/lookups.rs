@@ -47,7 +47,11 @@ fn trace(trace: u32, start: u64) -> ExportTraceServiceRequest {
         .iter()
         .enumerate()
         .map(|(i, service)| {
-            let agent = if trace % 3 == 0 { "okhttp" } else { "curl" };
+            let agent = if trace.is_multiple_of(3) {
+                "okhttp"
+            } else {
+                "curl"
+            };
             let span = Span {
                 trace_id: trace_id(trace),
                 span_id: [trace.to_be_bytes(), (i as u32 + 1).to_be_bytes()].concat(),
@@ -103,7 +107,7 @@ async fn store_with(traces: u32, files: u32, base: u64) -> (Arc<Store>, PathBuf)
     let store = Store::open(options).await.expect("open");
     for t in 0..traces {
         append(&store, &trace(t, base + u64::from(t) * SECOND)).await;
-        if (t + 1) % (traces / files) == 0 {
+        if (t + 1).is_multiple_of(traces / files) {
             store.flush().await.expect("flush");
         }
     }
@@ -198,7 +202,7 @@ async fn search_over_time_slices_returns_the_newest_matching_traces() {
     let newest = |limit: usize, last: u32| -> Vec<String> {
         (0..=last)
             .rev()
-            .filter(|t| t % 3 == 0)
+            .filter(|t| t.is_multiple_of(3))
             .take(limit)
             .map(|t| hex::encode(trace_id(t)))
             .collect()
