@@ -11,6 +11,10 @@
 #    /api/sql and via DuckDB on the same Parquet files (1 thread and default threads), ratio.
 # Knobs: FILL_SPANS=10000000 FILL_CONC=8 FILL_MAX_SECONDS=900 COMPACT_MAX_SECONDS=420 COLLECTOR_FLAGS=...
 #        KEEP=1 (keep the temp dir) NOBUILD=1
+#        REUSE=/tmp/meshscope-query.XXXXXX: skip steps 2-3 and measure (step 4 only) on the data dir and trace
+#        ids a KEEP=1 run left there, e.g. to compare two builds on the same files (searches cover the last
+#        hour from now, so reuse a fill within the hour after it). The dir is kept; it may be compacted further.
+# The binary is $CARGO_TARGET_DIR/release/meshscope when CARGO_TARGET_DIR is set (MESHSCOPE_BIN overrides).
 set -uo pipefail
 source "$(dirname "$0")/lib.sh"
 trap bench_cleanup EXIT
@@ -19,10 +23,36 @@ trap 'exit 130' INT TERM
 FILL_SPANS=${FILL_SPANS:-10000000}; FILL_CONC=${FILL_CONC:-8}; FILL_MAX_SECONDS=${FILL_MAX_SECONDS:-900}
 COMPACT_MAX_SECONDS=${COMPACT_MAX_SECONDS:-420}; SPANS=512
 read -r -a CFLAGS <<<"${COLLECTOR_FLAGS:-}"
+[ -z "${MESHSCOPE_BIN:-}" ] && [ -n "${CARGO_TARGET_DIR:-}" ] && BIN=$CARGO_TARGET_DIR/release/meshscope
 
 ensure_setup
 [ -n "${NOBUILD:-}" ] || build_release
 [ -x "$BIN" ] || die "no $BIN"
+if [ -n "${REUSE:-}" ]; then
+  KEEP=1; WORK=$REUSE; D=$WORK/data; LOGF=$WORK/collector.log
+  [ -f "$D/manifest.json" ] && [ -f "$WORK/trace_ids.txt" ] || die "REUSE=$REUSE holds no data/manifest.json and trace_ids.txt"
+  LOAD0=$(cut -d' ' -f1-3 /proc/loadavg); DATE=$(date -u '+%Y-%m-%d %H:%M UTC')
+  start_collector "$D" "$LOGF" "" "${CFLAGS[@]}"
+  read -r FILES ROWS BYTES <<<"$(manifest_stats "$D")"
+  log "reusing $D: $FILES files, $ROWS rows, $BYTES bytes; measuring queries"
+  ROWS_MD=$("$PY" "$BENCH/query_bench.py" --api 127.0.0.1:$API_PORT --data-dir "$D" --trace-ids "$WORK/trace_ids.txt" \
+    --json "$WORK/query-reuse.json") || die "query_bench.py failed"
+  HWM2=$(vm_kib "$COLLECTOR_PID" VmHWM)
+  stop_collector
+  cat <<EOF
+
+### Query on reused data — $DATE
+
+Command: \`REUSE=$REUSE bash bench/query.sh\`, binary $BIN ($(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null))
+Machine: $(machine_line); load average at start: $LOAD0
+Data: $ROWS spans, $FILES Parquet files, $BYTES bytes; collector peak RSS $((HWM2 / 1024)) MiB (start + queries).
+
+| figure | value | target |
+|---|---|---|
+$ROWS_MD
+EOF
+  exit 0
+fi
 WORK=$(mktemp -d /tmp/meshscope-query.XXXXXX)
 log "work dir $WORK"
 LOAD0=$(cut -d' ' -f1-3 /proc/loadavg); DATE=$(date -u '+%Y-%m-%d %H:%M UTC'); COMMIT=$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null)$(cd "$ROOT" && git diff --quiet 2>/dev/null || echo "+dirty")

@@ -13,6 +13,7 @@ pub mod format;
 pub mod search;
 pub mod table;
 pub mod trace;
+mod trace_filter;
 pub mod udf;
 mod views;
 

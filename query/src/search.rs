@@ -11,6 +11,7 @@ use datafusion::arrow::datatypes::{DataType, TimestampNanosecondType};
 use datafusion::common::ScalarValue;
 use datafusion::functions_aggregate::expr_fn::max;
 use datafusion::logical_expr::Expr;
+use datafusion::logical_expr::utils::conjunction;
 use datafusion::prelude::{cast, col, lit, try_cast};
 use meshscope_storage::schema::PROMOTED_SPAN_ATTRIBUTES;
 use serde::Serialize;
@@ -182,6 +183,9 @@ fn comparison_filter(comparison: &Comparison) -> Expr {
 }
 
 impl SearchRequest {
+    /// The filters of the request other than its time range, cheapest first: Parquet evaluates pushed
+    /// filters in this order, each only on the rows that passed the ones before, so the attribute JSON
+    /// is parsed only for spans of the right service, status, name and duration.
     fn filters(&self) -> Vec<Expr> {
         let mut filters = Vec::new();
         if !self.services.is_empty() {
@@ -189,6 +193,15 @@ impl SearchRequest {
                 self.services.iter().map(|s| lit(s.as_str())).collect(),
                 false,
             ));
+        }
+        if let Some(min) = self.min_duration_ns {
+            filters.push(col("duration_ns").gt_eq(lit(min)));
+        }
+        if let Some(max) = self.max_duration_ns {
+            filters.push(col("duration_ns").lt_eq(lit(max)));
+        }
+        if let Some(status) = &self.status {
+            filters.push(col("status_code").eq(lit(status.to_ascii_lowercase())));
         }
         if let Some(name) = &self.span_name {
             filters.push(col("name").eq(lit(name.as_str())));
@@ -199,40 +212,95 @@ impl SearchRequest {
         for comparison in &self.comparisons {
             filters.push(comparison_filter(comparison));
         }
-        if let Some(status) = &self.status {
-            filters.push(col("status_code").eq(lit(status.to_ascii_lowercase())));
-        }
-        if let Some(min) = self.min_duration_ns {
-            filters.push(col("duration_ns").gt_eq(lit(min)));
-        }
-        if let Some(max) = self.max_duration_ns {
-            filters.push(col("duration_ns").lt_eq(lit(max)));
-        }
-        if let Some(start) = self.start_ns {
+        filters
+    }
+}
+
+/// A part of the searched time range; slices are searched newest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Slice {
+    /// Earliest start, inclusive.
+    start: Option<i64>,
+    /// Latest start, inclusive for the newest slice and exclusive for the others.
+    end: Option<i64>,
+    end_inclusive: bool,
+}
+
+impl Slice {
+    fn filters(self) -> Vec<Expr> {
+        let mut filters = Vec::new();
+        if let Some(start) = self.start {
             filters.push(col("start_time").gt_eq(timestamp(start)));
         }
-        if let Some(end) = self.end_ns {
-            filters.push(col("start_time").lt_eq(timestamp(end)));
+        if let Some(end) = self.end {
+            let end = timestamp(end);
+            filters.push(if self.end_inclusive {
+                col("start_time").lt_eq(end)
+            } else {
+                col("start_time").lt(end)
+            });
         }
         filters
     }
 }
 
+/// Parts the newest slice covers of a bounded range; each older slice is twice as long as the one after
+/// it, so a range takes at most five passes: 1/16, 1/16, 1/8, 1/4 and 1/2 of it.
+const FIRST_SLICE_PARTS: i64 = 16;
+
+/// The time range of `request` cut into disjoint slices, newest first. Spans are stored clustered by
+/// time within each service, so a narrow slice reads few row groups; when the newest slice already
+/// holds enough matching traces, the older ones are never read. An unbounded range is one slice.
+fn slices(request: &SearchRequest) -> Vec<Slice> {
+    let whole = Slice {
+        start: request.start_ns,
+        end: request.end_ns,
+        end_inclusive: true,
+    };
+    let (Some(start), Some(end)) = (request.start_ns, request.end_ns) else {
+        return vec![whole];
+    };
+    let length = end.saturating_sub(start);
+    if length < FIRST_SLICE_PARTS {
+        return vec![whole];
+    }
+    let mut slices = Vec::new();
+    let mut upper = end;
+    let mut covered = length / FIRST_SLICE_PARTS;
+    while covered < length {
+        let lower = end.saturating_sub(covered);
+        slices.push(Slice {
+            start: Some(lower),
+            end: Some(upper),
+            end_inclusive: upper == end,
+        });
+        upper = lower;
+        covered = covered.saturating_mul(2);
+    }
+    slices.push(Slice {
+        start: Some(start),
+        end: Some(upper),
+        end_inclusive: upper == end,
+    });
+    slices
+}
+
 impl QueryEngine {
     /// The newest traces matching `request`, summarised.
     pub async fn search(&self, request: &SearchRequest) -> Result<Vec<TraceSummary>> {
-        let mut matching = self.context().table("spans").await?;
-        for filter in request.filters() {
-            matching = matching.filter(filter)?;
+        let limit = request.limit.max(1);
+        let mut ids: Vec<Vec<u8>> = Vec::new();
+        for slice in slices(request) {
+            for id in self.newest_matching(request, slice, limit).await? {
+                if !ids.contains(&id) {
+                    ids.push(id);
+                }
+            }
+            if ids.len() >= limit {
+                break;
+            }
         }
-        let newest = matching
-            .aggregate(
-                vec![col("trace_id")],
-                vec![max(col("start_time")).alias("latest")],
-            )?
-            .sort(vec![col("latest").sort(false, false)])?
-            .limit(0, Some(request.limit.max(1)))?;
-        let ids: Vec<Vec<u8>> = binary_column(&self.collect(newest).await?, "trace_id")?;
+        ids.truncate(limit);
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -262,6 +330,34 @@ impl QueryEngine {
             .collect();
         summaries.sort_by_key(|summary| rank.get(&summary.trace_id).copied().unwrap_or(usize::MAX));
         Ok(summaries)
+    }
+
+    /// Ids of the (at most `limit`) traces with the newest span in `slice` matching `request`, newest
+    /// first. A trace's rank is its newest matching span, so ranks from a newer slice all beat ranks
+    /// from an older one, and the slices' lists concatenate into the ranking of the whole range.
+    async fn newest_matching(
+        &self,
+        request: &SearchRequest,
+        slice: Slice,
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>> {
+        // Time bounds go right after the service filter: both are cheap and prune row groups.
+        let mut all = request.filters();
+        let rest = all.split_off(usize::from(!request.services.is_empty()));
+        all.extend(slice.filters());
+        all.extend(rest);
+        let mut matching = self.context().table("spans").await?;
+        if let Some(filter) = conjunction(all) {
+            matching = matching.filter(filter)?;
+        }
+        let newest = matching
+            .aggregate(
+                vec![col("trace_id")],
+                vec![max(col("start_time")).alias("latest")],
+            )?
+            .sort(vec![col("latest").sort(false, false)])?
+            .limit(0, Some(limit))?;
+        binary_column(&self.collect(newest).await?, "trace_id")
     }
 
     /// Every service that has reported spans, sorted.
@@ -409,4 +505,67 @@ fn summarise(result: &QueryResult) -> Result<Vec<TraceSummary>> {
             }
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(start: Option<i64>, end: Option<i64>) -> SearchRequest {
+        SearchRequest {
+            start_ns: start,
+            end_ns: end,
+            limit: 20,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_bounded_range_is_cut_newest_first_into_doubling_slices() {
+        let slices = slices(&request(Some(0), Some(1600)));
+        let bounds: Vec<(Option<i64>, Option<i64>, bool)> = slices
+            .iter()
+            .map(|slice| (slice.start, slice.end, slice.end_inclusive))
+            .collect();
+        assert_eq!(
+            bounds,
+            vec![
+                (Some(1500), Some(1600), true),
+                (Some(1400), Some(1500), false),
+                (Some(1200), Some(1400), false),
+                (Some(800), Some(1200), false),
+                (Some(0), Some(800), false),
+            ]
+        );
+    }
+
+    #[test]
+    fn slices_cover_odd_and_huge_ranges_without_gaps() {
+        for (start, end) in [(5, 1_000_003), (i64::MIN, i64::MAX), (-40, 17)] {
+            let slices = slices(&request(Some(start), Some(end)));
+            assert_eq!(slices[0].end, Some(end));
+            assert!(slices[0].end_inclusive);
+            assert_eq!(slices.last().and_then(|slice| slice.start), Some(start));
+            for pair in slices.windows(2) {
+                assert_eq!(pair[0].start, pair[1].end);
+                assert!(!pair[1].end_inclusive);
+            }
+            assert!(slices.len() <= 6);
+        }
+    }
+
+    #[test]
+    fn unbounded_or_tiny_ranges_are_one_slice() {
+        for (start, end) in [(None, Some(10)), (Some(10), None), (Some(0), Some(3))] {
+            let slices = slices(&request(start, end));
+            assert_eq!(
+                slices,
+                vec![Slice {
+                    start,
+                    end,
+                    end_inclusive: true
+                }]
+            );
+        }
+    }
 }

@@ -4,8 +4,9 @@
 //! turned into a time range that drops whole memtable batches and whole files (through the manifest)
 //! before anything is opened. The remaining files go straight from the manifest (paths and sizes known,
 //! so nothing is listed) into DataFusion's Parquet scan, with the session's Parquet options (filter
-//! pushdown on), which prunes row groups by statistics and by the `trace_id` bloom filter, pages by the
-//! page index, and decodes other columns only for rows that pass. Every filter is reported `Inexact`, so
+//! pushdown on), which prunes row groups by statistics, pages by the page index, and decodes other
+//! columns only for rows that pass. A trace-id filter first goes through the store's in-memory trace-id
+//! index ([`crate::trace_filter`]), which drops the files and row groups that cannot hold the trace. Every filter is reported `Inexact`, so
 //! the engine re-checks rows; nothing here has to be exact to be correct.
 
 use std::fmt;
@@ -27,8 +28,9 @@ use datafusion::logical_expr::{
 };
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::union::UnionExec;
-use meshscope_storage::manifest::FileMeta;
 use meshscope_storage::{Store, Table, TimeRange};
+
+use crate::trace_filter;
 
 /// URL under which the store's object store is registered with DataFusion.
 pub const STORE_URL: &str = "meshscope://store/";
@@ -81,11 +83,24 @@ impl TableProvider for StoreTable {
         let range = time_range(self.table.time_column(), filters);
         let snapshot = self.store.snapshot(self.table, range);
         let schema = self.table.schema();
+        let mut options = state.table_options().parquet.clone();
+        let files = match trace_filter::trace_ids(filters).filter(|_| self.table == Table::Spans) {
+            Some(ids) => {
+                // The index has already tested every row group's bloom filter.
+                options.global.bloom_filter_on_read = false;
+                trace_filter::candidate_files(self.store.trace_index(), &snapshot.files, &ids)
+                    .await?
+            }
+            None => snapshot
+                .files
+                .iter()
+                .map(|file| PartitionedFile::new(file.path.clone(), file.bytes))
+                .collect(),
+        };
         let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
-        if !snapshot.files.is_empty() {
-            let format =
-                ParquetFormat::default().with_options(state.table_options().parquet.clone());
-            let groups = file_groups(&snapshot.files, state.config().target_partitions());
+        if !files.is_empty() {
+            let format = ParquetFormat::default().with_options(options);
+            let groups = file_groups(files, state.config().target_partitions());
             let config = FileScanConfigBuilder::new(
                 ObjectStoreUrl::parse(STORE_URL)?,
                 format.file_source(schema.clone().into()),
@@ -109,17 +124,14 @@ impl TableProvider for StoreTable {
 
 /// Spreads `files` over at most `partitions` groups of similar byte size (largest first, each to the
 /// lightest group), so the scan's partitions finish at about the same time.
-fn file_groups(files: &[FileMeta], partitions: usize) -> Vec<FileGroup> {
-    let mut files: Vec<&FileMeta> = files.iter().collect();
-    files.sort_by_key(|file| std::cmp::Reverse(file.bytes));
+fn file_groups(mut files: Vec<PartitionedFile>, partitions: usize) -> Vec<FileGroup> {
+    files.sort_by_key(|file| std::cmp::Reverse(file.object_meta.size));
     let mut groups: Vec<(u64, Vec<PartitionedFile>)> =
         vec![(0, Vec::new()); partitions.clamp(1, files.len().max(1))];
     for file in files {
         if let Some(lightest) = groups.iter_mut().min_by_key(|(bytes, _)| *bytes) {
-            lightest.0 += file.bytes;
-            lightest
-                .1
-                .push(PartitionedFile::new(file.path.clone(), file.bytes));
+            lightest.0 += file.object_meta.size;
+            lightest.1.push(file);
         }
     }
     groups

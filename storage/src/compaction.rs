@@ -1,6 +1,6 @@
 //! Compaction: merging several sorted Parquet files of one partition into one, in bounded memory.
 //!
-//! Every file is already sorted in the on-disk order ([`parquet_io::sort_keys`]), so a k-way merge of
+//! Every file is already sorted in the on-disk order ([`parquet_io::sort_order`]), so a k-way merge of
 //! their row streams yields the sorted union without ever holding a whole file: each input holds about
 //! one decoded row group at a time, and the writer holds one row group.
 //! The merge itself is DataFusion's `StreamingMergeBuilder`, the same operator its
@@ -8,34 +8,24 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
-use datafusion::arrow::compute::SortOptions;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::error::DataFusionError;
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool, UnboundedMemoryPool};
-use datafusion::physical_expr::expressions::Column;
-use datafusion::physical_expr::{LexOrdering, PhysicalSortExpr};
+use datafusion::physical_expr::LexOrdering;
 use datafusion::physical_plan::SendableRecordBatchStream;
 use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet};
 use datafusion::physical_plan::sorts::streaming_merge::StreamingMergeBuilder;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use futures::FutureExt;
-use futures::future::BoxFuture;
 use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectStore;
-use object_store::ObjectStoreExt;
 use object_store::buffered::BufWriter;
 use object_store::path::Path;
 use parquet::arrow::ParquetRecordBatchStreamBuilder;
-use parquet::arrow::arrow_reader::ArrowReaderOptions;
-use parquet::arrow::async_reader::AsyncFileReader;
 use parquet::arrow::async_writer::AsyncArrowWriter;
-use parquet::errors::ParquetError;
-use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
 
 use crate::StorageError;
 use crate::manifest::FileMeta;
-use crate::parquet_io;
+use crate::parquet_io::{self, StoredFileReader};
 use crate::schema::Table;
 
 /// Rows per decoded batch of each input; small, since one batch per input is alive at a time.
@@ -60,11 +50,8 @@ pub(crate) async fn merge_files(
     let schema = table.schema();
     let mut streams: Vec<SendableRecordBatchStream> = Vec::with_capacity(inputs.len());
     for file in inputs {
-        let reader = StoredFileReader {
-            objects: objects.clone(),
-            path: Path::from(file.path.as_str()),
-            size: file.bytes,
-        };
+        let reader =
+            StoredFileReader::new(objects.clone(), Path::from(file.path.as_str()), file.bytes);
         let rows = ParquetRecordBatchStreamBuilder::new(reader)
             .await?
             .with_batch_size(MERGE_BATCH_ROWS)
@@ -83,22 +70,8 @@ pub(crate) async fn merge_files(
         )));
     }
 
-    let ordering = LexOrdering::new(
-        parquet_io::sort_keys(table)
-            .iter()
-            .map(|name| {
-                Ok(PhysicalSortExpr::new(
-                    Arc::new(Column::new_with_schema(name, &schema)?),
-                    SortOptions {
-                        descending: false,
-                        nulls_first: true,
-                    },
-                ))
-            })
-            .collect::<Result<Vec<_>, DataFusionError>>()
-            .map_err(merge_error)?,
-    )
-    .ok_or_else(|| StorageError::Corrupt {
+    let ordering = LexOrdering::new(parquet_io::sort_order(table, &schema).map_err(merge_error)?)
+        .ok_or_else(|| StorageError::Corrupt {
         what: format!("{} sort order", table.name()),
         reason: "no sort keys".into(),
     })?;
@@ -128,44 +101,6 @@ pub(crate) async fn merge_files(
     }
     writer.close().await?;
     Ok(written)
-}
-
-/// Reads a stored file whose size the manifest already knows, so the footer is fetched in one request.
-/// (parquet's own object-store reader is deprecated in favour of implementing the trait like this.)
-struct StoredFileReader {
-    objects: Arc<dyn ObjectStore>,
-    path: Path,
-    size: u64,
-}
-
-impl AsyncFileReader for StoredFileReader {
-    fn get_bytes(
-        &mut self,
-        range: std::ops::Range<u64>,
-    ) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
-        async move {
-            self.objects
-                .get_range(&self.path, range)
-                .await
-                .map_err(|error| ParquetError::External(Box::new(error)))
-        }
-        .boxed()
-    }
-
-    fn get_metadata<'a>(
-        &'a mut self,
-        options: Option<&'a ArrowReaderOptions>,
-    ) -> BoxFuture<'a, parquet::errors::Result<Arc<ParquetMetaData>>> {
-        async move {
-            let size = self.size;
-            let metadata = ParquetMetaDataReader::new()
-                .with_arrow_reader_options(options)
-                .load_and_finish(self, size)
-                .await?;
-            Ok(Arc::new(metadata))
-        }
-        .boxed()
-    }
 }
 
 fn merge_error(error: DataFusionError) -> StorageError {

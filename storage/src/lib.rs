@@ -19,6 +19,7 @@ pub mod memtable;
 pub mod parquet_io;
 pub mod schema;
 pub mod store;
+pub mod trace_index;
 pub mod wal;
 
 /// Arrow, re-exported so crates that read stored batches use the same version as storage.
@@ -27,6 +28,7 @@ pub use datafusion::arrow::record_batch::RecordBatch;
 pub use memtable::TimeRange;
 pub use schema::Table;
 pub use store::{Snapshot, Store, StoreOptions};
+pub use trace_index::TraceIndex;
 
 /// Everything that can go wrong in storage.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +51,9 @@ pub enum StorageError {
     /// The object store failed.
     #[error("object store: {0}")]
     Object(#[from] object_store::Error),
+    /// Sorting rows into the on-disk order failed.
+    #[error("sorting rows: {0}")]
+    Sort(String),
     /// Merging files during compaction failed.
     #[error("compaction merge: {0}")]
     Merge(String),

@@ -1,20 +1,36 @@
 //! Encoding table rows as Parquet files: their order, encodings and statistics.
 //!
-//! Span rows are sorted by service, then trace id, then start time before writing: resource and scope
-//! columns collapse into long runs and dictionaries, the spans of one trace in one service sit together
-//! (so their shared trace id and attribute values compress), and page statistics on `trace_id` become
-//! narrow enough to skip most pages on a trace-id lookup. Metric points are sorted by service, metric
-//! name and time. Files use zstd, dictionaries, page-level statistics and,
-//! on `spans`, a bloom filter on `trace_id`, which DataFusion consults to skip row groups on trace-id
-//! lookups that carry no time hint.
+//! Span rows are sorted by service, then start time cut to the minute, then trace id, then start time
+//! before writing: resource and scope columns collapse into long runs and dictionaries, the spans of one
+//! trace in one service sit together (so their shared trace id and attribute values compress), and each
+//! row group of a service covers a few minutes, so a search over a recent time window skips the row
+//! groups outside it by their `start_time` statistics. Metric points are sorted by service, metric name
+//! and time. Files use zstd, dictionaries, page-level statistics and, on `spans`, a bloom filter on
+//! `trace_id`, which the store's trace-id index keeps in memory for lookups without a time hint.
+
+use std::sync::Arc;
 
 use bytes::Bytes;
 use datafusion::arrow::compute::{
     SortColumn, SortOptions, concat_batches, lexsort_to_indices, take_record_batch,
 };
+use datafusion::arrow::datatypes::{DataType, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::ScalarValue;
+use datafusion::error::DataFusionError;
+use datafusion::logical_expr::Operator;
+use datafusion::physical_expr::expressions::{BinaryExpr, CastExpr, Column, Literal};
+use datafusion::physical_expr::{PhysicalExpr, PhysicalSortExpr};
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
 use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ArrowReaderOptions;
+use parquet::arrow::async_reader::AsyncFileReader;
 use parquet::basic::{Compression, ZstdLevel};
+use parquet::errors::ParquetError;
+use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
@@ -22,32 +38,83 @@ use crate::StorageError;
 use crate::schema::Table;
 
 /// Rows per row group. Small enough that a compaction input holds little (a reader keeps about one
-/// decoded row group per file) and that, in files sorted by (service, trace id), each row group covers a
-/// narrow trace-id range its statistics can prune; large enough for dictionaries and zstd to pay.
+/// decoded row group per file) and that each row group of a service covers a short time span its
+/// statistics can prune; large enough for dictionaries and zstd to pay.
 pub(crate) const ROW_GROUP_ROWS: usize = 32 * 1024;
 
-/// The on-disk row order of a table, as column names (all ascending, nulls first).
-pub fn sort_keys(table: Table) -> &'static [&'static str] {
+/// Width of the time buckets that order the spans of one service in a file.
+pub const SPAN_TIME_BUCKET_NANOS: i64 = 60_000_000_000;
+
+/// One key of the on-disk order: a column, or (spans) the start time cut to [`SPAN_TIME_BUCKET_NANOS`].
+enum SortKey {
+    Column(&'static str),
+    TimeBucket(&'static str),
+}
+
+fn sort_keys(table: Table) -> &'static [SortKey] {
     match table {
-        Table::Spans => &["service_name", "trace_id", "start_time"],
-        Table::MetricPoints => &["service_name", "metric_name", "time"],
+        Table::Spans => &[
+            SortKey::Column("service_name"),
+            SortKey::TimeBucket("start_time"),
+            SortKey::Column("trace_id"),
+            SortKey::Column("start_time"),
+        ],
+        Table::MetricPoints => &[
+            SortKey::Column("service_name"),
+            SortKey::Column("metric_name"),
+            SortKey::Column("time"),
+        ],
     }
 }
 
-/// Concatenates and sorts rows of one table into the on-disk order ([`sort_keys`]).
-pub fn sort_rows(table: Table, batches: &[RecordBatch]) -> Result<RecordBatch, StorageError> {
-    let batch = concat_batches(&table.schema(), batches)?;
-    let columns = sort_keys(table)
+/// The on-disk row order of a table (all keys ascending, nulls first), as expressions over `schema`;
+/// flushes sort by it and compaction merges by it, so both agree by construction.
+pub fn sort_order(table: Table, schema: &Schema) -> Result<Vec<PhysicalSortExpr>, DataFusionError> {
+    sort_keys(table)
         .iter()
-        .filter_map(|name| batch.column_by_name(name))
-        .map(|values| SortColumn {
-            values: values.clone(),
-            options: Some(SortOptions {
-                descending: false,
-                nulls_first: true,
-            }),
+        .map(|key| {
+            let expr: Arc<dyn PhysicalExpr> = match key {
+                SortKey::Column(name) => Arc::new(Column::new_with_schema(name, schema)?),
+                SortKey::TimeBucket(name) => Arc::new(BinaryExpr::new(
+                    Arc::new(CastExpr::new(
+                        Arc::new(Column::new_with_schema(name, schema)?),
+                        DataType::Int64,
+                        None,
+                    )),
+                    Operator::Divide,
+                    Arc::new(Literal::new(ScalarValue::Int64(Some(
+                        SPAN_TIME_BUCKET_NANOS,
+                    )))),
+                )),
+            };
+            Ok(PhysicalSortExpr::new(
+                expr,
+                SortOptions {
+                    descending: false,
+                    nulls_first: true,
+                },
+            ))
         })
-        .collect::<Vec<_>>();
+        .collect()
+}
+
+/// Concatenates and sorts rows of one table into the on-disk order ([`sort_order`]).
+pub fn sort_rows(table: Table, batches: &[RecordBatch]) -> Result<RecordBatch, StorageError> {
+    let schema = table.schema();
+    let batch = concat_batches(&schema, batches)?;
+    let columns = sort_order(table, &schema)
+        .and_then(|order| {
+            order
+                .iter()
+                .map(|key| {
+                    Ok(SortColumn {
+                        values: key.expr.evaluate(&batch)?.into_array(batch.num_rows())?,
+                        options: Some(key.options),
+                    })
+                })
+                .collect::<Result<Vec<_>, DataFusionError>>()
+        })
+        .map_err(|error| StorageError::Sort(error.to_string()))?;
     let indices = lexsort_to_indices(&columns, None)?;
     Ok(take_record_batch(&batch, &indices)?)
 }
@@ -79,4 +146,146 @@ pub fn encode(table: Table, batch: &RecordBatch) -> Result<Bytes, StorageError> 
     writer.write(batch)?;
     writer.close()?;
     Ok(Bytes::from(buffer))
+}
+
+/// Reads a stored file whose size the manifest already knows, so the footer is fetched in one request.
+/// (parquet's own object-store reader is deprecated in favour of implementing the trait like this.)
+pub(crate) struct StoredFileReader {
+    objects: Arc<dyn ObjectStore>,
+    path: Path,
+    size: u64,
+}
+
+impl StoredFileReader {
+    /// A reader of the object at `path`, `size` bytes long.
+    pub(crate) fn new(objects: Arc<dyn ObjectStore>, path: Path, size: u64) -> StoredFileReader {
+        StoredFileReader {
+            objects,
+            path,
+            size,
+        }
+    }
+}
+
+impl AsyncFileReader for StoredFileReader {
+    fn get_bytes(
+        &mut self,
+        range: std::ops::Range<u64>,
+    ) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
+        async move {
+            self.objects
+                .get_range(&self.path, range)
+                .await
+                .map_err(|error| ParquetError::External(Box::new(error)))
+        }
+        .boxed()
+    }
+
+    fn get_metadata<'a>(
+        &'a mut self,
+        options: Option<&'a ArrowReaderOptions>,
+    ) -> BoxFuture<'a, parquet::errors::Result<Arc<ParquetMetaData>>> {
+        async move {
+            let size = self.size;
+            let metadata = ParquetMetaDataReader::new()
+                .with_arrow_reader_options(options)
+                .load_and_finish(self, size)
+                .await?;
+            Ok(Arc::new(metadata))
+        }
+        .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::array::{AsArray, StringArray};
+    use meshscope_proto::collector::trace::v1::ExportTraceServiceRequest;
+    use meshscope_proto::common::{AnyValue, KeyValue, any_value};
+    use meshscope_proto::resource::Resource;
+    use meshscope_proto::trace::{ResourceSpans, ScopeSpans, Span};
+
+    use super::*;
+    use crate::convert::spans_to_batch;
+
+    const MINUTE: u64 = SPAN_TIME_BUCKET_NANOS as u64;
+
+    fn spans(service: &str, spans: &[(u8, u64)]) -> ResourceSpans {
+        ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![KeyValue {
+                    key: "service.name".into(),
+                    value: Some(AnyValue {
+                        value: Some(any_value::Value::StringValue(service.into())),
+                    }),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans: spans
+                    .iter()
+                    .map(|&(trace, start)| Span {
+                        trace_id: vec![trace; 16],
+                        span_id: vec![trace; 8],
+                        start_time_unix_nano: start,
+                        end_time_unix_nano: start + 1,
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn spans_sort_by_service_then_minute_then_trace_id() {
+        let base = 1_000 * MINUTE;
+        let request = ExportTraceServiceRequest {
+            resource_spans: vec![
+                spans("b", &[(1, base)]),
+                spans(
+                    "a",
+                    &[
+                        (0x01, base + MINUTE + 5),
+                        (0xff, base + 10),
+                        (0x80, base + 20),
+                        (0x80, base + 15),
+                    ],
+                ),
+            ],
+        };
+        let batch = spans_to_batch(&request).expect("convert");
+        let sorted = sort_rows(Table::Spans, &[batch]).expect("sort");
+        let order: Vec<(String, u8, i64)> = (0..sorted.num_rows())
+            .map(|row| {
+                let services = sorted
+                    .column_by_name("service_name")
+                    .and_then(|c| c.as_any().downcast_ref::<StringArray>().cloned())
+                    .expect("service");
+                let ids = sorted.column_by_name("trace_id").expect("trace_id");
+                let starts = sorted.column_by_name("start_time").expect("start");
+                (
+                    services.value(row).to_owned(),
+                    ids.as_binary::<i32>().value(row)[0],
+                    starts
+                        .as_primitive::<datafusion::arrow::datatypes::TimestampNanosecondType>()
+                        .value(row)
+                        - base as i64,
+                )
+            })
+            .collect();
+        let minute = MINUTE as i64;
+        assert_eq!(
+            order,
+            vec![
+                ("a".into(), 0x80, 15),
+                ("a".into(), 0x80, 20),
+                ("a".into(), 0xff, 10),
+                ("a".into(), 0x01, minute + 5),
+                ("b".into(), 0x01, 0),
+            ]
+        );
+    }
 }

@@ -29,6 +29,7 @@ use crate::manifest::{FileMeta, Manifest};
 use crate::memtable::{Chunk, Memtable, TimeRange};
 use crate::parquet_io;
 use crate::schema::Table;
+use crate::trace_index::TraceIndex;
 use crate::wal::{RecordKind, Wal, WalOptions, WalRecord};
 
 const NANOS_PER_HOUR: i64 = 3_600_000_000_000;
@@ -53,6 +54,9 @@ pub struct StoreOptions {
     pub compaction_file_bytes: u64,
     /// At most this many files are merged at once (each holds a row group in memory while merging).
     pub compaction_max_files: usize,
+    /// Memory for the trace-id index (the `trace_id` bloom filters kept in memory, about 1 byte per
+    /// stored span); past it the least recently used files' filters are dropped and read again on use.
+    pub trace_index_bytes: usize,
     /// WAL settings.
     pub wal: WalOptions,
 }
@@ -69,6 +73,7 @@ impl StoreOptions {
             compaction_min_files: 4,
             compaction_file_bytes: 64 * 1024 * 1024,
             compaction_max_files: 8,
+            trace_index_bytes: 64 * 1024 * 1024,
             wal: WalOptions::default(),
         }
     }
@@ -97,6 +102,7 @@ pub struct Store {
     flush_wanted: Notify,
     /// Estimated bytes that running flushes and compactions hold beside the memtable.
     working: Arc<AtomicUsize>,
+    trace_index: TraceIndex,
 }
 
 /// Memory a flush or compaction holds, counted in [`Store::memory_bytes`] until dropped.
@@ -167,6 +173,7 @@ impl Store {
         objects: Arc<dyn ObjectStore>,
         manifest: Manifest,
     ) -> Store {
+        let trace_index = TraceIndex::new(objects.clone(), options.trace_index_bytes);
         Store {
             options,
             wal,
@@ -177,6 +184,7 @@ impl Store {
             compaction: tokio::sync::Mutex::new(()),
             flush_wanted: Notify::new(),
             working: Arc::new(AtomicUsize::new(0)),
+            trace_index,
         }
     }
 
@@ -191,6 +199,11 @@ impl Store {
     /// The object store holding the Parquet files (paths in [`FileMeta::path`] are relative to it).
     pub fn objects(&self) -> Arc<dyn ObjectStore> {
         self.objects.clone()
+    }
+
+    /// The in-memory `trace_id` bloom filters of the span files, for trace-id lookups.
+    pub fn trace_index(&self) -> &TraceIndex {
+        &self.trace_index
     }
 
     /// Makes an accepted export durable: `payload` (the encoded OTLP request) goes to the WAL and, once
@@ -241,10 +254,10 @@ impl Store {
         self.memtable.bytes()
     }
 
-    /// Memory the store holds: the memtable plus what running flushes and compactions hold (for
-    /// admission control).
+    /// Memory the store holds: the memtable, what running flushes and compactions hold, and the
+    /// trace-id index (for admission control).
     pub fn memory_bytes(&self) -> usize {
-        self.memtable.bytes() + self.working.load(Ordering::Acquire)
+        self.memtable.bytes() + self.working.load(Ordering::Acquire) + self.trace_index.bytes()
     }
 
     /// Asks the maintenance loop to flush now, whatever the size and age thresholds (used under memory
@@ -350,6 +363,14 @@ impl Store {
     async fn publish(&self, manifest: Manifest) -> Result<(), StorageError> {
         manifest.save(self.objects.as_ref()).await?;
         self.sync_local(crate::manifest::MANIFEST_PATH)?;
+        {
+            let live: std::collections::HashSet<&str> = manifest
+                .files
+                .iter()
+                .map(|file| file.path.as_str())
+                .collect();
+            self.trace_index.retain(|path| live.contains(path));
+        }
         *self
             .manifest
             .write()

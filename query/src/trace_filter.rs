@@ -1,0 +1,136 @@
+//! Trace-id lookups through the store's trace-id index.
+//!
+//! A filter `trace_id = X` or `trace_id IN (X, Y, …)` (the trace API, search's second step, SQL with
+//! `unhex_id`) is answered from the in-memory `trace_id` bloom filters: files none of whose row groups
+//! may hold an id are not opened at all, and the others get a [`ParquetAccessPlan`] that skips the row
+//! groups that cannot hold one. DataFusion then reads only those row groups (pruning pages by the page
+//! index and rows by the filter as usual), so no bloom filter is read from disk at query time.
+
+use datafusion::common::{DataFusionError, Result, ScalarValue};
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::physical_plan::parquet::ParquetAccessPlan;
+use datafusion::logical_expr::{BinaryExpr, Expr, Operator};
+use meshscope_storage::TraceIndex;
+use meshscope_storage::manifest::FileMeta;
+
+/// The column the index covers.
+const TRACE_ID: &str = "trace_id";
+
+/// The trace ids a conjunction of `filters` restricts `trace_id` to, or `None` when it does not.
+pub(crate) fn trace_ids(filters: &[Expr]) -> Option<Vec<Vec<u8>>> {
+    filters.iter().find_map(restriction)
+}
+
+fn restriction(expr: &Expr) -> Option<Vec<Vec<u8>>> {
+    match expr {
+        Expr::BinaryExpr(BinaryExpr {
+            left,
+            op: Operator::And,
+            right,
+        }) => restriction(left).or_else(|| restriction(right)),
+        Expr::BinaryExpr(BinaryExpr {
+            left,
+            op: Operator::Eq,
+            right,
+        }) => match (left.as_ref(), right.as_ref()) {
+            (Expr::Column(c), Expr::Literal(value, _))
+            | (Expr::Literal(value, _), Expr::Column(c))
+                if c.name == TRACE_ID =>
+            {
+                Some(vec![id_bytes(value)?])
+            }
+            _ => None,
+        },
+        Expr::InList(list) if !list.negated => match list.expr.as_ref() {
+            Expr::Column(c) if c.name == TRACE_ID => list
+                .list
+                .iter()
+                .map(|item| match item {
+                    Expr::Literal(value, _) => id_bytes(value),
+                    _ => None,
+                })
+                .collect(),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+fn id_bytes(value: &ScalarValue) -> Option<Vec<u8>> {
+    match value {
+        ScalarValue::Binary(Some(id))
+        | ScalarValue::LargeBinary(Some(id))
+        | ScalarValue::BinaryView(Some(id))
+        | ScalarValue::FixedSizeBinary(_, Some(id)) => Some(id.clone()),
+        _ => None,
+    }
+}
+
+/// The files of `files` that may hold a span of `ids`, each with an access plan that reads only the row
+/// groups that may.
+pub(crate) async fn candidate_files(
+    index: &TraceIndex,
+    files: &[FileMeta],
+    ids: &[Vec<u8>],
+) -> Result<Vec<PartitionedFile>> {
+    let ids: Vec<&[u8]> = ids.iter().map(Vec::as_slice).collect();
+    let filters = futures::future::try_join_all(files.iter().map(|file| index.filters(file)))
+        .await
+        .map_err(|error| DataFusionError::External(Box::new(error)))?;
+    let mut candidates = Vec::new();
+    for (file, filters) in files.iter().zip(filters) {
+        let row_groups = filters.candidates(&ids);
+        if !row_groups.contains(&true) {
+            continue;
+        }
+        let mut plan = ParquetAccessPlan::new_all(row_groups.len());
+        for (row_group, candidate) in row_groups.into_iter().enumerate() {
+            if !candidate {
+                plan.skip(row_group);
+            }
+        }
+        candidates.push(PartitionedFile::new(file.path.clone(), file.bytes).with_extension(plan));
+    }
+    Ok(candidates)
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::prelude::{col, lit};
+
+    use super::*;
+
+    fn id(byte: u8) -> Expr {
+        lit(ScalarValue::Binary(Some(vec![byte; 16])))
+    }
+
+    #[test]
+    fn equality_and_in_lists_on_trace_id_are_recognised() {
+        assert_eq!(
+            trace_ids(&[col("name").eq(lit("x")), col("trace_id").eq(id(1))]),
+            Some(vec![vec![1; 16]])
+        );
+        assert_eq!(
+            trace_ids(&[id(2).eq(col("trace_id")).and(col("name").eq(lit("x")))]),
+            Some(vec![vec![2; 16]])
+        );
+        assert_eq!(
+            trace_ids(&[col("trace_id").in_list(vec![id(3), id(4)], false)]),
+            Some(vec![vec![3; 16], vec![4; 16]])
+        );
+    }
+
+    #[test]
+    fn anything_weaker_is_not_a_restriction() {
+        assert_eq!(trace_ids(&[col("trace_id").not_eq(id(1))]), None);
+        assert_eq!(
+            trace_ids(&[col("trace_id").in_list(vec![id(3)], true)]),
+            None
+        );
+        assert_eq!(
+            trace_ids(&[col("trace_id").eq(id(1)).or(col("name").eq(lit("x")))]),
+            None
+        );
+        assert_eq!(trace_ids(&[col("span_id").eq(id(1))]), None);
+    }
+}
