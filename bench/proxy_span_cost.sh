@@ -35,6 +35,7 @@ cleanup() {
   local p
   for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
   [ -s "$WORK/upstream.pid" ] && kill -TERM "$(cat "$WORK/upstream.pid")" 2>/dev/null
+  [ -s "$WORK/proxy.pid" ] && kill -TERM "$(cat "$WORK/proxy.pid")" 2>/dev/null
   sleep 1
   rm -rf "$WORK"
 }
@@ -73,8 +74,11 @@ HZ=$(getconf CLK_TCK)
 # run SIDE: one run; prints "proxy_cpu_us sink_cpu_us" per request, then "requests_per_second" (closed
 # loop) or "p50_us p99_us" (fixed rate).
 run() {
-  TOKIO_WORKER_THREADS=1 RUST_LOG=warn taskset -c 1 "$BIN" --config "$WORK/$1.toml" 2>"$WORK/proxy.log" &
+  # stdout to a file, not the caller's $(...) pipe, which would otherwise wait for a proxy left running
+  # by a failed run; the pid file lets cleanup stop that proxy.
+  TOKIO_WORKER_THREADS=1 RUST_LOG=warn taskset -c 1 "$BIN" --config "$WORK/$1.toml" >"$WORK/proxy.out" 2>"$WORK/proxy.log" &
   local pid=$!
+  echo $pid > "$WORK/proxy.pid"
   wait_port $P_MS
   curl -fsS "http://127.0.0.1:$P_MS/" >/dev/null || die "proxy does not answer ($(cat "$WORK/proxy.log"))"
   local before sink_before after sink_after figures
