@@ -28,17 +28,7 @@ P_MS=18186; P_MS_ADMIN=18187; P_SINK=18188
 WORK=$(mktemp -d /tmp/meshscope-proxy-bench.XXXXXX)
 PIDS=()
 
-log() { echo "[$(date -u +%H:%M:%S)] $*" >&2; }
-die() { log "FATAL: $*"; exit 1; }
-cleanup() {
-  local p
-  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
-  for f in "$WORK"/*.pid; do [ -s "$f" ] && kill -TERM "$(cat "$f")" 2>/dev/null; done
-  sleep 1
-  for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; done
-  if [ -z "${KEEP:-}" ]; then rm -rf "$WORK"; else log "kept $WORK"; fi
-  return 0
-}
+source "$BENCH/proxy_lib.sh"
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
@@ -122,7 +112,6 @@ frontend h2
 backend up
     server up1 127.0.0.1:$P_UP maxconn 1000
 EOF
-source "$BENCH/proxy_lib.sh"
 write_meshscope_confs "$WORK/meshscope-off.toml" "$WORK/meshscope-on.toml"
 
 # --- helpers ------------------------------------------------------------------------------------------

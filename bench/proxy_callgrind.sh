@@ -22,16 +22,7 @@ P_UP=18280; P_MS=18286; P_MS_ADMIN=18287; P_SINK=18288
 WORK=$(mktemp -d /tmp/meshscope-callgrind.XXXXXX)
 PIDS=()
 
-log() { echo "[$(date -u +%H:%M:%S)] $*" >&2; }
-die() { log "FATAL: $*"; exit 1; }
-cleanup() {
-  local p
-  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
-  [ -s "$WORK/upstream.pid" ] && kill -TERM "$(cat "$WORK/upstream.pid")" 2>/dev/null
-  sleep 1
-  if [ -z "${KEEP:-}" ]; then rm -rf "$WORK"; else log "kept $WORK"; fi
-  return 0
-}
+source "$BENCH/proxy_lib.sh"
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
@@ -41,7 +32,6 @@ BINARIES=("$@")
 SINK=$TARGET/release/examples/otlp_sink
 [ -x "$SINK" ] || die "build the sink first: cargo build --release -p meshscope-proxy --example otlp_sink"
 
-source "$BENCH/proxy_lib.sh"
 write_upstream_conf "$WORK/upstream.conf"
 write_meshscope_confs "$WORK/off.toml" "$WORK/on.toml"
 

@@ -1,5 +1,21 @@
 #!/bin/bash
-# Shared by bench/proxy.sh, bench/proxy_callgrind.sh and bench/proxy_span_cost.sh (sourced, not run).
+# Shared by bench/proxy.sh, bench/proxy_callgrind.sh and bench/proxy_span_cost.sh (sourced, not run,
+# once the script has set $WORK and the PIDS array; the script sets the traps).
+
+log() { echo "[$(date -u +%H:%M:%S)] $*" >&2; }
+die() { log "FATAL: $*"; exit 1; }
+
+# cleanup: stops what the script started (the processes in PIDS, and every daemon or proxy whose pid
+# file is in $WORK), then removes $WORK unless KEEP is set.
+cleanup() {
+  local p f
+  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
+  for f in "$WORK"/*.pid; do [ -s "$f" ] && kill -TERM "$(cat "$f")" 2>/dev/null; done
+  sleep 1
+  for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; done
+  if [ -z "${KEEP:-}" ]; then rm -rf "$WORK"; else log "kept $WORK"; fi
+  return 0
+}
 
 # write_meshscope_confs OFF_FILE ON_FILE: the proxy under test in front of the upstream on $P_UP, listening
 # on $P_MS (admin $P_MS_ADMIN), with span export off, and on to the sink on $P_SINK with a queue deep

@@ -29,16 +29,7 @@ P_UP=18380; P_MS=18386; P_MS_ADMIN=18387; P_SINK=18388
 WORK=$(mktemp -d /tmp/meshscope-span-cost.XXXXXX)
 PIDS=()
 
-log() { echo "[$(date -u +%H:%M:%S)] $*" >&2; }
-die() { log "FATAL: $*"; exit 1; }
-cleanup() {
-  local p
-  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
-  [ -s "$WORK/upstream.pid" ] && kill -TERM "$(cat "$WORK/upstream.pid")" 2>/dev/null
-  [ -s "$WORK/proxy.pid" ] && kill -TERM "$(cat "$WORK/proxy.pid")" 2>/dev/null
-  sleep 1
-  rm -rf "$WORK"
-}
+source "$BENCH/proxy_lib.sh"
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
@@ -60,7 +51,6 @@ fi
 # Requests per run beyond the N measured: the readiness check, and fixed_rate's four warm-up requests.
 EXTRA=$([ -n "$RATE" ] && echo 5 || echo 1)
 
-source "$BENCH/proxy_lib.sh"
 write_upstream_conf "$WORK/upstream.conf"
 write_meshscope_confs "$WORK/off.toml" "$WORK/on.toml"
 taskset -c 0 nginx -c "$WORK/upstream.conf" || die "upstream nginx did not start"
@@ -75,7 +65,7 @@ HZ=$(getconf CLK_TCK)
 # loop) or "p50_us p99_us" (fixed rate).
 run() {
   # stdout to a file, not the caller's $(...) pipe, which would otherwise wait for a proxy left running
-  # by a failed run; the pid file lets cleanup stop that proxy.
+  # by a failed run; cleanup stops that proxy by its pid file.
   TOKIO_WORKER_THREADS=1 RUST_LOG=warn taskset -c 1 "$BIN" --config "$WORK/$1.toml" >"$WORK/proxy.out" 2>"$WORK/proxy.log" &
   local pid=$!
   echo $pid > "$WORK/proxy.pid"
