@@ -108,6 +108,15 @@ impl Browser {
             .unwrap_or_else(|e| panic!("no element {css:?} within {UI_DEADLINE:?}: {e}"))
     }
 
+    /// Types `text` into the trace page's filter box, emptied first, with the page scrolled to the
+    /// top (so a match deep in the trace is off screen until the filter brings it into view).
+    async fn filter(&self, text: &str) {
+        self.eval("window.scrollTo(0, 0); return true;").await;
+        let filter = self.find("#filter").await;
+        filter.clear().await.expect("clear the filter");
+        filter.send_keys(text).await.expect("type into the filter");
+    }
+
     /// Runs `script` (a function body) and returns its value.
     async fn eval(&self, script: &str) -> Value {
         self.client
@@ -275,12 +284,7 @@ async fn search_open_trace_expand_span_read_attribute() {
     );
 
     // The filter box highlights matching spans, attribute values included.
-    browser
-        .find("#filter")
-        .await
-        .send_keys("postgresql")
-        .await
-        .expect("type");
+    browser.filter("postgresql").await;
     browser
         .wait_until(
             "the db span is highlighted",
@@ -527,12 +531,7 @@ async fn hostile_content_is_inert_text_on_every_page() {
     )
     .await;
     // The filter box takes markup as a plain search string.
-    browser
-        .find("#filter")
-        .await
-        .send_keys("<script")
-        .await
-        .expect("type");
+    browser.filter("<script").await;
     browser
         .wait_until(
             "the hostile span is highlighted",
@@ -678,13 +677,7 @@ async fn ten_thousand_span_trace_renders() {
     assert_eq!(shown[1], json!("query 6"));
     assert_eq!(shown[2].as_f64(), Some(10_000.0 * row_px), "{shown}");
     // A hostile name deep in the trace: the filter finds it by name and scrolls to it; it is text.
-    browser.eval("window.scrollTo(0, 0); return true;").await;
-    browser
-        .find("#filter")
-        .await
-        .send_keys("injected-deep")
-        .await
-        .expect("type");
+    browser.filter("injected-deep").await;
     browser
         .wait_until(
             "the hostile deep span is scrolled to and highlighted",
@@ -699,14 +692,7 @@ async fn ten_thousand_span_trace_renders() {
         .await;
     assert_eq!(injected, json!(0));
     // The filter finds a span deep in the trace by its attribute value (from the span details).
-    browser.find("#filter").await.clear().await.expect("clear");
-    browser.eval("window.scrollTo(0, 0); return true;").await;
-    browser
-        .find("#filter")
-        .await
-        .send_keys("deep-needle-9000")
-        .await
-        .expect("type");
+    browser.filter("deep-needle-9000").await;
     browser
         .wait_until(
             "the deep span is scrolled to and highlighted",

@@ -108,19 +108,12 @@ impl FixedAttribute {
 
 #[cfg(test)]
 mod tests {
-    use meshscope_proto::common::{AnyValue, KeyValue, any_value::Value};
+    use meshscope_proto::common::{KeyValue, any_value::Value};
     use meshscope_proto::prost::Message;
     use meshscope_proto::trace::Span;
 
     use super::*;
-
-    fn attribute(key: &str, value: Value) -> KeyValue {
-        KeyValue {
-            key: key.to_owned(),
-            value: Some(AnyValue { value: Some(value) }),
-            ..Default::default()
-        }
-    }
+    use crate::telemetry::wire::tests::attribute;
 
     fn string(key: &str, value: &str) -> KeyValue {
         attribute(key, Value::StringValue(value.to_owned()))

@@ -160,7 +160,7 @@ pub(super) fn export_header(resource: &[u8], scope: &[u8], spans_len: usize) -> 
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use meshscope_proto::collector::trace::v1::ExportTraceServiceRequest;
     use meshscope_proto::common::{AnyValue, InstrumentationScope, KeyValue, any_value::Value};
     use meshscope_proto::prost::Message;
@@ -169,7 +169,8 @@ mod tests {
 
     use super::*;
 
-    fn attribute(key: &str, value: Value) -> KeyValue {
+    /// An attribute as prost decodes it, to compare encodings against (also used by `fixed`'s tests).
+    pub(in crate::telemetry) fn attribute(key: &str, value: Value) -> KeyValue {
         KeyValue {
             key: key.to_owned(),
             value: Some(AnyValue { value: Some(value) }),
