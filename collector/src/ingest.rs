@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytes::Bytes;
 use meshscope_proto::collector::metrics::v1::ExportMetricsServiceRequest;
 use meshscope_proto::collector::trace::v1::ExportTraceServiceRequest;
-use meshscope_storage::convert::{metrics_to_batch, spans_to_batch};
+use meshscope_storage::convert::{metrics_to_batch, spans_from_protobuf, spans_to_batch};
 use meshscope_storage::wal::RecordKind;
 use meshscope_storage::{RecordBatch, StorageError, Store};
 use prost::Message;
@@ -16,7 +16,7 @@ use crate::admission::Admission;
 use crate::error::IngestError;
 use crate::fleet::{FleetHealth, FleetOptions};
 use crate::graph::{GraphOptions, ServiceGraph};
-use crate::validate::{Rejections, validate_metrics, validate_traces};
+use crate::validate::{MAX_ANY_VALUE_DEPTH, Rejections, validate_metrics, validate_traces};
 
 /// Which OTLP signal an export carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -293,7 +293,21 @@ fn decode<T: Message + Default + serde::de::DeserializeOwned>(
 
 /// Decodes, validates and converts; re-encodes to protobuf for the WAL only when the stored request
 /// differs from the received bytes (JSON input, or spans removed by validation).
+///
+/// A protobuf trace export whose spans are all valid, the usual case, is read straight from its bytes
+/// ([`spans_from_protobuf`]); anything else is decoded by prost, validated and converted.
 fn prepare(signal: Signal, encoding: Encoding, body: Bytes) -> Result<Prepared, IngestError> {
+    if signal == Signal::Traces
+        && encoding == Encoding::Protobuf
+        && let Ok(batch) = spans_from_protobuf(&body, MAX_ANY_VALUE_DEPTH)
+    {
+        return Ok(Prepared {
+            rows: batch.num_rows(),
+            payload: body.to_vec(),
+            batch,
+            rejections: Rejections::default(),
+        });
+    }
     let unchanged =
         |rejections: &Rejections| encoding == Encoding::Protobuf && rejections.count == 0;
     let converted = match signal {
@@ -329,4 +343,125 @@ fn prepare(signal: Signal, encoding: Encoding, body: Bytes) -> Result<Prepared, 
         batch,
         rejections,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use meshscope_proto::common::any_value::Value;
+    use meshscope_proto::common::{AnyValue, ArrayValue, KeyValue};
+    use meshscope_proto::resource::Resource;
+    use meshscope_proto::trace::span::{Event, Link};
+    use meshscope_proto::trace::{ResourceSpans, ScopeSpans, Span, Status};
+
+    use super::*;
+
+    fn attribute(key: &str, value: Value) -> KeyValue {
+        KeyValue {
+            key: key.to_owned(),
+            value: Some(AnyValue { value: Some(value) }),
+            key_strindex: 0,
+        }
+    }
+
+    fn mesh_request() -> ExportTraceServiceRequest {
+        let span = |i: u8| Span {
+            trace_id: vec![i + 1; 16],
+            span_id: vec![i + 2; 8],
+            parent_span_id: if i.is_multiple_of(2) {
+                vec![9; 8]
+            } else {
+                Vec::new()
+            },
+            name: format!("GET /items/{i}"),
+            kind: 3,
+            start_time_unix_nano: 1_700_000_000_000_000_000 + u64::from(i),
+            end_time_unix_nano: 1_700_000_000_001_000_000,
+            attributes: vec![
+                attribute("http.request.method", Value::StringValue("GET".to_owned())),
+                attribute("http.response.status_code", Value::IntValue(200)),
+                attribute("meshscope.retry.attempt", Value::IntValue(i64::from(i))),
+                attribute("sampled", Value::BoolValue(true)),
+                attribute("ratio", Value::DoubleValue(0.5)),
+                attribute(
+                    "tags",
+                    Value::ArrayValue(ArrayValue {
+                        values: vec![AnyValue {
+                            value: Some(Value::StringValue("a".to_owned())),
+                        }],
+                    }),
+                ),
+            ],
+            events: vec![Event {
+                name: "retry".to_owned(),
+                ..Event::default()
+            }],
+            links: vec![Link {
+                trace_id: vec![5; 16],
+                span_id: vec![6; 8],
+                ..Link::default()
+            }],
+            status: Some(Status {
+                message: "ok".to_owned(),
+                code: 1,
+            }),
+            ..Span::default()
+        };
+        ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(Resource {
+                    attributes: vec![attribute(
+                        "service.name",
+                        Value::StringValue("checkout".to_owned()),
+                    )],
+                    ..Resource::default()
+                }),
+                scope_spans: vec![ScopeSpans {
+                    spans: (0..4).map(span).collect(),
+                    ..ScopeSpans::default()
+                }],
+                schema_url: String::new(),
+            }],
+        }
+    }
+
+    /// The direct read must never store anything the prost path would not store as it is: whenever it
+    /// succeeds on damaged bytes, prost decodes them, validation rejects nothing, and the rows are the
+    /// same. Damage: one byte changed, or the request cut short, at seeded pseudo-random places.
+    #[test]
+    fn direct_read_agrees_with_prost_and_validation_on_damaged_requests() {
+        let original = mesh_request().encode_to_vec();
+        assert!(spans_from_protobuf(&original, MAX_ANY_VALUE_DEPTH).is_ok());
+        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let (mut read_directly, mut given_up) = (0, 0);
+        for round in 0..5000 {
+            let mut bytes = original.clone();
+            let at = (next() % bytes.len() as u64) as usize;
+            if round % 10 == 0 {
+                bytes.truncate(at);
+            } else {
+                bytes[at] = next() as u8;
+            }
+            let Ok(batch) = spans_from_protobuf(&bytes, MAX_ANY_VALUE_DEPTH) else {
+                given_up += 1;
+                continue;
+            };
+            read_directly += 1;
+            let mut decoded = ExportTraceServiceRequest::decode(&bytes[..])
+                .unwrap_or_else(|e| panic!("round {round}: read directly, prost refuses: {e}"));
+            let rejections = validate_traces(&mut decoded);
+            assert_eq!(rejections.count, 0, "round {round}: {}", rejections.message);
+            assert_eq!(batch, spans_to_batch(&decoded).unwrap(), "round {round}");
+        }
+        // Both outcomes must occur, or the test checks nothing.
+        assert!(
+            read_directly > 500 && given_up > 500,
+            "{read_directly} / {given_up}"
+        );
+    }
 }

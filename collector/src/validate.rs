@@ -14,8 +14,7 @@
 
 use meshscope_proto::collector::metrics::v1::ExportMetricsServiceRequest;
 use meshscope_proto::collector::trace::v1::ExportTraceServiceRequest;
-use meshscope_proto::common::any_value::Value;
-use meshscope_proto::common::{AnyValue, InstrumentationScope, KeyValue};
+use meshscope_proto::common::{InstrumentationScope, KeyValue};
 use meshscope_proto::metrics::{
     Exemplar, ExponentialHistogramDataPoint, HistogramDataPoint, Metric, NumberDataPoint,
     SummaryDataPoint, metric,
@@ -23,6 +22,7 @@ use meshscope_proto::metrics::{
 use meshscope_proto::resource::Resource;
 use meshscope_proto::trace::Span;
 use meshscope_proto::trace::span::Link;
+use meshscope_storage::convert::any_value_deeper_than;
 
 /// Deepest AnyValue nesting accepted (arrays/kvlists inside each other).
 ///
@@ -311,26 +311,8 @@ fn nests_too_deep(attrs: &[KeyValue]) -> bool {
     attrs.iter().any(|kv| {
         kv.value
             .as_ref()
-            .is_some_and(|v| deeper_than(v, MAX_ANY_VALUE_DEPTH))
+            .is_some_and(|v| any_value_deeper_than(v, MAX_ANY_VALUE_DEPTH))
     })
-}
-
-/// Whether `value` has more than `allowed` levels of arrays/kvlists (recursion stops at `allowed`).
-fn deeper_than(value: &AnyValue, allowed: usize) -> bool {
-    match &value.value {
-        Some(Value::ArrayValue(array)) => {
-            allowed == 0 || array.values.iter().any(|v| deeper_than(v, allowed - 1))
-        }
-        Some(Value::KvlistValue(list)) => {
-            allowed == 0
-                || list.values.iter().any(|kv| {
-                    kv.value
-                        .as_ref()
-                        .is_some_and(|v| deeper_than(v, allowed - 1))
-                })
-        }
-        _ => false,
-    }
 }
 
 /// Number of data points of a metric.
@@ -421,7 +403,8 @@ fn retain_points<P: DataPoint>(points: &mut Vec<P>, reject: &mut dyn FnMut(usize
 
 #[cfg(test)]
 mod tests {
-    use meshscope_proto::common::{ArrayValue, KeyValueList};
+    use meshscope_proto::common::any_value::Value;
+    use meshscope_proto::common::{AnyValue, ArrayValue, KeyValueList};
     use meshscope_proto::metrics::{
         ExponentialHistogram, Gauge, Histogram, ResourceMetrics, ScopeMetrics, Sum, Summary,
     };
@@ -639,17 +622,17 @@ mod tests {
 
     #[test]
     fn depth_counts_containers() {
-        assert!(!deeper_than(&nested(0), 0));
-        assert!(deeper_than(&nested(1), 0));
-        assert!(!deeper_than(
+        assert!(!any_value_deeper_than(&nested(0), 0));
+        assert!(any_value_deeper_than(&nested(1), 0));
+        assert!(!any_value_deeper_than(
             &nested(MAX_ANY_VALUE_DEPTH),
             MAX_ANY_VALUE_DEPTH
         ));
-        assert!(deeper_than(
+        assert!(any_value_deeper_than(
             &nested(MAX_ANY_VALUE_DEPTH + 1),
             MAX_ANY_VALUE_DEPTH
         ));
-        assert!(deeper_than(&nested(1000), MAX_ANY_VALUE_DEPTH));
+        assert!(any_value_deeper_than(&nested(1000), MAX_ANY_VALUE_DEPTH));
     }
 
     #[test]

@@ -26,6 +26,7 @@ use serde::ser::{SerializeMap, SerializeSeq, SerializeStruct};
 use serde::{Serialize, Serializer};
 
 use super::ConvertError;
+use super::attribute::{AttrRef, ValueRef};
 
 /// Deepest JSON nesting (objects and arrays) the decoder follows; a 32-deep kvlist attribute inside an
 /// event needs about 135 levels.
@@ -69,6 +70,72 @@ impl Serialize for KeyValuesJson<'_> {
             }
         }
         seq.end()
+    }
+}
+
+/// Attribute views, leaving out the entries whose index is `true` in `skip`: the same JSON as
+/// [`KeyValuesJson`] writes for the KeyValues they view.
+pub(crate) struct AttrsJson<'a> {
+    /// The attributes.
+    pub(crate) attrs: &'a [AttrRef<'a>],
+    /// Entries to leave out, by index; may be shorter than `attrs`.
+    pub(crate) skip: &'a [bool],
+}
+
+impl Serialize for AttrsJson<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut seq = serializer.serialize_seq(None)?;
+        for (i, attr) in self.attrs.iter().enumerate() {
+            if self.skip.get(i).copied().unwrap_or(false) {
+                continue;
+            }
+            match attr {
+                AttrRef::Plain { key, value } => {
+                    seq.serialize_element(&PlainJson { key, value: *value })?;
+                }
+                AttrRef::Full(kv) => seq.serialize_element(&KeyValueJson(kv))?,
+            }
+        }
+        seq.end()
+    }
+}
+
+/// A [`AttrRef::Plain`] attribute, written as [`KeyValueJson`] writes a KeyValue.
+struct PlainJson<'a> {
+    key: &'a str,
+    value: ValueRef<'a>,
+}
+
+impl Serialize for PlainJson<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut s = serializer.serialize_struct("KeyValue", 2)?;
+        s.serialize_field("key", self.key)?;
+        match self.value {
+            ValueRef::Absent => s.serialize_field("value", &None::<()>)?,
+            value => s.serialize_field("value", &ValueJson(value))?,
+        }
+        s.end()
+    }
+}
+
+/// A scalar value, written as [`AnyValueJson`] writes it.
+struct ValueJson<'a>(ValueRef<'a>);
+
+impl Serialize for ValueJson<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if self.0 == ValueRef::Empty {
+            return serializer.serialize_map(Some(0))?.end();
+        }
+        let mut map = serializer.serialize_map(Some(1))?;
+        match self.0 {
+            ValueRef::Absent | ValueRef::Empty => {}
+            ValueRef::Str(s) => map.serialize_entry("stringValue", s)?,
+            ValueRef::Bool(b) => map.serialize_entry("boolValue", &b)?,
+            ValueRef::Int(i) => map.serialize_entry("intValue", &AsString(i))?,
+            ValueRef::Double(d) => map.serialize_entry("doubleValue", &Double(d))?,
+            ValueRef::Bytes(b) => map.serialize_entry("bytesValue", &Base64Json(b))?,
+        }
+        map.end()
     }
 }
 

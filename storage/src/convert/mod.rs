@@ -28,16 +28,21 @@
 //! What does not round-trip: `Resource::entity_refs` is not stored; a span without a status comes back
 //! with `Some(Status::default())`; a missing resource or scope comes back as the default one.
 
+mod attribute;
 mod context;
 mod json;
 mod metrics;
 mod spans;
+mod wire;
+mod wire_spans;
 
 use datafusion::arrow::error::ArrowError;
-use meshscope_proto::common::KeyValue;
+use meshscope_proto::common::any_value::Value;
+use meshscope_proto::common::{AnyValue, KeyValue};
 
 pub use metrics::metrics_to_batch;
 pub use spans::{StoredSpan, batch_to_spans, spans_to_batch};
+pub use wire_spans::{NotFast, spans_from_protobuf};
 
 /// Why a conversion failed.
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +84,31 @@ pub enum ConvertError {
     },
 }
 
+/// Whether `value` has more than `allowed` levels of arrays/kvlists (recursion stops at `allowed`).
+///
+/// A scalar value has depth 0 and an array or kvlist one more than its deepest element. The collector
+/// refuses spans with values nested deeper than its limit; [`spans_from_protobuf`] checks the same rule.
+pub fn any_value_deeper_than(value: &AnyValue, allowed: usize) -> bool {
+    match &value.value {
+        Some(Value::ArrayValue(array)) => {
+            allowed == 0
+                || array
+                    .values
+                    .iter()
+                    .any(|v| any_value_deeper_than(v, allowed - 1))
+        }
+        Some(Value::KvlistValue(list)) => {
+            allowed == 0
+                || list.values.iter().any(|kv| {
+                    kv.value
+                        .as_ref()
+                        .is_some_and(|v| any_value_deeper_than(v, allowed - 1))
+                })
+        }
+        _ => false,
+    }
+}
+
 /// Encodes a KeyValue list as the JSON stored in attribute columns (OTLP/JSON via the proto serde).
 ///
 /// The output equals `serde_json::to_string(attrs)` of the proto types, except that non-finite doubles are
@@ -103,9 +133,6 @@ pub fn attributes_from_json(json: &str) -> Result<Vec<KeyValue>, ConvertError> {
 
 #[cfg(test)]
 mod tests {
-    use meshscope_proto::common::AnyValue;
-    use meshscope_proto::common::any_value::Value;
-
     use super::*;
 
     type TestResult = Result<(), Box<dyn std::error::Error>>;

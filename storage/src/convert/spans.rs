@@ -12,14 +12,16 @@ use meshscope_proto::collector::trace::v1::ExportTraceServiceRequest;
 use meshscope_proto::common::any_value::Value;
 use meshscope_proto::common::{AnyValue, InstrumentationScope, KeyValue};
 use meshscope_proto::resource::Resource;
+use meshscope_proto::trace::span::{Event, Link};
 use meshscope_proto::trace::{Span, Status};
 
 use super::ConvertError;
+use super::attribute::{AttrRef, ValueRef};
 use super::context::{
     self, ContextBuilders, EncodedResource, EncodedScope, SERVICE_NAME_KEY, append_optional,
     optional_str, required, string_builder, timestamp_builder,
 };
-use super::json::{self, EventsJson, KeyValuesJson, LinksJson};
+use super::json::{self, AttrsJson, EventsJson, LinksJson};
 use crate::schema::{PROMOTED_SPAN_ATTRIBUTES, PromotedType, SPANS_SCHEMA};
 
 /// Number of promoted span attributes.
@@ -69,6 +71,7 @@ pub fn spans_to_batch(request: &ExportTraceServiceRequest) -> Result<RecordBatch
         .map(|ss| ss.spans.len())
         .sum();
     let mut builders = SpanBuilders::with_capacity(rows);
+    let mut attributes = Vec::new();
     for rs in &request.resource_spans {
         let resource =
             EncodedResource::new(rs.resource.as_ref(), &rs.schema_url, &mut builders.json)?;
@@ -76,11 +79,33 @@ pub fn spans_to_batch(request: &ExportTraceServiceRequest) -> Result<RecordBatch
             let scope = EncodedScope::new(ss.scope.as_ref(), &ss.schema_url, &mut builders.json)?;
             builders.context.append_n(&resource, &scope, ss.spans.len());
             for span in &ss.spans {
-                builders.append(span)?;
+                builders.append(span, &mut attributes)?;
             }
         }
     }
     builders.finish()
+}
+
+/// One span's fields, borrowed from a decoded [`Span`] or straight from the protobuf bytes.
+pub(crate) struct SpanRow<'a> {
+    pub(crate) trace_id: &'a [u8],
+    pub(crate) span_id: &'a [u8],
+    pub(crate) parent_span_id: &'a [u8],
+    pub(crate) trace_state: &'a str,
+    pub(crate) flags: u32,
+    pub(crate) name: &'a str,
+    pub(crate) kind: i32,
+    pub(crate) start_time_unix_nano: u64,
+    pub(crate) end_time_unix_nano: u64,
+    /// `Status::code`; 0 (`unset`) when the span has no status.
+    pub(crate) status_code: i32,
+    pub(crate) status_message: &'a str,
+    pub(crate) attributes: &'a [AttrRef<'a>],
+    pub(crate) dropped_attributes_count: u32,
+    pub(crate) events: &'a [Event],
+    pub(crate) dropped_events_count: u32,
+    pub(crate) links: &'a [Link],
+    pub(crate) dropped_links_count: u32,
 }
 
 /// The builder of a promoted attribute column.
@@ -90,8 +115,8 @@ enum PromotedBuilder {
 }
 
 /// Column builders of `spans`, plus scratch space reused across rows.
-struct SpanBuilders {
-    context: ContextBuilders,
+pub(crate) struct SpanBuilders {
+    pub(crate) context: ContextBuilders,
     trace_id: BinaryBuilder,
     span_id: BinaryBuilder,
     parent_span_id: BinaryBuilder,
@@ -112,13 +137,13 @@ struct SpanBuilders {
     links: StringBuilder,
     dropped_links_count: UInt32Builder,
     /// JSON output buffer.
-    json: Vec<u8>,
+    pub(crate) json: Vec<u8>,
     /// Attributes of the current span moved to promoted columns, by index.
     skip: Vec<bool>,
 }
 
 impl SpanBuilders {
-    fn with_capacity(rows: usize) -> Self {
+    pub(crate) fn with_capacity(rows: usize) -> Self {
         Self {
             context: ContextBuilders::with_capacity(rows),
             trace_id: BinaryBuilder::with_capacity(rows, rows * 16),
@@ -151,47 +176,76 @@ impl SpanBuilders {
         }
     }
 
+    /// Appends the span columns of one decoded span (the context columns are appended per scope group).
+    fn append<'a>(
+        &mut self,
+        span: &'a Span,
+        attributes: &mut Vec<AttrRef<'a>>,
+    ) -> Result<(), ConvertError> {
+        let (status_code, status_message) = span
+            .status
+            .as_ref()
+            .map_or((0, ""), |s| (s.code, s.message.as_str()));
+        attributes.clear();
+        attributes.extend(span.attributes.iter().map(AttrRef::of));
+        self.append_row(&SpanRow {
+            trace_id: &span.trace_id,
+            span_id: &span.span_id,
+            parent_span_id: &span.parent_span_id,
+            trace_state: &span.trace_state,
+            flags: span.flags,
+            name: &span.name,
+            kind: span.kind,
+            start_time_unix_nano: span.start_time_unix_nano,
+            end_time_unix_nano: span.end_time_unix_nano,
+            status_code,
+            status_message,
+            attributes,
+            dropped_attributes_count: span.dropped_attributes_count,
+            events: &span.events,
+            dropped_events_count: span.dropped_events_count,
+            links: &span.links,
+            dropped_links_count: span.dropped_links_count,
+        })
+    }
+
     /// Appends the span columns of one row (the context columns are appended per scope group).
-    fn append(&mut self, span: &Span) -> Result<(), ConvertError> {
-        self.trace_id.append_value(&span.trace_id);
-        self.span_id.append_value(&span.span_id);
+    pub(crate) fn append_row(&mut self, span: &SpanRow<'_>) -> Result<(), ConvertError> {
+        self.trace_id.append_value(span.trace_id);
+        self.span_id.append_value(span.span_id);
         if span.parent_span_id.is_empty() {
             self.parent_span_id.append_null();
         } else {
-            self.parent_span_id.append_value(&span.parent_span_id);
+            self.parent_span_id.append_value(span.parent_span_id);
         }
-        append_optional(&mut self.trace_state, &span.trace_state);
+        append_optional(&mut self.trace_state, span.trace_state);
         self.flags.append_value(span.flags);
-        self.name.append_value(&span.name);
+        self.name.append_value(span.name);
         append_enum(&mut self.kind, &KIND_NAMES, span.kind);
         let start = span.start_time_unix_nano.cast_signed();
         let end = span.end_time_unix_nano.cast_signed();
         self.start_time.append_value(start);
         self.end_time.append_value(end);
         self.duration_ns.append_value(end.saturating_sub(start));
-        let (code, message) = span
-            .status
-            .as_ref()
-            .map_or((0, ""), |s| (s.code, s.message.as_str()));
-        append_enum(&mut self.status_code, &STATUS_NAMES, code);
-        append_optional(&mut self.status_message, message);
+        append_enum(&mut self.status_code, &STATUS_NAMES, span.status_code);
+        append_optional(&mut self.status_message, span.status_message);
 
-        self.append_promoted(&span.attributes);
+        self.append_promoted(span.attributes);
         json::encode_into(
             &mut self.json,
-            &KeyValuesJson {
-                attrs: &span.attributes,
+            &AttrsJson {
+                attrs: span.attributes,
                 skip: &self.skip,
             },
         )?;
         self.attributes.append_value(json::as_text(&self.json)?);
         self.dropped_attributes_count
             .append_value(span.dropped_attributes_count);
-        json::encode_into(&mut self.json, &EventsJson(&span.events))?;
+        json::encode_into(&mut self.json, &EventsJson(span.events))?;
         self.events.append_value(json::as_text(&self.json)?);
         self.dropped_events_count
             .append_value(span.dropped_events_count);
-        json::encode_into(&mut self.json, &LinksJson(&span.links))?;
+        json::encode_into(&mut self.json, &LinksJson(span.links))?;
         self.links.append_value(json::as_text(&self.json)?);
         self.dropped_links_count
             .append_value(span.dropped_links_count);
@@ -199,11 +253,11 @@ impl SpanBuilders {
     }
 
     /// Appends one value (or null) to every promoted column, and marks the moved attributes in `skip`.
-    fn append_promoted(&mut self, attrs: &[KeyValue]) {
+    fn append_promoted(&mut self, attrs: &[AttrRef<'_>]) {
         let mut first = [None::<usize>; PROMOTED];
         let mut repeated = [false; PROMOTED];
-        for (i, kv) in attrs.iter().enumerate() {
-            if let Some(slot) = promoted_slot(&kv.key) {
+        for (i, attr) in attrs.iter().enumerate() {
+            if let Some(slot) = promoted_slot(attr.key()) {
                 if first[slot].is_some() {
                     repeated[slot] = true;
                 } else {
@@ -213,18 +267,20 @@ impl SpanBuilders {
         }
         self.skip.clear();
         for (slot, builder) in self.promoted.iter_mut().enumerate() {
-            let candidate = first[slot]
-                .filter(|_| !repeated[slot])
-                .and_then(|i| Some((i, attrs.get(i)?)))
-                .filter(|(_, kv)| kv.key_strindex == 0)
-                .and_then(|(i, kv)| Some((i, kv.value.as_ref()?.value.as_ref()?)));
+            let candidate =
+                first[slot]
+                    .filter(|_| !repeated[slot])
+                    .and_then(|i| match attrs.get(i)? {
+                        AttrRef::Plain { value, .. } => Some((i, *value)),
+                        AttrRef::Full(_) => None,
+                    });
             let moved = match (builder, candidate) {
-                (PromotedBuilder::String(b), Some((i, Value::StringValue(s)))) => {
+                (PromotedBuilder::String(b), Some((i, ValueRef::Str(s)))) => {
                     b.append_value(s);
                     Some(i)
                 }
-                (PromotedBuilder::Int(b), Some((i, Value::IntValue(v)))) => {
-                    b.append_value(*v);
+                (PromotedBuilder::Int(b), Some((i, ValueRef::Int(v)))) => {
+                    b.append_value(v);
                     Some(i)
                 }
                 (PromotedBuilder::String(b), _) => {
@@ -247,7 +303,7 @@ impl SpanBuilders {
         }
     }
 
-    fn finish(mut self) -> Result<RecordBatch, ConvertError> {
+    pub(crate) fn finish(mut self) -> Result<RecordBatch, ConvertError> {
         let mut columns: Vec<(&'static str, ArrayRef)> =
             Vec::with_capacity(SPANS_SCHEMA.fields().len());
         columns.extend(self.context.finish());
@@ -615,7 +671,7 @@ fn string_attribute(key: &str, value: &str) -> KeyValue {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use datafusion::arrow::compute::cast;
     use datafusion::arrow::datatypes::DataType;
     use meshscope_proto::common::{ArrayValue, KeyValueList};
@@ -682,7 +738,7 @@ mod tests {
         ]
     }
 
-    fn full_span() -> Span {
+    pub(crate) fn full_span() -> Span {
         let mut attributes = every_value();
         attributes.extend([
             string("http.request.method", "GET"),
@@ -745,7 +801,7 @@ mod tests {
         }
     }
 
-    fn request() -> ExportTraceServiceRequest {
+    pub(crate) fn request() -> ExportTraceServiceRequest {
         ExportTraceServiceRequest {
             resource_spans: vec![
                 ResourceSpans {
