@@ -11,8 +11,9 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use datafusion::arrow::array::Array;
 use datafusion::arrow::compute::{
-    SortColumn, SortOptions, concat_batches, lexsort_to_indices, take_record_batch,
+    SortColumn, SortOptions, concat, interleave_record_batch, lexsort_to_indices,
 };
 use datafusion::arrow::datatypes::{DataType, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
@@ -98,25 +99,44 @@ pub fn sort_order(table: Table, schema: &Schema) -> Result<Vec<PhysicalSortExpr>
         .collect()
 }
 
-/// Concatenates and sorts rows of one table into the on-disk order ([`sort_order`]).
+/// Sorts rows of one table, spread over several batches, into one batch in the on-disk order
+/// ([`sort_order`]).
+///
+/// Only the key columns are concatenated to sort; the rows are then gathered from the original batches
+/// in one pass (`interleave`), so the wide columns are copied once rather than concatenated and then
+/// taken.
 pub fn sort_rows(table: Table, batches: &[RecordBatch]) -> Result<RecordBatch, StorageError> {
     let schema = table.schema();
-    let batch = concat_batches(&schema, batches)?;
-    let columns = sort_order(table, &schema)
-        .and_then(|order| {
-            order
-                .iter()
-                .map(|key| {
-                    Ok(SortColumn {
-                        values: key.expr.evaluate(&batch)?.into_array(batch.num_rows())?,
-                        options: Some(key.options),
-                    })
-                })
-                .collect::<Result<Vec<_>, DataFusionError>>()
-        })
-        .map_err(|error| StorageError::Sort(error.to_string()))?;
+    if batches.is_empty() {
+        return Ok(RecordBatch::new_empty(schema));
+    }
+    let sort_error = |error: DataFusionError| StorageError::Sort(error.to_string());
+    let order = sort_order(table, &schema).map_err(sort_error)?;
+    let mut columns = Vec::with_capacity(order.len());
+    for key in &order {
+        let parts = batches
+            .iter()
+            .map(|batch| key.expr.evaluate(batch)?.into_array(batch.num_rows()))
+            .collect::<Result<Vec<_>, DataFusionError>>()
+            .map_err(sort_error)?;
+        let parts: Vec<&dyn Array> = parts.iter().map(|part| part.as_ref()).collect();
+        columns.push(SortColumn {
+            values: concat(&parts)?,
+            options: Some(key.options),
+        });
+    }
+    let mut location = Vec::new();
+    for (index, batch) in batches.iter().enumerate() {
+        location.extend((0..batch.num_rows()).map(|row| (index, row)));
+    }
     let indices = lexsort_to_indices(&columns, None)?;
-    Ok(take_record_batch(&batch, &indices)?)
+    let rows: Vec<(usize, usize)> = indices
+        .values()
+        .iter()
+        .filter_map(|i| location.get(*i as usize).copied())
+        .collect();
+    let batches: Vec<&RecordBatch> = batches.iter().collect();
+    Ok(interleave_record_batch(&batches, &rows)?)
 }
 
 /// Encoding settings of a file of `rows` rows of `table`.
@@ -257,7 +277,9 @@ mod tests {
             ],
         };
         let batch = spans_to_batch(&request).expect("convert");
-        let sorted = sort_rows(Table::Spans, &[batch]).expect("sort");
+        // Rows spread over two batches, as a flush gets them from the memtable.
+        let parts = [batch.slice(0, 2), batch.slice(2, batch.num_rows() - 2)];
+        let sorted = sort_rows(Table::Spans, &parts).expect("sort");
         let order: Vec<(String, u8, i64)> = (0..sorted.num_rows())
             .map(|row| {
                 let services = sorted
