@@ -6,6 +6,7 @@
 //!
 //! ```text
 //! ExportTraceServiceRequest ──spans_to_batch──► RecordBatch (spans) ──batch_to_spans──► Vec<StoredSpan>
+//! its protobuf bytes ──spans_from_protobuf──► the same RecordBatch (valid requests only, else NotFast)
 //! ExportMetricsServiceRequest ──metrics_to_batch──► RecordBatch (metric_points)
 //! ```
 //!
