@@ -147,6 +147,14 @@ pub(crate) fn writer_properties(table: Table, rows: usize) -> WriterProperties {
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS));
     if table == Table::Spans {
+        // The JSON of a span's own attributes, events and links is nearly unique per row (request ids,
+        // times): a dictionary only fills up and falls back, and min/max statistics of JSON text prune
+        // nothing, so both are skipped for these columns (each cost a hash or compare per value).
+        for column in ["attributes", "events", "links"] {
+            builder = builder
+                .set_column_dictionary_enabled(ColumnPath::from(column), false)
+                .set_column_statistics_enabled(ColumnPath::from(column), EnabledStatistics::None);
+        }
         let trace_id = ColumnPath::from("trace_id");
         builder = builder
             .set_column_dictionary_enabled(trace_id.clone(), false)
