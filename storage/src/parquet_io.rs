@@ -5,8 +5,9 @@
 //! trace in one service sit together (so their shared trace id and attribute values compress), and each
 //! row group of a service covers a few minutes, so a search over a recent time window skips the row
 //! groups outside it by their `start_time` statistics. Metric points are sorted by service, metric name
-//! and time. Files use zstd, dictionaries, page-level statistics and, on `spans`, a bloom filter on
-//! `trace_id`, which the store's trace-id index keeps in memory for lookups without a time hint.
+//! and time. Files use zstd, dictionaries, page-level statistics (not on the span JSON columns) and, on
+//! `spans`, a bloom filter on `trace_id`, which the store's trace-id index keeps in memory for lookups
+//! without a time hint.
 
 use std::sync::Arc;
 
