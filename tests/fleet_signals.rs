@@ -148,7 +148,28 @@ async fn an_empty_service_name_is_refused() {
 
 #[tokio::test]
 async fn a_new_ejection_is_pushed_before_the_next_tick() {
-    let collector = Collector::start("fleet-signals-push").await;
+    // An attempt whose export takes long to be acknowledged (the WAL's fsync stalls while the rest of
+    // the suite writes) cannot tell a push from the next tick; such attempts are repeated, and three
+    // in a row fail the test rather than pass it unjudged.
+    for attempt in 1..=3 {
+        match push_after_tick(&format!("fleet-signals-push-{attempt}")).await {
+            Some(waited) => {
+                assert!(
+                    waited < Duration::from_millis(400),
+                    "the ejection came {waited:?} after the tick, not before the next one"
+                );
+                return;
+            }
+            None => eprintln!("attempt {attempt}: the export's acknowledgement was slow; again"),
+        }
+    }
+    panic!("three attempts in a row were too slow to judge the push");
+}
+
+/// Subscribes, waits for a tick, then reports one endpoint failing: the time from the tick to the update
+/// that ejects it, or `None` when the export alone took over 150 ms.
+async fn push_after_tick(name: &str) -> Option<Duration> {
+    let collector = Collector::start(name).await;
     let endpoints: Vec<String> = (0..4).map(|i| format!("10.0.2.{i}:8080")).collect();
     let now = now_unix_nanos();
     let healthy = endpoints
@@ -171,6 +192,7 @@ async fn a_new_ejection_is_pushed_before_the_next_tick() {
     collector
         .export_grpc(traces_request("caller", failing))
         .await;
+    let acknowledged = ticked.elapsed();
     let update = next_update(&mut updates).await;
     let waited = ticked.elapsed();
     let bad = update.services[0]
@@ -179,10 +201,7 @@ async fn a_new_ejection_is_pushed_before_the_next_tick() {
         .find(|endpoint| endpoint.address == endpoints[2])
         .expect("the failing endpoint is reported");
     assert!(bad.ejected_until_unix_nano > 0, "{update:?}");
-    assert!(
-        waited < Duration::from_millis(400),
-        "the ejection came {waited:?} after the tick, not before the next one"
-    );
+    (acknowledged < Duration::from_millis(150)).then_some(waited)
 }
 
 async fn next_update(updates: &mut tonic::Streaming<SignalsUpdate>) -> SignalsUpdate {
