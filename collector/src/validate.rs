@@ -22,7 +22,7 @@ use meshscope_proto::metrics::{
 use meshscope_proto::resource::Resource;
 use meshscope_proto::trace::Span;
 use meshscope_proto::trace::span::Link;
-use meshscope_storage::convert::any_value_deeper_than;
+use meshscope_storage::convert::{MAX_STORED_TIME_NANOS, attributes_deeper_than};
 
 /// Deepest AnyValue nesting accepted (arrays/kvlists inside each other).
 ///
@@ -33,8 +33,8 @@ pub const MAX_ANY_VALUE_DEPTH: usize = 32;
 /// Most distinct reasons listed in [`Rejections::message`].
 const MAX_REASONS: usize = 3;
 
-/// Largest timestamp that can be stored (timestamps are stored as signed nanoseconds).
-const MAX_TIME: u64 = i64::MAX.unsigned_abs();
+/// Largest timestamp that can be stored.
+const MAX_TIME: u64 = MAX_STORED_TIME_NANOS;
 
 /// What validation removed from a request, for the OTLP partial_success answer.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -308,11 +308,7 @@ fn time_problem(name: &str, nanos: u64) -> Option<String> {
 
 /// Whether any attribute value nests arrays/kvlists deeper than [`MAX_ANY_VALUE_DEPTH`].
 fn nests_too_deep(attrs: &[KeyValue]) -> bool {
-    attrs.iter().any(|kv| {
-        kv.value
-            .as_ref()
-            .is_some_and(|v| any_value_deeper_than(v, MAX_ANY_VALUE_DEPTH))
-    })
+    attributes_deeper_than(attrs, MAX_ANY_VALUE_DEPTH)
 }
 
 /// Number of data points of a metric.
@@ -410,6 +406,7 @@ mod tests {
     };
     use meshscope_proto::trace::span::Event;
     use meshscope_proto::trace::{ResourceSpans, ScopeSpans};
+    use meshscope_storage::convert::any_value_deeper_than;
 
     use super::*;
 

@@ -85,6 +85,19 @@ pub enum ConvertError {
     },
 }
 
+/// Largest OTLP timestamp that can be stored: times are stored as signed nanoseconds.
+pub const MAX_STORED_TIME_NANOS: u64 = i64::MAX.unsigned_abs();
+
+/// Whether any value of `attributes` has more than `allowed` levels of arrays/kvlists
+/// ([`any_value_deeper_than`]).
+pub fn attributes_deeper_than(attributes: &[KeyValue], allowed: usize) -> bool {
+    attributes.iter().any(|kv| {
+        kv.value
+            .as_ref()
+            .is_some_and(|v| any_value_deeper_than(v, allowed))
+    })
+}
+
 /// Whether `value` has more than `allowed` levels of arrays/kvlists (recursion stops at `allowed`).
 ///
 /// A scalar value has depth 0 and an array or kvlist one more than its deepest element. The collector

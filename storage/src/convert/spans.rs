@@ -87,6 +87,7 @@ pub fn spans_to_batch(request: &ExportTraceServiceRequest) -> Result<RecordBatch
 }
 
 /// One span's fields, borrowed from a decoded [`Span`] or straight from the protobuf bytes.
+#[derive(Default)]
 pub(crate) struct SpanRow<'a> {
     pub(crate) trace_id: &'a [u8],
     pub(crate) span_id: &'a [u8],

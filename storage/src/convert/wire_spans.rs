@@ -15,19 +15,16 @@
 use std::borrow::Cow;
 
 use datafusion::arrow::array::RecordBatch;
-use meshscope_proto::common::{AnyValue, InstrumentationScope, KeyValue};
+use meshscope_proto::common::{InstrumentationScope, KeyValue};
 use meshscope_proto::resource::Resource;
 use meshscope_proto::trace::span::{Event, Link};
 use prost::Message;
 
-use super::any_value_deeper_than;
 use super::attribute::{AttrRef, ValueRef};
 use super::context::{EncodedResource, EncodedScope};
 use super::spans::{SpanBuilders, SpanRow};
 use super::wire::{Field, Fields};
-
-/// Largest timestamp a valid span has (timestamps are stored as signed nanoseconds).
-const MAX_TIME: u64 = i64::MAX.unsigned_abs();
+use super::{MAX_STORED_TIME_NANOS, any_value_deeper_than, attributes_deeper_than};
 
 /// Why the direct read gave up; the request must take the full path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -45,13 +42,7 @@ pub fn spans_from_protobuf(body: &[u8], max_depth: usize) -> Result<RecordBatch,
     let mut builders = SpanBuilders::with_capacity(request.spans.len());
     let mut scratch = Scratch::default();
     for group in &request.resources {
-        let resource = decode_part::<Resource>(group.resource)?;
-        if resource
-            .as_ref()
-            .is_some_and(|r| too_deep(&r.attributes, max_depth))
-        {
-            return Err(NotFast("resource attributes nested too deep"));
-        }
+        let resource = decode_part(group.resource, max_depth, |r: &Resource| &r.attributes)?;
         let resource =
             EncodedResource::new(resource.as_ref(), group.schema_url, &mut builders.json)
                 .map_err(|_| NotFast("resource not encodable"))?;
@@ -60,13 +51,9 @@ pub fn spans_from_protobuf(body: &[u8], max_depth: usize) -> Result<RecordBatch,
             if spans.is_empty() {
                 continue;
             }
-            let scope = decode_part::<InstrumentationScope>(scope_group.scope)?;
-            if scope
-                .as_ref()
-                .is_some_and(|s| too_deep(&s.attributes, max_depth))
-            {
-                return Err(NotFast("scope attributes nested too deep"));
-            }
+            let scope = decode_part(scope_group.scope, max_depth, |s: &InstrumentationScope| {
+                &s.attributes
+            })?;
             let scope =
                 EncodedScope::new(scope.as_ref(), scope_group.schema_url, &mut builders.json)
                     .map_err(|_| NotFast("scope not encodable"))?;
@@ -74,7 +61,12 @@ pub fn spans_from_protobuf(body: &[u8], max_depth: usize) -> Result<RecordBatch,
             for &span in spans {
                 let row = read_span(span, &mut scratch, max_depth)?;
                 builders
-                    .append_row(&row.with(&scratch))
+                    .append_row(&SpanRow {
+                        attributes: &scratch.attributes,
+                        events: &scratch.events,
+                        links: &scratch.links,
+                        ..row
+                    })
                     .map_err(|_| NotFast("span not encodable"))?;
             }
         }
@@ -177,12 +169,23 @@ const MALFORMED: NotFast = NotFast("malformed protobuf");
 const WIRE_TYPE: NotFast = NotFast("a known field with the wrong wire type");
 const REPEATED: NotFast = NotFast("a message field repeated");
 
-/// Decodes an optional resource or scope with prost.
-fn decode_part<M: Message + Default>(bytes: Option<&[u8]>) -> Result<Option<M>, NotFast> {
-    bytes
+/// Decodes an optional resource or scope with prost, refusing one whose attributes nest too deep.
+fn decode_part<M: Message + Default>(
+    bytes: Option<&[u8]>,
+    max_depth: usize,
+    attributes: impl Fn(&M) -> &[KeyValue],
+) -> Result<Option<M>, NotFast> {
+    let part = bytes
         .map(M::decode)
         .transpose()
-        .map_err(|_| NotFast("resource or scope not decodable"))
+        .map_err(|_| NotFast("resource or scope not decodable"))?;
+    if part
+        .as_ref()
+        .is_some_and(|m| attributes_deeper_than(attributes(m), max_depth))
+    {
+        return Err(NotFast("resource or scope attributes nested too deep"));
+    }
+    Ok(part)
 }
 
 /// Per-span lists, reused from span to span.
@@ -193,63 +196,17 @@ struct Scratch<'a> {
     links: Vec<Link>,
 }
 
-/// The fields of a span other than its lists, which are in the [`Scratch`].
-#[derive(Default)]
-struct SpanFields<'a> {
-    trace_id: &'a [u8],
-    span_id: &'a [u8],
-    parent_span_id: &'a [u8],
-    trace_state: &'a str,
-    flags: u32,
-    name: &'a str,
-    kind: i32,
-    start_time_unix_nano: u64,
-    end_time_unix_nano: u64,
-    status_code: i32,
-    status_message: &'a str,
-    dropped_attributes_count: u32,
-    dropped_events_count: u32,
-    dropped_links_count: u32,
-}
-
-impl<'a> SpanFields<'a> {
-    fn with<'s>(&self, scratch: &'s Scratch<'a>) -> SpanRow<'s>
-    where
-        'a: 's,
-    {
-        SpanRow {
-            trace_id: self.trace_id,
-            span_id: self.span_id,
-            parent_span_id: self.parent_span_id,
-            trace_state: self.trace_state,
-            flags: self.flags,
-            name: self.name,
-            kind: self.kind,
-            start_time_unix_nano: self.start_time_unix_nano,
-            end_time_unix_nano: self.end_time_unix_nano,
-            status_code: self.status_code,
-            status_message: self.status_message,
-            attributes: &scratch.attributes,
-            dropped_attributes_count: self.dropped_attributes_count,
-            events: &scratch.events,
-            dropped_events_count: self.dropped_events_count,
-            links: &scratch.links,
-            dropped_links_count: self.dropped_links_count,
-        }
-    }
-}
-
-/// Reads one `Span` message; its lists go to `scratch`. Integer fields are truncated to their declared
+/// Reads one `Span` message; its lists go to `scratch` (and are left empty in the row returned). Integer fields are truncated to their declared
 /// width, as prost does.
 fn read_span<'a>(
     bytes: &'a [u8],
     scratch: &mut Scratch<'a>,
     max_depth: usize,
-) -> Result<SpanFields<'a>, NotFast> {
+) -> Result<SpanRow<'a>, NotFast> {
     scratch.attributes.clear();
     scratch.events.clear();
     scratch.links.clear();
-    let mut span = SpanFields::default();
+    let mut span = SpanRow::default();
     for field in Fields::new(bytes) {
         match field.map_err(|_| MALFORMED)? {
             (1, Field::Bytes(b)) => span.trace_id = b,
@@ -264,7 +221,7 @@ fn read_span<'a>(
             (10, Field::Varint(v)) => span.dropped_attributes_count = v as u32,
             (11, Field::Bytes(b)) => {
                 let event = Event::decode(b).map_err(|_| NotFast("event not decodable"))?;
-                if too_deep(&event.attributes, max_depth) {
+                if attributes_deeper_than(&event.attributes, max_depth) {
                     return Err(NotFast("event attributes nested too deep"));
                 }
                 scratch.events.push(event);
@@ -274,7 +231,7 @@ fn read_span<'a>(
                 let link = Link::decode(b).map_err(|_| NotFast("link not decodable"))?;
                 if !valid_id(&link.trace_id, 16)
                     || !valid_id(&link.span_id, 8)
-                    || too_deep(&link.attributes, max_depth)
+                    || attributes_deeper_than(&link.attributes, max_depth)
                 {
                     return Err(NotFast("invalid link"));
                 }
@@ -290,8 +247,8 @@ fn read_span<'a>(
     let valid = valid_id(span.trace_id, 16)
         && valid_id(span.span_id, 8)
         && matches!(span.parent_span_id.len(), 0 | 8)
-        && span.start_time_unix_nano <= MAX_TIME
-        && span.end_time_unix_nano <= MAX_TIME;
+        && span.start_time_unix_nano <= MAX_STORED_TIME_NANOS
+        && span.end_time_unix_nano <= MAX_STORED_TIME_NANOS;
     if valid {
         Ok(span)
     } else {
@@ -300,7 +257,7 @@ fn read_span<'a>(
 }
 
 /// Reads a `Status` into the span; a repeated status merges field by field, as prost merges it.
-fn read_status<'a>(bytes: &'a [u8], span: &mut SpanFields<'a>) -> Result<(), NotFast> {
+fn read_status<'a>(bytes: &'a [u8], span: &mut SpanRow<'a>) -> Result<(), NotFast> {
     for field in Fields::new(bytes) {
         match field.map_err(|_| MALFORMED)? {
             (2, Field::Bytes(b)) => span.status_message = text(b)?,
@@ -374,19 +331,11 @@ fn valid_id(id: &[u8], len: usize) -> bool {
     id.len() == len && id.iter().any(|b| *b != 0)
 }
 
-fn too_deep(attributes: &[KeyValue], max_depth: usize) -> bool {
-    attributes.iter().any(|kv| {
-        kv.value
-            .as_ref()
-            .is_some_and(|v: &AnyValue| any_value_deeper_than(v, max_depth))
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use meshscope_proto::collector::trace::v1::ExportTraceServiceRequest;
     use meshscope_proto::common::any_value::Value;
-    use meshscope_proto::common::{ArrayValue, KeyValueList};
+    use meshscope_proto::common::{AnyValue, ArrayValue, KeyValueList};
     use meshscope_proto::trace::{ResourceSpans, ScopeSpans, Span};
 
     use super::*;
@@ -537,7 +486,7 @@ mod tests {
             (
                 "start past i64",
                 Span {
-                    start_time_unix_nano: MAX_TIME + 1,
+                    start_time_unix_nano: MAX_STORED_TIME_NANOS + 1,
                     ..full_span()
                 },
             ),
