@@ -249,7 +249,7 @@ impl Slice {
 const FIRST_SLICE_PARTS: i64 = 16;
 
 /// The time range of `request` cut into disjoint slices, newest first. Spans are stored clustered by
-/// time within each service, so a narrow slice reads few row groups; when the newest slice already
+/// start minute, so a narrow slice reads few row groups; when the newest slice already
 /// holds enough matching traces, the older ones are never read. An unbounded range is one slice.
 fn slices(request: &SearchRequest) -> Vec<Slice> {
     let whole = Slice {
@@ -341,7 +341,7 @@ impl QueryEngine {
         slice: Slice,
         limit: usize,
     ) -> Result<Vec<Vec<u8>>> {
-        // Time bounds go right after the service filter: both are cheap and prune row groups.
+        // Time bounds go right after the service filter: both are cheap, and time prunes row groups.
         let mut all = request.filters();
         let rest = all.split_off(usize::from(!request.services.is_empty()));
         all.extend(slice.filters());

@@ -1,14 +1,14 @@
 //! Encoding table rows as Parquet files: their order, encodings and statistics.
 //!
-//! Span rows are sorted by service, then start time cut to the minute, then trace id, then start time
-//! before writing: resource and scope columns collapse into long runs and dictionaries, the spans of one
-//! trace in one service sit together (so their shared trace id and attribute values compress), and each
-//! row group of a service covers a few minutes, so a search over a recent time window skips the row
-//! groups outside it by their `start_time` statistics. Metric points are sorted by service, metric name
-//! and time. Files use zstd, dictionaries, page-level statistics (not on the span JSON columns) and, on
-//! `spans`, a bloom filter on `trace_id`, which the store's trace-id index keeps in memory for lookups
-//! without a time hint.
-
+//! Span rows are sorted by start time cut to the minute, then trace id, then start time before writing
+//! (the trace-first order Tempo also uses): the spans of one trace sit together, so their shared trace
+//! id and attribute values (request ids) compress, a trace lookup finds the whole trace in one row group
+//! and, through the `trace_id` page index, in one small page range of it; and each row group covers a
+//! few minutes, so a search over a recent time window skips the row groups outside it by their
+//! `start_time` statistics. Metric points are sorted by service, metric name and time. Files use zstd,
+//! dictionaries, page-level statistics (not on the span JSON columns) and, on `spans`, a bloom filter on
+//! `trace_id`, which the store's trace-id index keeps in memory for lookups without a time hint.
+//! docs/schema.md gives the measured effect of each encoding choice.
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -30,7 +30,7 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ArrowReaderOptions;
 use parquet::arrow::async_reader::AsyncFileReader;
-use parquet::basic::{Compression, ZstdLevel};
+use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::errors::ParquetError;
 use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
@@ -44,7 +44,11 @@ use crate::schema::Table;
 /// statistics can prune; large enough for dictionaries and zstd to pay.
 pub(crate) const ROW_GROUP_ROWS: usize = 32 * 1024;
 
-/// Width of the time buckets that order the spans of one service in a file.
+/// Bytes of a `trace_id` data page (about 2,000 rows of the benchmark data: the limit is checked between
+/// batches of values): the unit a trace lookup decodes in a row group.
+const TRACE_ID_PAGE_BYTES: usize = 8 * 1024;
+
+/// Width of the time buckets that order the spans in a file.
 pub const SPAN_TIME_BUCKET_NANOS: i64 = 60_000_000_000;
 
 /// One key of the on-disk order: a column, or (spans) the start time cut to [`SPAN_TIME_BUCKET_NANOS`].
@@ -56,7 +60,6 @@ enum SortKey {
 fn sort_keys(table: Table) -> &'static [SortKey] {
     match table {
         Table::Spans => &[
-            SortKey::Column("service_name"),
             SortKey::TimeBucket("start_time"),
             SortKey::Column("trace_id"),
             SortKey::Column("start_time"),
@@ -156,10 +159,31 @@ pub(crate) fn writer_properties(table: Table, rows: usize) -> WriterProperties {
                 .set_column_dictionary_enabled(ColumnPath::from(column), false)
                 .set_column_statistics_enabled(ColumnPath::from(column), EnabledStatistics::None);
         }
+        // Nanosecond times and durations are nearly unique too; split into byte streams, their high
+        // bytes (equal within a minute, or zero) compress to almost nothing.
+        for column in ["start_time", "end_time", "duration_ns"] {
+            builder = builder
+                .set_column_dictionary_enabled(ColumnPath::from(column), false)
+                .set_column_encoding(ColumnPath::from(column), Encoding::BYTE_STREAM_SPLIT);
+        }
+        // Span ids are random and all 8 bytes long: delta-coded lengths drop the length prefix plain
+        // encoding repeats. Siblings share a parent and sit together, so parent ids are prefix-coded.
+        let parent = ColumnPath::from("parent_span_id");
+        builder = builder
+            .set_column_dictionary_enabled(ColumnPath::from("span_id"), false)
+            .set_column_encoding(
+                ColumnPath::from("span_id"),
+                Encoding::DELTA_LENGTH_BYTE_ARRAY,
+            )
+            .set_column_dictionary_enabled(parent.clone(), false)
+            .set_column_encoding(parent, Encoding::DELTA_BYTE_ARRAY);
+        // Trace ids stay plain (a trace's repeated id is left to zstd, which beats a dictionary or
+        // prefix coding here), in small pages: the page index then narrows a lookup to a few hundred
+        // rows of its row group.
         let trace_id = ColumnPath::from("trace_id");
         builder = builder
             .set_column_dictionary_enabled(trace_id.clone(), false)
-            .set_column_dictionary_enabled(ColumnPath::from("span_id"), false)
+            .set_column_data_page_size_limit(trace_id.clone(), TRACE_ID_PAGE_BYTES)
             .set_column_bloom_filter_enabled(trace_id.clone(), true)
             .set_column_bloom_filter_fpp(trace_id.clone(), 0.01)
             .set_column_bloom_filter_max_ndv(trace_id, rows.min(ROW_GROUP_ROWS) as u64);
@@ -269,7 +293,7 @@ mod tests {
     }
 
     #[test]
-    fn spans_sort_by_service_then_minute_then_trace_id() {
+    fn spans_sort_by_minute_then_trace_id_then_start() {
         let base = 1_000 * MINUTE;
         let request = ExportTraceServiceRequest {
             resource_spans: vec![
@@ -311,11 +335,11 @@ mod tests {
         assert_eq!(
             order,
             vec![
+                ("b".into(), 0x01, 0),
                 ("a".into(), 0x80, 15),
                 ("a".into(), 0x80, 20),
                 ("a".into(), 0xff, 10),
                 ("a".into(), 0x01, minute + 5),
-                ("b".into(), 0x01, 0),
             ]
         );
     }

@@ -1,8 +1,7 @@
 //! Arrow schemas of the two stored tables, `spans` and `metric_points`.
 //!
 //! One row per span (or per metric data point), flat and SQL-friendly. Resource and scope fields are
-//! columns of every row; Parquet's dictionary and run-length encoding remove the repetition once files are
-//! sorted by service. A few semantic-convention attributes are promoted to typed columns (see
+//! columns of every row; Parquet's dictionary and run-length encoding keep their repetition cheap. A few semantic-convention attributes are promoted to typed columns (see
 //! [`PROMOTED_SPAN_ATTRIBUTES`]); every other attribute is kept, with its OTLP type, in a JSON column using
 //! the OTLP/JSON encoding of `KeyValue` lists. `docs/schema.md` documents every column.
 

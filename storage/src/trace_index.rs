@@ -1,7 +1,7 @@
 //! The trace-id index: the `trace_id` bloom filters of the span files, held in memory.
 //!
-//! Span files are sorted by service first, so the trace-id statistics of most row groups span the whole
-//! id space and cannot rule a trace out; only the bloom filters can. Read from disk on every lookup
+//! Span files are sorted by start minute first, so the trace-id statistics of a row group span most of
+//! the id space and can rarely rule a trace out; only the bloom filters can. Read from disk on every lookup
 //! without a time hint, they were almost all of the bytes a lookup read. Kept here, a lookup tests every
 //! row group of every file in memory and opens only the row groups that may hold the trace.
 //!

@@ -196,7 +196,7 @@ async fn compaction_merges_in_runs_of_max_files_until_settled_in_sort_order() {
     assert_eq!(keys.len(), 100);
     assert!(
         keys.windows(2).all(|pair| pair[0] <= pair[1]),
-        "a merged file keeps the (service, trace_id, start_time) order"
+        "a merged file keeps the (start minute, trace_id, start_time) order"
     );
 }
 
