@@ -9,6 +9,7 @@
 
 pub mod engine;
 pub mod error;
+mod file_columns;
 pub mod format;
 pub mod search;
 pub mod table;

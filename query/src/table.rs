@@ -5,7 +5,8 @@
 //! before anything is opened. The remaining files go straight from the manifest (paths and sizes known,
 //! so nothing is listed) into DataFusion's Parquet scan, with the session's Parquet options (filter
 //! pushdown on), which prunes row groups by statistics, pages by the page index, and decodes other
-//! columns only for rows that pass. A trace-id filter first goes through the store's in-memory trace-id
+//! columns only for rows that pass; columns files do not store are computed on top
+//! ([`crate::file_columns`]). A trace-id filter first goes through the store's in-memory trace-id
 //! index ([`crate::trace_filter`]), which drops the files and row groups that cannot hold the trace. Every filter is reported `Inexact`, so
 //! the engine re-checks rows; nothing here has to be exact to be correct.
 
@@ -27,10 +28,11 @@ use datafusion::logical_expr::{
     BinaryExpr, Expr, Operator, TableProviderFilterPushDown, TableType,
 };
 use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::union::UnionExec;
 use meshscope_storage::{Store, Table, TimeRange};
 
-use crate::trace_filter;
+use crate::{file_columns, trace_filter};
 
 /// URL under which the store's object store is registered with DataFusion.
 pub const STORE_URL: &str = "meshscope://store/";
@@ -101,15 +103,20 @@ impl TableProvider for StoreTable {
         if !files.is_empty() {
             let format = ParquetFormat::default().with_options(options);
             let groups = file_groups(files, state.config().target_partitions());
+            let columns = file_columns::plan(self.table, projection)?;
             let config = FileScanConfigBuilder::new(
                 ObjectStoreUrl::parse(STORE_URL)?,
-                format.file_source(schema.clone().into()),
+                format.file_source(self.table.file_schema().into()),
             )
             .with_file_groups(groups)
-            .with_projection_indices(projection.cloned())?
+            .with_projection_indices(Some(columns.read))?
             .with_limit(limit)
             .build();
-            inputs.push(format.create_physical_plan(state, config).await?);
+            let mut scan = format.create_physical_plan(state, config).await?;
+            if let Some(derive) = columns.derive {
+                scan = Arc::new(ProjectionExec::try_new(derive, scan)?);
+            }
+            inputs.push(scan);
         }
         if !snapshot.batches.is_empty() || inputs.is_empty() {
             inputs.push(MemorySourceConfig::try_new_exec(

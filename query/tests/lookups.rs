@@ -241,3 +241,65 @@ async fn search_over_time_slices_returns_the_newest_matching_traces() {
     assert_eq!(summary.root_service, "cart");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Files do not store `end_time`; read back from them (rows, a filter on it, the trace API), before and
+/// after compaction, it must equal what was sent.
+#[tokio::test]
+async fn end_times_read_from_files_equal_those_sent() {
+    let base = hour_start();
+    let (store, dir) = store_with(30, 3, base).await;
+    let engine = QueryEngine::new(store.clone(), QueryLimits::default()).expect("engine");
+    let nanos = |array: &dyn datafusion::arrow::array::Array| -> Vec<i64> {
+        array
+            .as_any()
+            .downcast_ref::<datafusion::arrow::array::TimestampNanosecondArray>()
+            .expect("timestamps")
+            .values()
+            .to_vec()
+    };
+    for stage in ["flushed files", "compacted file"] {
+        let rows = engine
+            .sql("SELECT end_time, name, start_time FROM spans ORDER BY start_time")
+            .await
+            .expect("sql");
+        let (mut ends, mut starts) = (Vec::new(), Vec::new());
+        for batch in &rows.batches {
+            ends.extend(nanos(batch.column(0)));
+            starts.extend(nanos(batch.column(2)));
+        }
+        assert_eq!(ends.len(), 30 * SERVICES.len(), "{stage}");
+        assert!(
+            ends.iter()
+                .zip(&starts)
+                .all(|(end, start)| end - start == 20_000_000),
+            "{stage}: every span was sent 20 ms long"
+        );
+
+        // Trace 10's last span ends at base + 10 s + 2 ns + 20 ms; traces 11..29 end after it.
+        let cutoff = base + 10 * SECOND + 2 + 20_000_000;
+        let sql =
+            format!("SELECT count(*) FROM spans WHERE end_time > to_timestamp_nanos({cutoff})");
+        let result = engine.sql(&sql).await.expect("sql");
+        let count = result.batches[0]
+            .column(0)
+            .as_any()
+            .downcast_ref::<datafusion::arrow::array::Int64Array>()
+            .expect("count")
+            .value(0);
+        assert_eq!(count, 19 * SERVICES.len() as i64, "{stage}");
+
+        let spans = engine.trace(&trace_id(7)).await.expect("trace");
+        assert_eq!(spans.len(), SERVICES.len(), "{stage}");
+        for span in &spans {
+            let span = &span.stored.span;
+            assert_eq!(
+                span.end_time_unix_nano,
+                span.start_time_unix_nano + 20_000_000,
+                "{stage}"
+            );
+        }
+        store.compact().await.expect("compact");
+    }
+    assert_eq!(store.manifest().files.len(), 1);
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -20,8 +20,8 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectStore;
 use object_store::buffered::BufWriter;
 use object_store::path::Path;
-use parquet::arrow::ParquetRecordBatchStreamBuilder;
 use parquet::arrow::async_writer::AsyncArrowWriter;
+use parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
 
 use crate::StorageError;
 use crate::manifest::FileMeta;
@@ -47,13 +47,20 @@ pub(crate) async fn merge_files(
     inputs: &[FileMeta],
     output: &Path,
 ) -> Result<u64, StorageError> {
-    let schema = table.schema();
+    let schema = table.file_schema();
     let mut streams: Vec<SendableRecordBatchStream> = Vec::with_capacity(inputs.len());
     for file in inputs {
         let reader =
             StoredFileReader::new(objects.clone(), Path::from(file.path.as_str()), file.bytes);
-        let rows = ParquetRecordBatchStreamBuilder::new(reader)
-            .await?
+        let builder = ParquetRecordBatchStreamBuilder::new(reader).await?;
+        // By name, so a file written when files still held a column now derived (span `end_time`)
+        // merges with the others.
+        let columns = ProjectionMask::columns(
+            builder.parquet_schema(),
+            schema.fields().iter().map(|field| field.name().as_str()),
+        );
+        let rows = builder
+            .with_projection(columns)
             .with_batch_size(MERGE_BATCH_ROWS)
             .build()?;
         let canonical = schema.clone();

@@ -161,7 +161,7 @@ pub(crate) fn writer_properties(table: Table, rows: usize) -> WriterProperties {
         }
         // Nanosecond times and durations are nearly unique too; split into byte streams, their high
         // bytes (equal within a minute, or zero) compress to almost nothing.
-        for column in ["start_time", "end_time", "duration_ns"] {
+        for column in ["start_time", "duration_ns"] {
             builder = builder
                 .set_column_dictionary_enabled(ColumnPath::from(column), false)
                 .set_column_encoding(ColumnPath::from(column), Encoding::BYTE_STREAM_SPLIT);
@@ -191,12 +191,27 @@ pub(crate) fn writer_properties(table: Table, rows: usize) -> WriterProperties {
     builder.build()
 }
 
-/// Encodes sorted rows as one Parquet file.
+/// Encodes sorted rows as one Parquet file, of the columns files store ([`Table::file_schema`]).
 pub fn encode(table: Table, batch: &RecordBatch) -> Result<Bytes, StorageError> {
     let mut buffer = Vec::with_capacity(batch.get_array_memory_size() / 4);
     let properties = writer_properties(table, batch.num_rows());
-    let mut writer = ArrowWriter::try_new(&mut buffer, table.schema(), Some(properties))?;
-    writer.write(batch)?;
+    let schema = table.file_schema();
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|field| {
+            batch
+                .column_by_name(field.name())
+                .cloned()
+                .ok_or_else(|| StorageError::Corrupt {
+                    what: format!("{} rows", table.name()),
+                    reason: format!("no column {}", field.name()),
+                })
+        })
+        .collect::<Result<Vec<_>, StorageError>>()?;
+    let batch = RecordBatch::try_new(schema.clone(), columns)?;
+    let mut writer = ArrowWriter::try_new(&mut buffer, schema, Some(properties))?;
+    writer.write(&batch)?;
     writer.close()?;
     Ok(Bytes::from(buffer))
 }
@@ -341,6 +356,29 @@ mod tests {
                 ("a".into(), 0xff, 10),
                 ("a".into(), 0x01, minute + 5),
             ]
+        );
+    }
+
+    #[test]
+    fn span_files_hold_every_column_but_the_derived_end_time() {
+        let request = ExportTraceServiceRequest {
+            resource_spans: vec![spans("a", &[(1, 5 * MINUTE), (2, 6 * MINUTE)])],
+        };
+        let batch = spans_to_batch(&request).expect("convert");
+        let bytes = encode(Table::Spans, &batch).expect("encode");
+        use datafusion::arrow::record_batch::RecordBatchReader;
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(bytes, 1024)
+            .expect("parquet");
+        let schema = reader.schema();
+        assert!(
+            schema
+                .field_with_name(crate::schema::SPAN_END_COLUMN)
+                .is_err()
+        );
+        assert_eq!(schema.fields(), Table::Spans.file_schema().fields());
+        assert_eq!(
+            schema.fields().len() + 1,
+            Table::Spans.schema().fields().len()
         );
     }
 }

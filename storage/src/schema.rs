@@ -1,9 +1,11 @@
 //! Arrow schemas of the two stored tables, `spans` and `metric_points`.
 //!
 //! One row per span (or per metric data point), flat and SQL-friendly. Resource and scope fields are
-//! columns of every row; Parquet's dictionary and run-length encoding keep their repetition cheap. A few semantic-convention attributes are promoted to typed columns (see
-//! [`PROMOTED_SPAN_ATTRIBUTES`]); every other attribute is kept, with its OTLP type, in a JSON column using
-//! the OTLP/JSON encoding of `KeyValue` lists. `docs/schema.md` documents every column.
+//! columns of every row; Parquet's dictionary and run-length encoding keep their repetition cheap. A few
+//! semantic-convention attributes are promoted to typed columns (see [`PROMOTED_SPAN_ATTRIBUTES`]); every
+//! other attribute is kept, with its OTLP type, in a JSON column using the OTLP/JSON encoding of
+//! `KeyValue` lists. Files hold every column but the derived span `end_time` ([`Table::file_schema`]).
+//! `docs/schema.md` documents every column.
 
 use std::sync::{Arc, LazyLock};
 
@@ -11,6 +13,10 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit}
 
 /// Name of the span start-time column; the time partitioning and pruning key of `spans`.
 pub const SPAN_TIME_COLUMN: &str = "start_time";
+/// Name of the span end-time column. Files do not store it: `start_time + duration_ns` gives it exactly
+/// (both times are validated to fit in an i64, so the duration never saturates), and reads of files
+/// compute it.
+pub const SPAN_END_COLUMN: &str = "end_time";
 /// Name of the data-point time column; the time partitioning and pruning key of `metric_points`.
 pub const METRIC_TIME_COLUMN: &str = "time";
 
@@ -114,7 +120,7 @@ pub static SPANS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         utf8("name", false),
         utf8("kind", false),
         Field::new(SPAN_TIME_COLUMN, timestamp(), false),
-        Field::new("end_time", timestamp(), false),
+        Field::new(SPAN_END_COLUMN, timestamp(), false),
         Field::new("duration_ns", DataType::Int64, false),
         utf8("status_code", false),
         utf8("status_message", true),
@@ -186,6 +192,17 @@ pub static METRIC_POINTS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
     Arc::new(Schema::new(fields))
 });
 
+/// Schema of span files: [`SPANS_SCHEMA`] without the derived [`SPAN_END_COLUMN`] (~4 bytes a span).
+static SPANS_FILE_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    let fields = SPANS_SCHEMA
+        .fields()
+        .iter()
+        .filter(|field| field.name() != SPAN_END_COLUMN)
+        .cloned()
+        .collect::<Vec<_>>();
+    Arc::new(Schema::new(fields))
+});
+
 /// The two tables Meshscope stores.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
@@ -214,6 +231,15 @@ impl Table {
     pub fn schema(self) -> SchemaRef {
         match self {
             Table::Spans => SPANS_SCHEMA.clone(),
+            Table::MetricPoints => METRIC_POINTS_SCHEMA.clone(),
+        }
+    }
+
+    /// The columns a Parquet file of the table holds: [`Table::schema`] less the columns computed when
+    /// read (the span [`SPAN_END_COLUMN`]).
+    pub fn file_schema(self) -> SchemaRef {
+        match self {
+            Table::Spans => SPANS_FILE_SCHEMA.clone(),
             Table::MetricPoints => METRIC_POINTS_SCHEMA.clone(),
         }
     }
