@@ -183,7 +183,7 @@ def main():
     out["api_count"] = api_count
     json.dump(out, open(a.json, "w"), indent=1)
 
-    t, s, ag = out["trace_by_id"], out["search"], out["aggregate_api"]
+    t, s = out["trace_by_id"], out["search"]
     print(f"| trace by id, {t['n']} random existing ids, no time hint (`GET /api/traces/{{id}}`) | p50 **{t['p50_ms']} ms**, "
           f"p99 **{t['p99_ms']} ms** (max {t['max_ms']}, first {t['first_ms']}; {t['spans_per_trace_mean']} spans/trace; "
           f"non-200: {t['not_ok'] or 'none'}) | p99 ≤ 50 ms |")
