@@ -9,7 +9,6 @@ use std::collections::{BTreeSet, HashMap};
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::{DataType, TimestampNanosecondType};
 use datafusion::common::ScalarValue;
-use datafusion::functions::string::expr_fn::contains;
 use datafusion::functions_aggregate::expr_fn::max;
 use datafusion::logical_expr::Expr;
 use datafusion::logical_expr::utils::conjunction;
@@ -157,36 +156,6 @@ fn attribute_filter(key: &str, value: &str) -> Expr {
     filter
 }
 
-/// A test every span matching [`attribute_filter`] passes, much cheaper than its JSON parse: the value,
-/// quoted, occurs in the attribute text (or the promoted column holds it). Exact as a necessary
-/// condition only for values that can match nothing but a string, bytes or int attribute: the stored
-/// JSON (written by serde_json) holds those quoted and, without a quote, backslash or control
-/// character, unescaped. A value that could be a bool, double, null or array/map text gets `None`.
-fn attribute_prefilter(key: &str, value: &str) -> Option<Expr> {
-    let escaped = value
-        .chars()
-        .any(|c| c == '"' || c == '\\' || c.is_control());
-    let not_a_string = matches!(value, "true" | "false" | "null")
-        || value.parse::<f64>().is_ok()
-        || value.starts_with('{');
-    if value.is_empty() || escaped || not_a_string {
-        return None;
-    }
-    let quoted = format!("\"{value}\"");
-    let text = |column: &str| contains(col(column), lit(quoted.as_str()));
-    let mut filter = text("attributes").or(text("resource_attributes"));
-    if let Some((_, column, _)) = PROMOTED_SPAN_ATTRIBUTES
-        .iter()
-        .find(|(attribute, _, _)| *attribute == key)
-    {
-        filter = cast(col(*column), DataType::Utf8).eq(lit(value)).or(filter);
-    }
-    if key == "service.name" {
-        filter = col("service_name").eq(lit(value)).or(filter);
-    }
-    Some(filter)
-}
-
 /// The filter for a numeric comparison: the promoted column when the key has one, else the attribute
 /// text of the JSON columns read as a number (`try_cast`: text that is no number gives NULL, no match).
 fn comparison_filter(comparison: &Comparison) -> Expr {
@@ -238,9 +207,6 @@ impl SearchRequest {
             filters.push(col("name").eq(lit(name.as_str())));
         }
         for (key, value) in &self.attributes {
-            // Pushed filters run in order, each on the rows the ones before let through, so the
-            // substring test spares the JSON parse for most spans that do not match.
-            filters.extend(attribute_prefilter(key, value));
             filters.push(attribute_filter(key, value));
         }
         for comparison in &self.comparisons {
@@ -601,90 +567,5 @@ mod tests {
                 }]
             );
         }
-    }
-
-    /// Every attribute value type, stored by the real encoder: a search for the text `attr` gives each
-    /// must pass the prefilter's substring test whenever there is a prefilter.
-    #[test]
-    fn the_prefilter_never_rejects_a_matching_attribute() {
-        use meshscope_proto::collector::trace::v1::ExportTraceServiceRequest;
-        use meshscope_proto::common::{AnyValue, ArrayValue, KeyValue, KeyValueList, any_value};
-        use meshscope_proto::trace::{ResourceSpans, ScopeSpans, Span};
-        use meshscope_storage::convert::spans_to_batch;
-
-        use crate::udf::attribute_text;
-
-        let scalar = |value| AnyValue { value: Some(value) };
-        let values = vec![
-            any_value::Value::StringValue("okhttp/4.12.0".into()),
-            any_value::Value::StringValue("a/b+c=é ü <tag> 😀".into()),
-            any_value::Value::StringValue("say \"hi\"\\n".into()),
-            any_value::Value::StringValue("42".into()),
-            any_value::Value::StringValue("0x1F".into()),
-            any_value::Value::IntValue(42),
-            any_value::Value::IntValue(-7),
-            any_value::Value::BoolValue(true),
-            any_value::Value::DoubleValue(1.5),
-            any_value::Value::DoubleValue(1e21),
-            any_value::Value::DoubleValue(f64::NAN),
-            any_value::Value::BytesValue(vec![0xff, 0x00, 0xfb, 0x3e]),
-            any_value::Value::ArrayValue(ArrayValue {
-                values: vec![scalar(any_value::Value::StringValue("x".into()))],
-            }),
-            any_value::Value::KvlistValue(KeyValueList {
-                values: vec![KeyValue {
-                    key: "inner".into(),
-                    value: Some(scalar(any_value::Value::IntValue(1))),
-                    ..Default::default()
-                }],
-            }),
-        ];
-        let attributes: Vec<KeyValue> = values
-            .iter()
-            .enumerate()
-            .map(|(i, value)| KeyValue {
-                key: format!("k{i}"),
-                value: Some(scalar(value.clone())),
-                ..Default::default()
-            })
-            .collect();
-        let request = ExportTraceServiceRequest {
-            resource_spans: vec![ResourceSpans {
-                scope_spans: vec![ScopeSpans {
-                    spans: vec![Span {
-                        trace_id: vec![1; 16],
-                        span_id: vec![2; 8],
-                        start_time_unix_nano: 1,
-                        end_time_unix_nano: 2,
-                        attributes,
-                        ..Default::default()
-                    }],
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-        };
-        let batch = spans_to_batch(&request).expect("convert");
-        let document = batch
-            .column_by_name("attributes")
-            .expect("attributes")
-            .as_string::<i32>()
-            .value(0)
-            .to_owned();
-        let mut prefiltered = 0;
-        for i in 0..values.len() {
-            let key = format!("k{i}");
-            let text = attribute_text(&document, &key).expect("stored");
-            if attribute_prefilter(&key, &text).is_some() {
-                prefiltered += 1;
-                assert!(
-                    document.contains(&format!("\"{text}\"")),
-                    "{key} = {text:?} would be rejected in {document}"
-                );
-            }
-        }
-        // The plain strings and the bytes get a prefilter; escaped text, numbers, bools, NaN (null)
-        // and compound values do not.
-        assert_eq!(prefiltered, 4);
     }
 }
