@@ -9,6 +9,7 @@
 //! dictionaries, page-level statistics (not on the span JSON columns) and, on `spans`, a bloom filter on
 //! `trace_id`, which the store's trace-id index keeps in memory for lookups without a time hint.
 //! docs/schema.md gives the measured effect of each encoding choice.
+
 use std::sync::Arc;
 
 use bytes::Bytes;
