@@ -303,3 +303,100 @@ async fn end_times_read_from_files_equal_those_sent() {
     assert_eq!(store.manifest().files.len(), 1);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A span file written before `end_time` was dropped (it holds the column, and the service-first order)
+/// is still read with the right end times, and compaction merges it with a newer file.
+#[tokio::test]
+async fn files_that_still_hold_end_time_are_read_and_compacted() {
+    use datafusion::arrow::array::{Array, TimestampNanosecondArray};
+    use datafusion::arrow::compute::concat_batches;
+    use datafusion::arrow::record_batch::RecordBatch;
+    use datafusion::parquet::arrow::ArrowWriter;
+    use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReader;
+    use meshscope_storage::Table;
+
+    let base = hour_start();
+    let (store, dir) = store_with(10, 1, base).await;
+    assert_eq!(store.manifest().files.len(), 1);
+    let old = store.manifest().files[0].clone();
+    drop(store);
+
+    // Rewrite the flushed file as the old format did: every table column, `end_time` included.
+    let path = dir.join(&old.path);
+    let bytes = bytes::Bytes::from(std::fs::read(&path).expect("read file"));
+    let batches: Vec<RecordBatch> = ParquetRecordBatchReader::try_new(bytes, 1024)
+        .expect("parquet")
+        .collect::<Result<_, _>>()
+        .expect("batches");
+    let stored = concat_batches(&Table::Spans.file_schema(), &batches).expect("concat");
+    let starts = stored
+        .column_by_name("start_time")
+        .and_then(|c| c.as_any().downcast_ref::<TimestampNanosecondArray>())
+        .expect("start_time");
+    let ends = TimestampNanosecondArray::from(
+        (0..starts.len())
+            .map(|row| starts.value(row) + 20_000_000)
+            .collect::<Vec<_>>(),
+    )
+    .with_timezone("UTC");
+    let schema = Table::Spans.schema();
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|field| match field.name().as_str() {
+            "end_time" => Arc::new(ends.clone()) as Arc<dyn Array>,
+            name => stored.column_by_name(name).expect("column").clone(),
+        })
+        .collect();
+    let full = RecordBatch::try_new(schema.clone(), columns).expect("full batch");
+    let mut buffer = Vec::new();
+    let mut writer = ArrowWriter::try_new(&mut buffer, schema, None).expect("writer");
+    writer.write(&full).expect("write");
+    writer.close().expect("close");
+    std::fs::write(&path, &buffer).expect("rewrite file");
+    let manifest_path = dir.join("manifest.json");
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&manifest_path).expect("manifest")).expect("json");
+    manifest["files"][0]["bytes"] = serde_json::json!(buffer.len());
+    std::fs::write(&manifest_path, manifest.to_string()).expect("write manifest");
+
+    let mut options = StoreOptions::new(&dir);
+    options.compaction_min_files = 2;
+    let store = Store::open(options).await.expect("reopen");
+    for t in 10..20 {
+        append(&store, &trace(t, base + u64::from(t) * SECOND)).await;
+    }
+    store.flush().await.expect("flush");
+    let engine = QueryEngine::new(store.clone(), QueryLimits::default()).expect("engine");
+    for stage in ["old and new files", "merged file"] {
+        let result = engine
+            .sql("SELECT start_time, end_time FROM spans")
+            .await
+            .expect("sql");
+        let mut rows = 0;
+        for batch in &result.batches {
+            let column = |i: usize| {
+                batch
+                    .column(i)
+                    .as_any()
+                    .downcast_ref::<TimestampNanosecondArray>()
+                    .expect("timestamps")
+                    .clone()
+            };
+            let (starts, ends) = (column(0), column(1));
+            for row in 0..batch.num_rows() {
+                assert_eq!(ends.value(row) - starts.value(row), 20_000_000, "{stage}");
+            }
+            rows += batch.num_rows();
+        }
+        assert_eq!(rows, 20 * SERVICES.len(), "{stage}");
+        let spans = engine.trace(&trace_id(3)).await.expect("trace");
+        assert_eq!(span_ids(&spans), expected_span_ids(3), "{stage}");
+        if stage == "old and new files" {
+            assert_eq!(store.manifest().files.len(), 2);
+            assert_eq!(store.compact().await.expect("compact"), 2);
+        }
+    }
+    assert_eq!(store.manifest().files.len(), 1);
+    let _ = std::fs::remove_dir_all(dir);
+}
