@@ -3,13 +3,15 @@
 //! A filter `trace_id = X` or `trace_id IN (X, Y, …)` (the trace API, search's second step, SQL with
 //! `unhex_id`) is answered from the in-memory `trace_id` bloom filters: files none of whose row groups
 //! may hold an id are not opened at all, and the others get a [`ParquetAccessPlan`] that skips the row
-//! groups that cannot hold one. DataFusion then reads only those row groups (pruning pages by the page
-//! index and rows by the filter as usual), so no bloom filter is read from disk at query time.
+//! groups that cannot hold one and, within the others, the `trace_id` pages that cannot. DataFusion
+//! then reads only those rows (pruning pages by the page index and rows by the filter as usual), so no
+//! bloom filter is read from disk at query time.
 
 use datafusion::common::{DataFusionError, Result, ScalarValue};
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::physical_plan::parquet::ParquetAccessPlan;
 use datafusion::logical_expr::{BinaryExpr, Expr, Operator};
+use datafusion::parquet::arrow::arrow_reader::RowSelection;
 use meshscope_storage::TraceIndex;
 use meshscope_storage::manifest::FileMeta;
 
@@ -67,7 +69,7 @@ fn id_bytes(value: &ScalarValue) -> Option<Vec<u8>> {
 }
 
 /// The files of `files` that may hold a span of `ids`, each with an access plan that reads only the row
-/// groups that may.
+/// groups that may, and in them only the `trace_id` pages that may.
 pub(crate) async fn candidate_files(
     index: &TraceIndex,
     files: &[FileMeta],
@@ -79,14 +81,20 @@ pub(crate) async fn candidate_files(
         .map_err(|error| DataFusionError::External(Box::new(error)))?;
     let mut candidates = Vec::new();
     for (file, filters) in files.iter().zip(filters) {
-        let row_groups = filters.candidates(&ids);
-        if !row_groups.contains(&true) {
+        let row_groups = filters.candidate_rows(&ids);
+        if row_groups.iter().all(Option::is_none) {
             continue;
         }
         let mut plan = ParquetAccessPlan::new_all(row_groups.len());
-        for (row_group, candidate) in row_groups.into_iter().enumerate() {
-            if !candidate {
-                plan.skip(row_group);
+        for (row_group, rows) in row_groups.into_iter().enumerate() {
+            let total = filters.rows(row_group);
+            match rows {
+                None => plan.skip(row_group),
+                Some(ranges) if ranges != [0..total] => plan.scan_selection(
+                    row_group,
+                    RowSelection::from_consecutive_ranges(ranges.into_iter(), total),
+                ),
+                Some(_) => {}
             }
         }
         candidates.push(PartitionedFile::new(file.path.clone(), file.bytes).with_extension(plan));

@@ -400,3 +400,72 @@ async fn files_that_still_hold_end_time_are_read_and_compacted() {
     assert_eq!(store.manifest().files.len(), 1);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// In a file whose `trace_id` column spans many pages, lookups of one id and of twenty are exact: the
+/// trace-id index narrows each id to the pages whose bounds hold it.
+#[tokio::test]
+async fn lookups_in_a_file_of_many_trace_id_pages_are_exact() {
+    use datafusion::parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
+
+    let dir = temp_dir();
+    let store = Store::open(StoreOptions::new(&dir)).await.expect("open");
+    let base = hour_start();
+    for chunk in 0..30u32 {
+        let mut request = ExportTraceServiceRequest::default();
+        for t in chunk * 100..(chunk + 1) * 100 {
+            request
+                .resource_spans
+                .extend(trace(t, base + u64::from(t) * 1_000_000).resource_spans);
+        }
+        append(&store, &request).await;
+    }
+    store.flush().await.expect("flush");
+    let file = store.manifest().files[0].clone();
+    let bytes = bytes::Bytes::from(std::fs::read(dir.join(&file.path)).expect("read"));
+    let metadata =
+        ArrowReaderMetadata::load(&bytes, ArrowReaderOptions::new().with_page_index(true))
+            .expect("metadata");
+    let column = metadata
+        .metadata()
+        .file_metadata()
+        .schema_descr()
+        .columns()
+        .iter()
+        .position(|c| c.name() == "trace_id")
+        .expect("trace_id");
+    let pages: usize = metadata
+        .metadata()
+        .offset_index()
+        .expect("page index")
+        .iter()
+        .map(|row_group| row_group[column].page_locations().len())
+        .sum();
+    assert!(
+        pages >= 4,
+        "the test needs several trace_id pages, got {pages}"
+    );
+
+    let engine = QueryEngine::new(store.clone(), QueryLimits::default()).expect("engine");
+    let sample: Vec<u32> = (0..20).map(|i| i * 149 + 7).collect();
+    for &t in &sample {
+        let spans = engine.trace(&trace_id(t)).await.expect("trace");
+        assert_eq!(span_ids(&spans), expected_span_ids(t), "trace {t}");
+    }
+    let ids: Vec<String> = sample
+        .iter()
+        .map(|&t| format!("unhex_id('{}')", hex::encode(trace_id(t))))
+        .collect();
+    let sql = format!(
+        "SELECT count(*) FROM spans WHERE trace_id IN ({})",
+        ids.join(", ")
+    );
+    let result = engine.sql(&sql).await.expect("sql");
+    let count = result.batches[0]
+        .column(0)
+        .as_any()
+        .downcast_ref::<datafusion::arrow::array::Int64Array>()
+        .expect("count")
+        .value(0);
+    assert_eq!(count, (sample.len() * SERVICES.len()) as i64);
+    let _ = std::fs::remove_dir_all(dir);
+}

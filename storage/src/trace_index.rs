@@ -1,22 +1,29 @@
-//! The trace-id index: the `trace_id` bloom filters of the span files, held in memory.
+//! The trace-id index: the `trace_id` bloom filters and page bounds of the span files, held in memory.
 //!
 //! Span files are sorted by start minute first, so the trace-id statistics of a row group span most of
 //! the id space and can rarely rule a trace out; only the bloom filters can. Read from disk on every lookup
 //! without a time hint, they were almost all of the bytes a lookup read. Kept here, a lookup tests every
-//! row group of every file in memory and opens only the row groups that may hold the trace.
+//! row group of every file in memory and opens only the row groups that may hold the trace. Within a row
+//! group, the page bounds of `trace_id` (from the page index) narrow each id the filter lets through to
+//! the pages that may hold it: the engine's own page pruning can only test the page against all ids of
+//! a lookup at once, which for a search's 20 ids keeps most pages of every row group.
 //!
 //! Files are immutable, so a cached filter never goes stale. The store drops the entries of files the
 //! manifest no longer lists whenever it publishes one ([`TraceIndex::retain`]), and the least recently
 //! used files go when the filters exceed the byte budget. Cost: the filters' own size, 32 KiB per row
-//! group of 32k spans (about 1 byte per span) with the current writer settings.
+//! group of 32k spans (about 1 byte per span) with the current writer settings, plus ~50 bytes per page.
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::{Arc, Mutex};
 
 use object_store::ObjectStore;
 use object_store::path::Path;
 use parquet::arrow::ParquetRecordBatchStreamBuilder;
+use parquet::arrow::arrow_reader::ArrowReaderOptions;
 use parquet::bloom_filter::Sbbf;
+use parquet::file::metadata::ParquetMetaData;
+use parquet::file::page_index::column_index::ColumnIndexMetaData;
 
 use crate::StorageError;
 use crate::manifest::FileMeta;
@@ -25,29 +32,99 @@ use crate::parquet_io::StoredFileReader;
 /// Name of the indexed column.
 const COLUMN: &str = "trace_id";
 
-/// The `trace_id` bloom filters of one file, one per row group.
+/// What the index keeps of one row group: its `trace_id` bloom filter and page bounds.
+#[derive(Debug)]
+struct RowGroupIndex {
+    /// `None`: the row group has no filter, so it may hold any trace.
+    filter: Option<Sbbf>,
+    /// Rows in the row group.
+    rows: usize,
+    /// `None`: no page index, so any row may hold any trace the filter lets through.
+    pages: Option<TracePages>,
+}
+
+/// The `trace_id` pages of one row group, from the file's page index.
+#[derive(Debug)]
+struct TracePages {
+    /// The first row of each page.
+    starts: Vec<usize>,
+    /// The smallest and largest id of each page.
+    bounds: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// The `trace_id` bloom filters and page bounds of one file, per row group.
 #[derive(Debug)]
 pub struct FileFilters {
-    /// `None`: the row group has no filter, so it may hold any trace.
-    row_groups: Vec<Option<Sbbf>>,
+    row_groups: Vec<RowGroupIndex>,
 }
 
 impl FileFilters {
-    /// Per row group, whether it may hold a span of any of `ids`.
-    pub fn candidates(&self, ids: &[&[u8]]) -> Vec<bool> {
+    /// Per row group, the rows that may hold a span of one of `ids`: `None` when none may, else row
+    /// ranges in order (the whole row group when its pages are not known). The bloom filter picks the
+    /// ids the row group may hold, and only the pages whose id range holds one of those are kept, so a
+    /// search's 20 ids cost one page each where they may be, not every page one of them falls in.
+    pub fn candidate_rows(&self, ids: &[&[u8]]) -> Vec<Option<Vec<Range<usize>>>> {
         self.row_groups
             .iter()
-            .map(|filter| match filter {
-                Some(filter) => ids.iter().any(|id| filter.check(*id)),
-                None => true,
+            .map(|group| {
+                let present: Vec<&[u8]> = ids
+                    .iter()
+                    .copied()
+                    .filter(|id| group.filter.as_ref().is_none_or(|f| f.check(*id)))
+                    .collect();
+                if present.is_empty() {
+                    return None;
+                }
+                let Some(pages) = &group.pages else {
+                    return Some(vec![0..group.rows]);
+                };
+                let mut ranges: Vec<Range<usize>> = Vec::new();
+                for (page, (min, max)) in pages.bounds.iter().enumerate() {
+                    let holds = present
+                        .iter()
+                        .any(|id| min.as_slice() <= *id && *id <= max.as_slice());
+                    if !holds {
+                        continue;
+                    }
+                    let start = pages.starts[page];
+                    let end = pages.starts.get(page + 1).copied().unwrap_or(group.rows);
+                    match ranges.last_mut() {
+                        Some(last) if last.end == start => last.end = end,
+                        _ => ranges.push(start..end),
+                    }
+                }
+                (!ranges.is_empty()).then_some(ranges)
             })
             .collect()
     }
 
-    /// Bytes the filters hold.
+    /// Rows in `row_group`.
+    pub fn rows(&self, row_group: usize) -> usize {
+        self.row_groups.get(row_group).map_or(0, |group| group.rows)
+    }
+
+    /// Bytes the filters and page bounds hold.
     pub fn bytes(&self) -> usize {
-        let blocks: usize = self.row_groups.iter().flatten().map(Sbbf::num_blocks).sum();
-        blocks * 32 + self.row_groups.len() * size_of::<Option<Sbbf>>()
+        let blocks: usize = self
+            .row_groups
+            .iter()
+            .filter_map(|group| group.filter.as_ref())
+            .map(Sbbf::num_blocks)
+            .sum();
+        let pages: usize = self
+            .row_groups
+            .iter()
+            .filter_map(|group| group.pages.as_ref())
+            .map(|pages| {
+                let ids: usize = pages
+                    .bounds
+                    .iter()
+                    .map(|(min, max)| min.len() + max.len())
+                    .sum();
+                ids + pages.bounds.len() * (size_of::<(Vec<u8>, Vec<u8>)>() + size_of::<usize>())
+            })
+            .sum();
+        blocks * 32 + pages + self.row_groups.len() * size_of::<RowGroupIndex>()
     }
 }
 
@@ -165,7 +242,9 @@ impl TraceIndex {
             Path::from(file.path.as_str()),
             file.bytes,
         );
-        let mut builder = ParquetRecordBatchStreamBuilder::new(reader).await?;
+        let options = ArrowReaderOptions::new().with_page_index(true);
+        let mut builder =
+            ParquetRecordBatchStreamBuilder::new_with_options(reader, options).await?;
         let metadata = builder.metadata().clone();
         let column = metadata
             .file_metadata()
@@ -175,30 +254,69 @@ impl TraceIndex {
             .position(|column| column.path().string() == COLUMN);
         let mut row_groups = Vec::with_capacity(metadata.num_row_groups());
         for row_group in 0..metadata.num_row_groups() {
-            row_groups.push(match column {
+            let filter = match column {
                 Some(column) => {
                     builder
                         .get_row_group_column_bloom_filter(row_group, column)
                         .await?
                 }
                 None => None,
+            };
+            row_groups.push(RowGroupIndex {
+                filter,
+                rows: usize::try_from(metadata.row_group(row_group).num_rows()).unwrap_or(0),
+                pages: column.and_then(|column| trace_pages(&metadata, row_group, column)),
             });
         }
         Ok(FileFilters { row_groups })
     }
 }
 
+/// The `trace_id` page bounds of `row_group` from the file's page index, if it has a complete one.
+fn trace_pages(metadata: &ParquetMetaData, row_group: usize, column: usize) -> Option<TracePages> {
+    let locations = metadata
+        .offset_index()?
+        .get(row_group)?
+        .get(column)?
+        .page_locations();
+    let ColumnIndexMetaData::BYTE_ARRAY(index) =
+        metadata.column_index()?.get(row_group)?.get(column)?
+    else {
+        return None;
+    };
+    let mut starts = Vec::with_capacity(locations.len());
+    let mut bounds = Vec::with_capacity(locations.len());
+    for (page, location) in locations.iter().enumerate() {
+        starts.push(usize::try_from(location.first_row_index).ok()?);
+        bounds.push((
+            index.min_value(page)?.to_vec(),
+            index.max_value(page)?.to_vec(),
+        ));
+    }
+    Some(TracePages { starts, bounds })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn filters(ids: &[&[u8]], row_groups: usize) -> Arc<FileFilters> {
+    fn bloom(ids: &[&[u8]]) -> Sbbf {
         let mut filter = Sbbf::new_with_num_of_bytes(1024);
         for id in ids {
             filter.insert(*id);
         }
+        filter
+    }
+
+    fn filters(ids: &[&[u8]], row_groups: usize) -> Arc<FileFilters> {
         Arc::new(FileFilters {
-            row_groups: (0..row_groups).map(|_| Some(filter.clone())).collect(),
+            row_groups: (0..row_groups)
+                .map(|_| RowGroupIndex {
+                    filter: Some(bloom(ids)),
+                    rows: 10,
+                    pages: None,
+                })
+                .collect(),
         })
     }
 
@@ -209,10 +327,74 @@ mod tests {
     #[test]
     fn candidates_follow_the_filters_and_missing_filters_match_everything() {
         let file = FileFilters {
-            row_groups: vec![filters(&[b"a".as_slice()], 1).row_groups[0].clone(), None],
+            row_groups: vec![
+                RowGroupIndex {
+                    filter: Some(bloom(&[b"a".as_slice()])),
+                    rows: 10,
+                    pages: None,
+                },
+                RowGroupIndex {
+                    filter: None,
+                    rows: 7,
+                    pages: None,
+                },
+            ],
         };
-        assert_eq!(file.candidates(&[b"a".as_slice()]), vec![true, true]);
-        assert!(!file.candidates(&[b"zzzz-not-there".as_slice()])[0]);
+        assert_eq!(
+            file.candidate_rows(&[b"a".as_slice()]),
+            vec![Some(vec![0..10]), Some(vec![0..7])]
+        );
+        assert_eq!(
+            file.candidate_rows(&[b"zzzz-not-there".as_slice()])[0],
+            None
+        );
+    }
+
+    #[test]
+    fn each_id_keeps_only_the_pages_of_row_groups_whose_filter_lets_it_through() {
+        let pages = || TracePages {
+            starts: vec![0, 10, 20, 30],
+            bounds: vec![
+                (b"a".to_vec(), b"c".to_vec()),
+                (b"d".to_vec(), b"f".to_vec()),
+                (b"g".to_vec(), b"i".to_vec()),
+                (b"j".to_vec(), b"l".to_vec()),
+            ],
+        };
+        let file = FileFilters {
+            row_groups: vec![
+                RowGroupIndex {
+                    filter: Some(bloom(&[b"e".as_slice(), b"h".as_slice()])),
+                    rows: 35,
+                    pages: Some(pages()),
+                },
+                RowGroupIndex {
+                    filter: Some(bloom(&[b"k".as_slice()])),
+                    rows: 35,
+                    pages: Some(pages()),
+                },
+            ],
+        };
+        // "e" and "h" sit in adjacent pages of the first row group; "k", which its filter rules out
+        // there, only in the last page of the second, which runs to the end of the row group.
+        assert_eq!(
+            file.candidate_rows(&[b"e".as_slice(), b"h".as_slice(), b"k".as_slice()]),
+            vec![Some(vec![10..30]), Some(vec![30..35])]
+        );
+        assert_eq!(
+            file.candidate_rows(&[b"b".as_slice(), b"k".as_slice()])[1],
+            Some(vec![30..35])
+        );
+        // An id the bloom filter lets through but no page's bounds hold rules the row group out.
+        let outside = FileFilters {
+            row_groups: vec![RowGroupIndex {
+                filter: None,
+                rows: 35,
+                pages: Some(pages()),
+            }],
+        };
+        assert_eq!(outside.candidate_rows(&[b"z".as_slice()]), vec![None]);
+        assert_eq!(file.rows(1), 35);
     }
 
     #[test]
