@@ -88,9 +88,10 @@ pub(crate) async fn candidate_files(
         let mut plan = ParquetAccessPlan::new_all(row_groups.len());
         for (row_group, rows) in row_groups.into_iter().enumerate() {
             let total = filters.rows(row_group);
+            let whole = 0..total;
             match rows {
                 None => plan.skip(row_group),
-                Some(ranges) if ranges != [0..total] => plan.scan_selection(
+                Some(ranges) if ranges.len() != 1 || ranges[0] != whole => plan.scan_selection(
                     row_group,
                     RowSelection::from_consecutive_ranges(ranges.into_iter(), total),
                 ),

@@ -406,6 +406,7 @@ async fn files_that_still_hold_end_time_are_read_and_compacted() {
 #[tokio::test]
 async fn lookups_in_a_file_of_many_trace_id_pages_are_exact() {
     use datafusion::parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
+    use datafusion::parquet::file::metadata::PageIndexPolicy;
 
     let dir = temp_dir();
     let store = Store::open(StoreOptions::new(&dir)).await.expect("open");
@@ -422,9 +423,11 @@ async fn lookups_in_a_file_of_many_trace_id_pages_are_exact() {
     store.flush().await.expect("flush");
     let file = store.manifest().files[0].clone();
     let bytes = bytes::Bytes::from(std::fs::read(dir.join(&file.path)).expect("read"));
-    let metadata =
-        ArrowReaderMetadata::load(&bytes, ArrowReaderOptions::new().with_page_index(true))
-            .expect("metadata");
+    let metadata = ArrowReaderMetadata::load(
+        &bytes,
+        ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Required),
+    )
+    .expect("metadata");
     let column = metadata
         .metadata()
         .file_metadata()

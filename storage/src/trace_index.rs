@@ -22,7 +22,7 @@ use object_store::path::Path;
 use parquet::arrow::ParquetRecordBatchStreamBuilder;
 use parquet::arrow::arrow_reader::ArrowReaderOptions;
 use parquet::bloom_filter::Sbbf;
-use parquet::file::metadata::ParquetMetaData;
+use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData};
 use parquet::file::page_index::column_index::ColumnIndexMetaData;
 
 use crate::StorageError;
@@ -75,8 +75,9 @@ impl FileFilters {
                 if present.is_empty() {
                     return None;
                 }
+                let whole = 0..group.rows;
                 let Some(pages) = &group.pages else {
-                    return Some(vec![0..group.rows]);
+                    return Some(vec![whole]);
                 };
                 let mut ranges: Vec<Range<usize>> = Vec::new();
                 for (page, (min, max)) in pages.bounds.iter().enumerate() {
@@ -242,7 +243,7 @@ impl TraceIndex {
             Path::from(file.path.as_str()),
             file.bytes,
         );
-        let options = ArrowReaderOptions::new().with_page_index(true);
+        let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
         let mut builder =
             ParquetRecordBatchStreamBuilder::new_with_options(reader, options).await?;
         let metadata = builder.metadata().clone();
@@ -300,6 +301,12 @@ fn trace_pages(metadata: &ParquetMetaData, row_group: usize, column: usize) -> O
 mod tests {
     use super::*;
 
+    /// One row range, as `candidate_rows` gives it.
+    fn rows(start: usize, end: usize) -> Vec<Range<usize>> {
+        let range = start..end;
+        vec![range]
+    }
+
     fn bloom(ids: &[&[u8]]) -> Sbbf {
         let mut filter = Sbbf::new_with_num_of_bytes(1024);
         for id in ids {
@@ -342,7 +349,7 @@ mod tests {
         };
         assert_eq!(
             file.candidate_rows(&[b"a".as_slice()]),
-            vec![Some(vec![0..10]), Some(vec![0..7])]
+            vec![Some(rows(0, 10)), Some(rows(0, 7))]
         );
         assert_eq!(
             file.candidate_rows(&[b"zzzz-not-there".as_slice()])[0],
@@ -379,11 +386,11 @@ mod tests {
         // there, only in the last page of the second, which runs to the end of the row group.
         assert_eq!(
             file.candidate_rows(&[b"e".as_slice(), b"h".as_slice(), b"k".as_slice()]),
-            vec![Some(vec![10..30]), Some(vec![30..35])]
+            vec![Some(rows(10, 30)), Some(rows(30, 35))]
         );
         assert_eq!(
             file.candidate_rows(&[b"b".as_slice(), b"k".as_slice()])[1],
-            Some(vec![30..35])
+            Some(rows(30, 35))
         );
         // An id the bloom filter lets through but no page's bounds hold rules the row group out.
         let outside = FileFilters {
