@@ -33,9 +33,6 @@ pub const MAX_ANY_VALUE_DEPTH: usize = 32;
 /// Most distinct reasons listed in [`Rejections::message`].
 const MAX_REASONS: usize = 3;
 
-/// Largest timestamp that can be stored.
-const MAX_TIME: u64 = MAX_STORED_TIME_NANOS;
-
 /// What validation removed from a request, for the OTLP partial_success answer.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Rejections {
@@ -303,7 +300,7 @@ fn id_problem(name: &str, id: &[u8], len: usize) -> Option<String> {
 }
 
 fn time_problem(name: &str, nanos: u64) -> Option<String> {
-    (nanos > MAX_TIME).then(|| format!("{name} exceeds i64::MAX"))
+    (nanos > MAX_STORED_TIME_NANOS).then(|| format!("{name} exceeds i64::MAX"))
 }
 
 /// Whether any attribute value nests arrays/kvlists deeper than [`MAX_ANY_VALUE_DEPTH`].
@@ -494,7 +491,7 @@ mod tests {
     fn valid_spans_pass_untouched() {
         let mut span = good_span();
         span.parent_span_id = vec![3; 8];
-        span.start_time_unix_nano = MAX_TIME;
+        span.start_time_unix_nano = MAX_STORED_TIME_NANOS;
         span.attributes = deep(MAX_ANY_VALUE_DEPTH);
         let mut request = traces(vec![span]);
         request.resource_spans.push(ResourceSpans::default());
@@ -578,7 +575,7 @@ mod tests {
     #[test]
     fn time_rules() {
         let mut span = good_span();
-        span.start_time_unix_nano = MAX_TIME + 1;
+        span.start_time_unix_nano = MAX_STORED_TIME_NANOS + 1;
         assert_eq!(
             reject_one(span),
             "span 1 of scope 0: start_time_unix_nano exceeds i64::MAX"
@@ -759,7 +756,7 @@ mod tests {
     #[test]
     fn metric_time_rules() {
         let mut late_start = number(1);
-        late_start.start_time_unix_nano = MAX_TIME + 1;
+        late_start.start_time_unix_nano = MAX_STORED_TIME_NANOS + 1;
         let mut request = metrics(vec![gauge(vec![number(1), number(u64::MAX), late_start])]);
         let rejections = validate_metrics(&mut request);
         assert_eq!(rejections.count, 2);
@@ -888,7 +885,10 @@ mod tests {
 
     #[test]
     fn valid_metrics_pass_untouched() {
-        let mut request = metrics(vec![gauge(vec![number(MAX_TIME)]), Metric::default()]);
+        let mut request = metrics(vec![
+            gauge(vec![number(MAX_STORED_TIME_NANOS)]),
+            Metric::default(),
+        ]);
         let original = request.clone();
         assert_eq!(validate_metrics(&mut request), Rejections::default());
         assert_eq!(request, original);

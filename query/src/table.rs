@@ -7,8 +7,9 @@
 //! pushdown on), which prunes row groups by statistics, pages by the page index, and decodes other
 //! columns only for rows that pass; columns files do not store are computed on top
 //! ([`crate::file_columns`]). A trace-id filter first goes through the store's in-memory trace-id
-//! index ([`crate::trace_filter`]), which drops the files and row groups that cannot hold the trace. Every filter is reported `Inexact`, so
-//! the engine re-checks rows; nothing here has to be exact to be correct.
+//! index ([`crate::trace_filter`]), which drops the files, row groups and `trace_id` pages that cannot
+//! hold the trace. Every filter is reported `Inexact`, so the engine re-checks rows; nothing here has to
+//! be exact to be correct.
 
 use std::fmt;
 use std::sync::Arc;

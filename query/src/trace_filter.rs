@@ -11,7 +11,6 @@ use datafusion::common::{DataFusionError, Result, ScalarValue};
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::physical_plan::parquet::ParquetAccessPlan;
 use datafusion::logical_expr::{BinaryExpr, Expr, Operator};
-use datafusion::parquet::arrow::arrow_reader::RowSelection;
 use meshscope_storage::TraceIndex;
 use meshscope_storage::manifest::FileMeta;
 
@@ -87,15 +86,9 @@ pub(crate) async fn candidate_files(
         }
         let mut plan = ParquetAccessPlan::new_all(row_groups.len());
         for (row_group, rows) in row_groups.into_iter().enumerate() {
-            let total = filters.rows(row_group);
-            let whole = 0..total;
             match rows {
+                Some(rows) => plan.scan_selection(row_group, rows),
                 None => plan.skip(row_group),
-                Some(ranges) if ranges.len() != 1 || ranges[0] != whole => plan.scan_selection(
-                    row_group,
-                    RowSelection::from_consecutive_ranges(ranges.into_iter(), total),
-                ),
-                Some(_) => {}
             }
         }
         candidates.push(PartitionedFile::new(file.path.clone(), file.bytes).with_extension(plan));

@@ -130,6 +130,40 @@ fn expected_span_ids(trace: u32) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// The one number a `SELECT count(*) …` answers.
+async fn count(engine: &QueryEngine, sql: &str) -> i64 {
+    let result = engine.sql(sql).await.expect("sql");
+    result.batches[0]
+        .column(0)
+        .as_any()
+        .downcast_ref::<datafusion::arrow::array::Int64Array>()
+        .expect("count")
+        .value(0)
+}
+
+/// `end_time − start_time` of every stored span, through SQL. `end_time` is asked for first and a stored
+/// column sits between the two, so the scan must compute the derived column and keep the asked order.
+async fn durations(engine: &QueryEngine) -> Vec<i64> {
+    let nanos = |array: &dyn datafusion::arrow::array::Array| -> Vec<i64> {
+        array
+            .as_any()
+            .downcast_ref::<datafusion::arrow::array::TimestampNanosecondArray>()
+            .expect("timestamps")
+            .values()
+            .to_vec()
+    };
+    let rows = engine
+        .sql("SELECT end_time, name, start_time FROM spans")
+        .await
+        .expect("sql");
+    let mut durations = Vec::new();
+    for batch in &rows.batches {
+        let (ends, starts) = (nanos(batch.column(0)), nanos(batch.column(2)));
+        durations.extend(ends.iter().zip(&starts).map(|(end, start)| end - start));
+    }
+    durations
+}
+
 #[tokio::test]
 async fn trace_lookups_are_exact_and_the_index_forgets_compacted_files() {
     let (store, dir) = store_with(120, 4, hour_start()).await;
@@ -173,14 +207,7 @@ async fn trace_lookups_are_exact_and_the_index_forgets_compacted_files() {
         hex::encode(trace_id(5)),
         hex::encode(trace_id(6))
     );
-    let result = engine.sql(&sql).await.expect("sql");
-    let count = result.batches[0]
-        .column(0)
-        .as_any()
-        .downcast_ref::<datafusion::arrow::array::Int64Array>()
-        .expect("count")
-        .value(0);
-    assert_eq!(count, 2 * SERVICES.len() as i64);
+    assert_eq!(count(&engine, &sql).await, 2 * SERVICES.len() as i64);
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -249,29 +276,11 @@ async fn end_times_read_from_files_equal_those_sent() {
     let base = hour_start();
     let (store, dir) = store_with(30, 3, base).await;
     let engine = QueryEngine::new(store.clone(), QueryLimits::default()).expect("engine");
-    let nanos = |array: &dyn datafusion::arrow::array::Array| -> Vec<i64> {
-        array
-            .as_any()
-            .downcast_ref::<datafusion::arrow::array::TimestampNanosecondArray>()
-            .expect("timestamps")
-            .values()
-            .to_vec()
-    };
     for stage in ["flushed files", "compacted file"] {
-        let rows = engine
-            .sql("SELECT end_time, name, start_time FROM spans ORDER BY start_time")
-            .await
-            .expect("sql");
-        let (mut ends, mut starts) = (Vec::new(), Vec::new());
-        for batch in &rows.batches {
-            ends.extend(nanos(batch.column(0)));
-            starts.extend(nanos(batch.column(2)));
-        }
-        assert_eq!(ends.len(), 30 * SERVICES.len(), "{stage}");
+        let durations = durations(&engine).await;
+        assert_eq!(durations.len(), 30 * SERVICES.len(), "{stage}");
         assert!(
-            ends.iter()
-                .zip(&starts)
-                .all(|(end, start)| end - start == 20_000_000),
+            durations.iter().all(|d| *d == 20_000_000),
             "{stage}: every span was sent 20 ms long"
         );
 
@@ -279,14 +288,11 @@ async fn end_times_read_from_files_equal_those_sent() {
         let cutoff = base + 10 * SECOND + 2 + 20_000_000;
         let sql =
             format!("SELECT count(*) FROM spans WHERE end_time > to_timestamp_nanos({cutoff})");
-        let result = engine.sql(&sql).await.expect("sql");
-        let count = result.batches[0]
-            .column(0)
-            .as_any()
-            .downcast_ref::<datafusion::arrow::array::Int64Array>()
-            .expect("count")
-            .value(0);
-        assert_eq!(count, 19 * SERVICES.len() as i64, "{stage}");
+        assert_eq!(
+            count(&engine, &sql).await,
+            19 * SERVICES.len() as i64,
+            "{stage}"
+        );
 
         let spans = engine.trace(&trace_id(7)).await.expect("trace");
         assert_eq!(spans.len(), SERVICES.len(), "{stage}");
@@ -369,27 +375,12 @@ async fn files_that_still_hold_end_time_are_read_and_compacted() {
     store.flush().await.expect("flush");
     let engine = QueryEngine::new(store.clone(), QueryLimits::default()).expect("engine");
     for stage in ["old and new files", "merged file"] {
-        let result = engine
-            .sql("SELECT start_time, end_time FROM spans")
-            .await
-            .expect("sql");
-        let mut rows = 0;
-        for batch in &result.batches {
-            let column = |i: usize| {
-                batch
-                    .column(i)
-                    .as_any()
-                    .downcast_ref::<TimestampNanosecondArray>()
-                    .expect("timestamps")
-                    .clone()
-            };
-            let (starts, ends) = (column(0), column(1));
-            for row in 0..batch.num_rows() {
-                assert_eq!(ends.value(row) - starts.value(row), 20_000_000, "{stage}");
-            }
-            rows += batch.num_rows();
-        }
-        assert_eq!(rows, 20 * SERVICES.len(), "{stage}");
+        let durations = durations(&engine).await;
+        assert_eq!(durations.len(), 20 * SERVICES.len(), "{stage}");
+        assert!(
+            durations.iter().all(|d| *d == 20_000_000),
+            "{stage}: every span, of the old file and the new, was sent 20 ms long"
+        );
         let spans = engine.trace(&trace_id(3)).await.expect("trace");
         assert_eq!(span_ids(&spans), expected_span_ids(3), "{stage}");
         if stage == "old and new files" {
@@ -462,13 +453,9 @@ async fn lookups_in_a_file_of_many_trace_id_pages_are_exact() {
         "SELECT count(*) FROM spans WHERE trace_id IN ({})",
         ids.join(", ")
     );
-    let result = engine.sql(&sql).await.expect("sql");
-    let count = result.batches[0]
-        .column(0)
-        .as_any()
-        .downcast_ref::<datafusion::arrow::array::Int64Array>()
-        .expect("count")
-        .value(0);
-    assert_eq!(count, (sample.len() * SERVICES.len()) as i64);
+    assert_eq!(
+        count(&engine, &sql).await,
+        (sample.len() * SERVICES.len()) as i64
+    );
     let _ = std::fs::remove_dir_all(dir);
 }

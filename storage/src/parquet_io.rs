@@ -179,8 +179,8 @@ pub(crate) fn writer_properties(table: Table, rows: usize) -> WriterProperties {
             .set_column_dictionary_enabled(parent.clone(), false)
             .set_column_encoding(parent, Encoding::DELTA_BYTE_ARRAY);
         // Trace ids stay plain (a trace's repeated id is left to zstd, which beats a dictionary or
-        // prefix coding here), in small pages: the page index then narrows a lookup to a few hundred
-        // rows of its row group.
+        // prefix coding here), in small pages: the page index then narrows a lookup to one page of its
+        // row group.
         let trace_id = ColumnPath::from("trace_id");
         builder = builder
             .set_column_dictionary_enabled(trace_id.clone(), false)
@@ -362,12 +362,13 @@ mod tests {
 
     #[test]
     fn span_files_hold_every_column_but_the_derived_end_time() {
+        use datafusion::arrow::record_batch::RecordBatchReader;
+
         let request = ExportTraceServiceRequest {
             resource_spans: vec![spans("a", &[(1, 5 * MINUTE), (2, 6 * MINUTE)])],
         };
         let batch = spans_to_batch(&request).expect("convert");
         let bytes = encode(Table::Spans, &batch).expect("encode");
-        use datafusion::arrow::record_batch::RecordBatchReader;
         let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(bytes, 1024)
             .expect("parquet");
         let schema = reader.schema();

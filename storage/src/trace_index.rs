@@ -11,7 +11,8 @@
 //! Files are immutable, so a cached filter never goes stale. The store drops the entries of files the
 //! manifest no longer lists whenever it publishes one ([`TraceIndex::retain`]), and the least recently
 //! used files go when the filters exceed the byte budget. Cost: the filters' own size, 32 KiB per row
-//! group of 32k spans (about 1 byte per span) with the current writer settings, plus ~50 bytes per page.
+//! group of 32k spans (about 1 byte per span) with the current writer settings, plus ~90 bytes per
+//! `trace_id` page (about 16 per row group).
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -20,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use object_store::ObjectStore;
 use object_store::path::Path;
 use parquet::arrow::ParquetRecordBatchStreamBuilder;
-use parquet::arrow::arrow_reader::ArrowReaderOptions;
+use parquet::arrow::arrow_reader::{ArrowReaderOptions, RowSelection};
 use parquet::bloom_filter::Sbbf;
 use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData};
 use parquet::file::page_index::column_index::ColumnIndexMetaData;
@@ -59,11 +60,11 @@ pub struct FileFilters {
 }
 
 impl FileFilters {
-    /// Per row group, the rows that may hold a span of one of `ids`: `None` when none may, else row
-    /// ranges in order (the whole row group when its pages are not known). The bloom filter picks the
-    /// ids the row group may hold, and only the pages whose id range holds one of those are kept, so a
-    /// search's 20 ids cost one page each where they may be, not every page one of them falls in.
-    pub fn candidate_rows(&self, ids: &[&[u8]]) -> Vec<Option<Vec<Range<usize>>>> {
+    /// Per row group, the rows that may hold a span of one of `ids`: `None` when none may (the whole
+    /// row group when its pages are not known). The bloom filter picks the ids the row group may hold,
+    /// and only the pages whose id range holds one of those are kept, so a search's 20 ids cost one page
+    /// each where they may be, not every page one of them falls in.
+    pub fn candidate_rows(&self, ids: &[&[u8]]) -> Vec<Option<RowSelection>> {
         self.row_groups
             .iter()
             .map(|group| {
@@ -75,9 +76,11 @@ impl FileFilters {
                 if present.is_empty() {
                     return None;
                 }
-                let whole = 0..group.rows;
                 let Some(pages) = &group.pages else {
-                    return Some(vec![whole]);
+                    return Some(RowSelection::from_consecutive_ranges(
+                        std::iter::once(0..group.rows),
+                        group.rows,
+                    ));
                 };
                 let mut ranges: Vec<Range<usize>> = Vec::new();
                 for (page, (min, max)) in pages.bounds.iter().enumerate() {
@@ -94,14 +97,10 @@ impl FileFilters {
                         _ => ranges.push(start..end),
                     }
                 }
-                (!ranges.is_empty()).then_some(ranges)
+                (!ranges.is_empty())
+                    .then(|| RowSelection::from_consecutive_ranges(ranges.into_iter(), group.rows))
             })
             .collect()
-    }
-
-    /// Rows in `row_group`.
-    pub fn rows(&self, row_group: usize) -> usize {
-        self.row_groups.get(row_group).map_or(0, |group| group.rows)
     }
 
     /// Bytes the filters and page bounds hold.
@@ -301,10 +300,9 @@ fn trace_pages(metadata: &ParquetMetaData, row_group: usize, column: usize) -> O
 mod tests {
     use super::*;
 
-    /// One row range, as `candidate_rows` gives it.
-    fn rows(start: usize, end: usize) -> Vec<Range<usize>> {
-        let range = start..end;
-        vec![range]
+    /// The rows `start..end` of a row group of `total` rows, as `candidate_rows` gives them.
+    fn rows(start: usize, end: usize, total: usize) -> RowSelection {
+        RowSelection::from_consecutive_ranges(std::iter::once(start..end), total)
     }
 
     fn bloom(ids: &[&[u8]]) -> Sbbf {
@@ -349,7 +347,7 @@ mod tests {
         };
         assert_eq!(
             file.candidate_rows(&[b"a".as_slice()]),
-            vec![Some(rows(0, 10)), Some(rows(0, 7))]
+            vec![Some(rows(0, 10, 10)), Some(rows(0, 7, 7))]
         );
         assert_eq!(
             file.candidate_rows(&[b"zzzz-not-there".as_slice()])[0],
@@ -386,11 +384,11 @@ mod tests {
         // there, only in the last page of the second, which runs to the end of the row group.
         assert_eq!(
             file.candidate_rows(&[b"e".as_slice(), b"h".as_slice(), b"k".as_slice()]),
-            vec![Some(rows(10, 30)), Some(rows(30, 35))]
+            vec![Some(rows(10, 30, 35)), Some(rows(30, 35, 35))]
         );
         assert_eq!(
             file.candidate_rows(&[b"b".as_slice(), b"k".as_slice()])[1],
-            Some(rows(30, 35))
+            Some(rows(30, 35, 35))
         );
         // An id the bloom filter lets through but no page's bounds hold rules the row group out.
         let outside = FileFilters {
@@ -401,7 +399,6 @@ mod tests {
             }],
         };
         assert_eq!(outside.candidate_rows(&[b"z".as_slice()]), vec![None]);
-        assert_eq!(file.rows(1), 35);
     }
 
     #[test]
