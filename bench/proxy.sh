@@ -12,6 +12,9 @@
 # Meshscope proxy with span export off and on (to the `otlp_sink` example on CPU 0); RSS idle and
 # peak. Prints a markdown block for bench/README.md on stdout, progress on stderr.
 # Env: D (seconds per load run, 10), C (connections, 64), RATE (1000), RATE_S (seconds, 10),
+# RATE_ROUNDS (5: fixed-rate rounds, the four targets in a rotating order within each round; the
+# report gives medians over rounds and each round's added latency against that round's direct run),
+# LATENCY_ONLY=1 (only the fixed-rate rounds and the idle RSS: no wrk, h2load or span-export runs),
 # NOBUILD=1 (use the binaries already built), BIN=path (measure that proxy binary instead of the
 # one built, e.g. a copy of an older build; implies NOBUILD), KEEP=1 (keep the work dir).
 # The build goes to $CARGO_TARGET_DIR when it is set, else target/.
@@ -21,7 +24,7 @@ BENCH=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$BENCH/.." && pwd)
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 [ -n "${BIN:-}" ] && NOBUILD=1
-D=${D:-10}; C=${C:-64}; RATE=${RATE:-1000}; RATE_S=${RATE_S:-10}
+D=${D:-10}; C=${C:-64}; RATE=${RATE:-1000}; RATE_S=${RATE_S:-10}; RATE_ROUNDS=${RATE_ROUNDS:-5}
 PROXY_CPU=${PROXY_CPU:-1}; LG_CPU=${LG_CPU:-0}
 P_UP=18180; P_UP_H2=18181; P_HA=18182; P_HA_H2=18183; P_NG=18184; P_NG_H2=18185
 P_MS=18186; P_MS_ADMIN=18187; P_SINK=18188
@@ -168,15 +171,37 @@ h2_run() {
   log "h2load $1: $rps req/s p50 $p50 p99 $p99 ($(awk '/^requests:/{print $8" ok, "$10" errored"}' "$out")) cpu/req ${cpu} µs"
   ROWS+=("| $1 | HTTP/2 h2load -t1 -c$C -m10 | ${rps:-—} | ${p50:-—} | ${p99:-—} | $cpu | $per_core |")
 }
-RATE_ROWS=()
-# rate_run NAME URL
+RATE_LOG=$WORK/rate.txt
+# rate_run NAME URL ROUND: one fixed-rate run, appended to $RATE_LOG as
+# "round name p50 p90 p99 p999 max requests errors pacer_late_p99" (µs).
 rate_run() {
   local line
   line=$(taskset -c $LG_CPU "$FIXED" "$2" "$RATE" "$RATE_S")
-  log "fixed rate $1: $line"
+  log "fixed rate $1, round $3: $line"
   local -A kv
   for field in $line; do kv[${field%%=*}]=${field#*=}; done
-  RATE_ROWS+=("$1 ${kv[p50_us]} ${kv[p90_us]} ${kv[p99_us]} ${kv[p999_us]} ${kv[max_us]} ${kv[requests]} ${kv[errors]}")
+  echo "$3 $1 ${kv[p50_us]} ${kv[p90_us]} ${kv[p99_us]} ${kv[p999_us]} ${kv[max_us]} ${kv[requests]} ${kv[errors]} ${kv[late_p99_us]}" >> "$RATE_LOG"
+}
+# rate_report: per target, the median over rounds of each percentile, and the latency added over the
+# same round's direct run (median, and the range over rounds).
+rate_report() {
+  python3 - "$RATE_LOG" <<'PY'
+import statistics, sys
+runs = {}
+for line in open(sys.argv[1]):
+    r, name, *v = line.split()
+    runs.setdefault(name, {})[int(r)] = [int(x) for x in v]
+direct = runs["direct"]
+med = lambda xs: int(statistics.median(xs))
+for name, by_round in runs.items():
+    rows = list(by_round.values())
+    col = lambda i: [row[i] for row in rows]
+    added = lambda i: [by_round[r][i] - direct[r][i] for r in by_round]
+    a50, a99 = added(0), added(2)
+    print(f"| {name} | {med(col(0))} | {med(col(1))} | {med(col(2))} | {med(col(3))} | {max(col(4))} "
+          f"| {sum(col(5))} | {sum(col(6))} | {max(col(7))} "
+          f"| {med(a50)} ({min(a50)}..{max(a50)}) | {med(a99)} ({min(a99)}..{max(a99)}) |")
+PY
 }
 
 # --- run ----------------------------------------------------------------------------------------------
@@ -202,30 +227,39 @@ curl -fsS "http://127.0.0.1:$P_MS/" >/dev/null || die "meshscope does not answer
 RSS_IDLE=$(rss_kib $MS_OFF VmRSS)
 log "meshscope idle RSS ${RSS_IDLE} KiB"
 
-wrk_run direct "http://127.0.0.1:$P_UP/"
-wrk_run meshscope "http://127.0.0.1:$P_MS/" $MS_OFF
-wrk_run haproxy "http://127.0.0.1:$P_HA/" $HA_PID
-wrk_run nginx "http://127.0.0.1:$P_NG/" $NG_PID
-h2_run direct "http://127.0.0.1:$P_UP_H2/"
-h2_run meshscope "http://127.0.0.1:$P_MS/" $MS_OFF
-h2_run haproxy "http://127.0.0.1:$P_HA_H2/" $HA_PID
-h2_run nginx "http://127.0.0.1:$P_NG_H2/" $NG_PID
-rate_run direct "http://127.0.0.1:$P_UP/"
-rate_run meshscope "http://127.0.0.1:$P_MS/"
-rate_run haproxy "http://127.0.0.1:$P_HA/"
-rate_run nginx "http://127.0.0.1:$P_NG/"
+if [ -z "${LATENCY_ONLY:-}" ]; then
+  wrk_run direct "http://127.0.0.1:$P_UP/"
+  wrk_run meshscope "http://127.0.0.1:$P_MS/" $MS_OFF
+  wrk_run haproxy "http://127.0.0.1:$P_HA/" $HA_PID
+  wrk_run nginx "http://127.0.0.1:$P_NG/" $NG_PID
+  h2_run direct "http://127.0.0.1:$P_UP_H2/"
+  h2_run meshscope "http://127.0.0.1:$P_MS/" $MS_OFF
+  h2_run haproxy "http://127.0.0.1:$P_HA_H2/" $HA_PID
+  h2_run nginx "http://127.0.0.1:$P_NG_H2/" $NG_PID
+fi
+RATE_TARGETS=(direct meshscope haproxy nginx)
+declare -A RATE_URL=([direct]=$P_UP [meshscope]=$P_MS [haproxy]=$P_HA [nginx]=$P_NG)
+for round in $(seq 1 $RATE_ROUNDS); do
+  for i in 0 1 2 3; do
+    t=${RATE_TARGETS[$(( (i + round - 1) % 4 ))]}
+    rate_run $t "http://127.0.0.1:${RATE_URL[$t]}/" $round
+  done
+done
 RSS_PEAK_OFF=$(rss_kib $MS_OFF VmHWM); RSS_AFTER_OFF=$(rss_kib $MS_OFF VmRSS)
 stop_pid $MS_OFF
 
-# Meshscope, span export on: every request is one recorded CLIENT span, exported to the sink.
-start_meshscope "$WORK/meshscope-on.toml"
-MS_ON=$SUT_PID
-wrk_run "meshscope, spans on" "http://127.0.0.1:$P_MS/" $MS_ON
-h2_run "meshscope, spans on" "http://127.0.0.1:$P_MS/" $MS_ON
-sleep 2   # one more flush interval
-SPAN_STATS=$(curl -fsS "http://127.0.0.1:$P_MS_ADMIN/metrics" | awk '/^meshscope_proxy_spans_(exported|dropped|failed)_total/{printf "%s=%s ", $1, $2}' | sed 's/meshscope_proxy_//g')
-RSS_PEAK_ON=$(rss_kib $MS_ON VmHWM)
-stop_pid $MS_ON
+SPAN_STATS=; RSS_PEAK_ON=; SINK_OUT=
+if [ -z "${LATENCY_ONLY:-}" ]; then
+  # Meshscope, span export on: every request is one recorded CLIENT span, exported to the sink.
+  start_meshscope "$WORK/meshscope-on.toml"
+  MS_ON=$SUT_PID
+  wrk_run "meshscope, spans on" "http://127.0.0.1:$P_MS/" $MS_ON
+  h2_run "meshscope, spans on" "http://127.0.0.1:$P_MS/" $MS_ON
+  sleep 2   # one more flush interval
+  SPAN_STATS=$(curl -fsS "http://127.0.0.1:$P_MS_ADMIN/metrics" | awk '/^meshscope_proxy_spans_(exported|dropped|failed)_total/{printf "%s=%s ", $1, $2}' | sed 's/meshscope_proxy_//g')
+  RSS_PEAK_ON=$(rss_kib $MS_ON VmHWM)
+  stop_pid $MS_ON
+fi
 kill -TERM $SINK_PID 2>/dev/null; wait $SINK_PID 2>/dev/null
 SINK_OUT=$(cat "$WORK/sink.out")
 HA_RSS=$(rss_kib $HA_PID VmRSS); NG_RSS=$(( $(rss_kib $NG_PID VmRSS) + $(for p in $(pgrep -P $NG_PID); do rss_kib $p VmRSS; done | awk '{s+=$1} END {print s+0}') ))
@@ -239,19 +273,16 @@ cat <<EOF
 
 Machine: $(nproc) cores, $(lscpu | awk -F: '/Model name/{gsub(/^ +/,"",$2); print $2}'), $(free -g | awk '/Mem:/{print $2}') GiB.
 Load average before: $LOAD_BEFORE ($BUSY_BEFORE over 2 s); after: $LOAD_AFTER.
-Command: \`bash bench/proxy.sh\` (D=$D s per run, C=$C connections; proxy on CPU $PROXY_CPU, load generator + upstream nginx on CPU $LG_CPU).
+Command: \`${LATENCY_ONLY:+LATENCY_ONLY=1 }bash bench/proxy.sh\` (D=$D s per run, C=$C connections; proxy on CPU $PROXY_CPU, load generator + upstream nginx on CPU $LG_CPU).
 
-| target | load | req/s | p50 | p99 | proxy CPU µs/req | req/s per proxy core |
-|---|---|---|---|---|---|---|
-$(printf '%s\n' "${ROWS[@]}")
+$([ ${#ROWS[@]} -gt 0 ] && printf '| target | load | req/s | p50 | p99 | proxy CPU µs/req | req/s per proxy core |\n|---|---|---|---|---|---|---|\n%s\n' "${ROWS[@]}")
 
-Fixed rate, $RATE req/s for $RATE_S s, HTTP/1.1 keep-alive, open loop (\`fixed_rate\` example, latency from the scheduled send time):
+Fixed rate, $RATE req/s for $RATE_S s, HTTP/1.1 keep-alive, open loop (\`fixed_rate\` example, latency from the scheduled send time, paced by a thread with 1 ns timer slack), $RATE_ROUNDS rounds with the targets in rotating order. Percentiles are medians over the rounds; max, requests and errors are over all rounds; "pacer late" is the worst round's p99 lateness of the pacer; "added" is the target's figure minus the same round's direct figure, median (min..max) over the rounds:
 
-| target | p50 µs | p90 µs | p99 µs | p99.9 µs | max µs | requests | errors | added p50 µs | added p99 µs |
-|---|---|---|---|---|---|---|---|---|---|
-$(d50=$(echo "${RATE_ROWS[0]}" | awk '{print $2}'); d99=$(echo "${RATE_ROWS[0]}" | awk '{print $4}')
-  for r in "${RATE_ROWS[@]}"; do echo "$r" | awk -v d50=$d50 -v d99=$d99 '{printf "| %s | %s | %s | %s | %s | %s | %s | %s | %d | %d |\n", $1,$2,$3,$4,$5,$6,$7,$8,$2-d50,$4-d99}'; done)
+| target | p50 µs | p90 µs | p99 µs | p99.9 µs | max µs | requests | errors | pacer late p99 µs | added p50 µs | added p99 µs |
+|---|---|---|---|---|---|---|---|---|---|---|
+$(rate_report)
 
-Span export (spans on, both runs): $SPAN_STATS; sink: $SINK_OUT.
-RSS of the Meshscope proxy: idle $((RSS_IDLE/1024)).$((RSS_IDLE%1024*10/1024)) MiB; peak under load $((RSS_PEAK_OFF/1024)) MiB (spans off), $((RSS_PEAK_ON/1024)) MiB (spans on); $((RSS_AFTER_OFF/1024)) MiB after the load. HAProxy $((HA_RSS/1024)) MiB, nginx (master + worker) $((NG_RSS/1024)) MiB after the load.
+${SPAN_STATS:+Span export (spans on, both runs): $SPAN_STATS; sink: $SINK_OUT.
+}RSS of the Meshscope proxy: idle $((RSS_IDLE/1024)).$((RSS_IDLE%1024*10/1024)) MiB; peak under load $((RSS_PEAK_OFF/1024)) MiB (spans off)${RSS_PEAK_ON:+, $((RSS_PEAK_ON/1024)) MiB (spans on)}; $((RSS_AFTER_OFF/1024)) MiB after the load. HAProxy $((HA_RSS/1024)) MiB, nginx (master + worker) $((NG_RSS/1024)) MiB after the load.
 EOF
