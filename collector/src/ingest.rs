@@ -191,7 +191,10 @@ impl Ingest {
             });
         }
         let _permit = self.admission.admit(body.len())?;
-        let _converter = self
+        // The converter permit is held while the request is decoded and converted, not while it waits
+        // for its WAL group's fsync: held across the fsync, it let no more than one request per core
+        // into a group, and the cores idled while the disk synced.
+        let converter = self
             .converters
             .acquire()
             .await
@@ -199,6 +202,7 @@ impl Ingest {
         let prepared = tokio::task::spawn_blocking(move || prepare(signal, encoding, body))
             .await
             .map_err(|error| IngestError::Unavailable(format!("decoder task failed: {error}")))??;
+        drop(converter);
         let (accepted, rejected) = match signal {
             Signal::Traces => (&self.stats.spans_accepted, &self.stats.spans_rejected),
             Signal::Metrics => (&self.stats.points_accepted, &self.stats.points_rejected),
