@@ -47,7 +47,8 @@ fn main() -> Result<(), Error> {
     let handle = runtime.handle().clone();
     let pacer = std::thread::spawn(move || {
         set_timer_slack_to_one_nanosecond();
-        let mut late = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds are valid");
+        let mut late =
+            Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds are valid");
         let start = Instant::now();
         for i in 0..total {
             let scheduled = start + interval * u32::try_from(i).expect("fewer than 2^32 requests");
@@ -55,7 +56,13 @@ fn main() -> Result<(), Error> {
             if let Some(wait) = scheduled.checked_duration_since(now) {
                 std::thread::sleep(wait);
             }
-            late.saturating_record(scheduled.elapsed().as_micros().try_into().unwrap_or(u64::MAX));
+            late.saturating_record(
+                scheduled
+                    .elapsed()
+                    .as_micros()
+                    .try_into()
+                    .unwrap_or(u64::MAX),
+            );
             let (client, url, done) = (client.clone(), url.clone(), done.clone());
             handle.spawn(async move {
                 let outcome = async {
