@@ -38,7 +38,8 @@ pub(crate) struct CollectorArgs {
     #[arg(long, env = "MESHSCOPE_API_LISTEN")]
     api_listen: Option<SocketAddr>,
     /// Memory budget for requests in flight plus unflushed rows; past it exports are refused with a
-    /// retryable error [default: 1GiB].
+    /// retryable error, as they are while the process's resident memory is over it and at least 1/8
+    /// of it waits unflushed [default: 1GiB].
     #[arg(long, env = "MESHSCOPE_MEMORY_LIMIT")]
     memory_limit: Option<String>,
     /// Largest export body accepted, after decompression [default: 16MiB].
