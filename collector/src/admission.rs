@@ -171,7 +171,10 @@ mod tests {
     fn over_the_limit_in_resident_memory_refuses_while_a_flush_would_help() {
         let resident = LIMIT + LIMIT / 2;
         assert!(over_limit(usage(LIMIT / 2, resident, LIMIT / 8), LIMIT));
-        assert!(!over_limit(usage(LIMIT / 2, resident, LIMIT / 8 - 1), LIMIT));
+        assert!(!over_limit(
+            usage(LIMIT / 2, resident, LIMIT / 8 - 1),
+            LIMIT
+        ));
         assert!(!over_limit(usage(LIMIT / 2, LIMIT, LIMIT / 2), LIMIT));
     }
 
@@ -180,7 +183,10 @@ mod tests {
         let bytes = read_resident_bytes().expect("/proc/self/status has VmRSS on Linux");
         let buffer = vec![1u8; 64 << 20];
         let after = read_resident_bytes().expect("VmRSS");
-        assert!(after >= bytes + (32 << 20), "{bytes} → {after} with 64 MiB touched");
+        assert!(
+            after >= bytes + (32 << 20),
+            "{bytes} → {after} with 64 MiB touched"
+        );
         drop(buffer);
     }
 }
