@@ -21,7 +21,7 @@ use crate::error::IngestError;
 /// Decoded OTLP plus its Arrow rows take several times the wire size; this factor reserves for that.
 const EXPANSION: usize = 6;
 
-/// While the process is over the limit, requests are refused only when more than this share of the
+/// While the process is over the limit, requests are refused only when at least this share of the
 /// limit (1/8) waits unflushed in the memtable.
 const UNFLUSHED_SHARE_UNDER_PRESSURE: usize = 8;
 
