@@ -6,8 +6,9 @@
 # CLIENTS connections x STREAMS streams, durability on), run ROUNDS times per binary in alternation
 # (A B A B ...) so that a noisy neighbour hits every binary alike. Each round starts a fresh collector
 # on a fresh data dir, warms up WARMUP s and measures DURATION s. Per round: spans/s acknowledged (delta
-# of meshscope_spans_accepted_total / wall time) and collector CPU s per million spans (utime+stime).
-# Prints the median of each binary and its ratio to the first binary.
+# of meshscope_spans_accepted_total / wall time), collector CPU s per million spans (utime+stime) and
+# its peak RSS (VmHWM, over warm-up and run). Prints the median of each binary and its ratio to the
+# first binary.
 #
 # Knobs: ROUNDS=3 DURATION=10 WARMUP=3 CLIENTS=4 STREAMS=8 PIN=1 (collector on CPU1, h2load on CPU0;
 #   PIN=0 leaves both unpinned, so the collector may use both cores) COLLECTOR_FLAGS="..." KEEP=1.
@@ -49,24 +50,26 @@ for round in $(seq 1 "$ROUNDS"); do
     h2 "$DURATION" >"$dir/h2load.txt"
     t1=$(date +%s.%N); cpu1=$(cpu_ticks "$COLLECTOR_PID")
     acc1=$(metric meshscope_spans_accepted_total); ref1=$(metric meshscope_requests_refused_total)
+    hwm=$(awk '$1 == "VmHWM:" {printf "%.0f", $2 / 1024}' "/proc/$COLLECTOR_PID/status")
     stop_collector
     [ -n "${KEEP:-}" ] || rm -rf "$dir/data"
     sps=$(echo "($acc1 - $acc0) / ($t1 - $t0)" | bc -l | xargs printf '%.0f')
     cpm=$(echo "($cpu1 - $cpu0) / $TCK / (($acc1 - $acc0) / 1000000)" | bc -l | xargs printf '%.2f')
-    echo "$i $sps $cpm $((ref1 - ref0))" >>"$WORK/results"
-    log "round $round, binary $i: $sps spans/s, $cpm CPU s per million spans, $((ref1 - ref0)) requests refused"
+    echo "$i $sps $cpm $((ref1 - ref0)) $hwm" >>"$WORK/results"
+    log "round $round, binary $i: $sps spans/s, $cpm CPU s per million spans, $((ref1 - ref0)) requests refused, peak RSS $hwm MiB"
   done
 done
 
 median() { sort -n | awk '{v[NR]=$1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
 echo
-echo "| binary | spans/s (median of $ROUNDS) | ratio | CPU s per million spans | ratio | refused requests |"
-echo "|---|---|---|---|---|---|"
+echo "| binary | spans/s (median of $ROUNDS) | ratio | CPU s per million spans | ratio | refused requests | peak RSS MiB (max) |"
+echo "|---|---|---|---|---|---|---|"
 for i in $(seq 1 $#); do
   sps=$(awk -v b="$i" '$1 == b {print $2}' "$WORK/results" | median)
   cpm=$(awk -v b="$i" '$1 == b {print $3}' "$WORK/results" | median)
   refused=$(awk -v b="$i" '$1 == b {s += $4} END {print s}' "$WORK/results")
+  hwm=$(awk -v b="$i" '$1 == b && $5 > m {m = $5} END {print m + 0}' "$WORK/results")
   [ "$i" = 1 ] && { sps1=$sps; cpm1=$cpm; }
-  printf '| %s | %.0f | %.2f× | %.2f | %.2f× | %s |\n' "${!i}" "$sps" "$(echo "$sps / $sps1" | bc -l)" \
-    "$cpm" "$(echo "$cpm / $cpm1" | bc -l)" "$refused"
+  printf '| %s | %.0f | %.2f× | %.2f | %.2f× | %s | %s |\n' "${!i}" "$sps" "$(echo "$sps / $sps1" | bc -l)" \
+    "$cpm" "$(echo "$cpm / $cpm1" | bc -l)" "$refused" "$hwm"
 done
