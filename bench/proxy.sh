@@ -275,7 +275,7 @@ Machine: $(nproc) cores, $(lscpu | awk -F: '/Model name/{gsub(/^ +/,"",$2); prin
 Load average before: $LOAD_BEFORE ($BUSY_BEFORE over 2 s); after: $LOAD_AFTER.
 Command: \`${LATENCY_ONLY:+LATENCY_ONLY=1 }bash bench/proxy.sh\` (D=$D s per run, C=$C connections; proxy on CPU $PROXY_CPU, load generator + upstream nginx on CPU $LG_CPU).
 
-$([ ${#ROWS[@]} -gt 0 ] && printf '| target | load | req/s | p50 | p99 | proxy CPU µs/req | req/s per proxy core |\n|---|---|---|---|---|---|---|\n%s\n' "${ROWS[@]}")
+$([ ${#ROWS[@]} -gt 0 ] && echo '| target | load | req/s | p50 | p99 | proxy CPU µs/req | req/s per proxy core |' && echo '|---|---|---|---|---|---|---|' && printf '%s\n' "${ROWS[@]}")
 
 Fixed rate, $RATE req/s for $RATE_S s, HTTP/1.1 keep-alive, open loop (\`fixed_rate\` example, latency from the scheduled send time, paced by a thread with 1 ns timer slack), $RATE_ROUNDS rounds with the targets in rotating order. Percentiles are medians over the rounds; max, requests and errors are over all rounds; "pacer late" is the worst round's p99 lateness of the pacer; "added" is the target's figure minus the same round's direct figure, median (min..max) over the rounds:
 
