@@ -49,10 +49,11 @@ pub(crate) fn plan(table: Table, projection: Option<&Vec<usize>>) -> Result<File
             }
         })
     };
-    let derived = wanted.iter().any(|&name| file.index_of(name).is_err());
+    let mut derived = false;
     let mut exprs: Vec<(Arc<dyn PhysicalExpr>, String)> = Vec::with_capacity(wanted.len());
     for &name in &wanted {
         let expr: Arc<dyn PhysicalExpr> = if table == Table::Spans && name == SPAN_END_COLUMN {
+            derived = true;
             let start = Arc::new(Column::new(SPAN_TIME_COLUMN, position(SPAN_TIME_COLUMN)?));
             let duration = Arc::new(Column::new(DURATION_COLUMN, position(DURATION_COLUMN)?));
             end_time(start, duration, schema.field_with_name(name)?.data_type())

@@ -141,9 +141,10 @@ async fn count(engine: &QueryEngine, sql: &str) -> i64 {
         .value(0)
 }
 
-/// `end_time − start_time` of every stored span, through SQL. `end_time` is asked for first and a stored
-/// column sits between the two, so the scan must compute the derived column and keep the asked order.
-async fn durations(engine: &QueryEngine) -> Vec<i64> {
+/// Asserts that `spans` spans are stored and that `end_time − start_time` of each, read through SQL, is
+/// the 20 ms every test trace's spans were sent with. `end_time` is asked for first and a stored column
+/// sits between the two, so the scan must compute the derived column and keep the asked order.
+async fn assert_every_span_lasts_20ms(engine: &QueryEngine, spans: usize, stage: &str) {
     let nanos = |array: &dyn datafusion::arrow::array::Array| -> Vec<i64> {
         array
             .as_any()
@@ -161,7 +162,11 @@ async fn durations(engine: &QueryEngine) -> Vec<i64> {
         let (ends, starts) = (nanos(batch.column(0)), nanos(batch.column(2)));
         durations.extend(ends.iter().zip(&starts).map(|(end, start)| end - start));
     }
-    durations
+    assert_eq!(durations.len(), spans, "{stage}");
+    assert!(
+        durations.iter().all(|d| *d == 20_000_000),
+        "{stage}: every span was sent 20 ms long"
+    );
 }
 
 #[tokio::test]
@@ -277,12 +282,7 @@ async fn end_times_read_from_files_equal_those_sent() {
     let (store, dir) = store_with(30, 3, base).await;
     let engine = QueryEngine::new(store.clone(), QueryLimits::default()).expect("engine");
     for stage in ["flushed files", "compacted file"] {
-        let durations = durations(&engine).await;
-        assert_eq!(durations.len(), 30 * SERVICES.len(), "{stage}");
-        assert!(
-            durations.iter().all(|d| *d == 20_000_000),
-            "{stage}: every span was sent 20 ms long"
-        );
+        assert_every_span_lasts_20ms(&engine, 30 * SERVICES.len(), stage).await;
 
         // Trace 10's last span ends at base + 10 s + 2 ns + 20 ms; traces 11..29 end after it.
         let cutoff = base + 10 * SECOND + 2 + 20_000_000;
@@ -375,12 +375,7 @@ async fn files_that_still_hold_end_time_are_read_and_compacted() {
     store.flush().await.expect("flush");
     let engine = QueryEngine::new(store.clone(), QueryLimits::default()).expect("engine");
     for stage in ["old and new files", "merged file"] {
-        let durations = durations(&engine).await;
-        assert_eq!(durations.len(), 20 * SERVICES.len(), "{stage}");
-        assert!(
-            durations.iter().all(|d| *d == 20_000_000),
-            "{stage}: every span, of the old file and the new, was sent 20 ms long"
-        );
+        assert_every_span_lasts_20ms(&engine, 20 * SERVICES.len(), stage).await;
         let spans = engine.trace(&trace_id(3)).await.expect("trace");
         assert_eq!(span_ids(&spans), expected_span_ids(3), "{stage}");
         if stage == "old and new files" {
