@@ -37,6 +37,6 @@ PY
 )
       echo "round $round  $bin  $service: median $median ms"
     done
-    kill -TERM "$COLLECTOR_PID"; wait "$COLLECTOR_PID" 2>/dev/null || true
+    stop_collector
   done
 done
