@@ -47,8 +47,7 @@ fn main() -> Result<(), Error> {
     let handle = runtime.handle().clone();
     let pacer = std::thread::spawn(move || {
         set_timer_slack_to_one_nanosecond();
-        let mut late =
-            Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds are valid");
+        let mut late = histogram();
         let start = Instant::now();
         for i in 0..total {
             let scheduled = start + interval * u32::try_from(i).expect("fewer than 2^32 requests");
@@ -56,13 +55,7 @@ fn main() -> Result<(), Error> {
             if let Some(wait) = scheduled.checked_duration_since(now) {
                 std::thread::sleep(wait);
             }
-            late.saturating_record(
-                scheduled
-                    .elapsed()
-                    .as_micros()
-                    .try_into()
-                    .unwrap_or(u64::MAX),
-            );
+            late.saturating_record(micros(scheduled.elapsed()));
             let (client, url, done) = (client.clone(), url.clone(), done.clone());
             handle.spawn(async move {
                 let outcome = async {
@@ -77,12 +70,12 @@ fn main() -> Result<(), Error> {
         }
         late
     });
-    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut latencies = histogram();
     let mut errors = 0u64;
     runtime.block_on(async {
         while let Some((latency, ok)) = results.recv().await {
             if ok {
-                histogram.saturating_record(latency.as_micros().try_into().unwrap_or(u64::MAX));
+                latencies.saturating_record(micros(latency));
             } else {
                 errors += 1;
             }
@@ -91,15 +84,25 @@ fn main() -> Result<(), Error> {
     let late = pacer.join().map_err(|_| "the pacer thread panicked")?;
     println!(
         "requests={} errors={errors} p50_us={} p90_us={} p99_us={} p999_us={} max_us={} late_p99_us={}",
-        histogram.len(),
-        histogram.value_at_quantile(0.5),
-        histogram.value_at_quantile(0.9),
-        histogram.value_at_quantile(0.99),
-        histogram.value_at_quantile(0.999),
-        histogram.max(),
+        latencies.len(),
+        latencies.value_at_quantile(0.5),
+        latencies.value_at_quantile(0.9),
+        latencies.value_at_quantile(0.99),
+        latencies.value_at_quantile(0.999),
+        latencies.max(),
         late.value_at_quantile(0.99)
     );
     Ok(())
+}
+
+/// A histogram of microseconds, 1 µs to 60 s at 3 significant digits.
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("the bounds are valid")
+}
+
+/// `duration` in whole microseconds, saturating.
+fn micros(duration: Duration) -> u64 {
+    duration.as_micros().try_into().unwrap_or(u64::MAX)
 }
 
 /// Linux lets a sleeping thread wake up to its timer slack (50 µs by default) late, to batch wakeups;
