@@ -64,9 +64,9 @@ fn main() -> std::process::ExitCode {
 
 /// Turns transparent huge pages off for this process. mimalloc advises huge pages for its segments, and
 /// the collector frees and refills tens of megabytes a second (memtable batches, flush buffers): each
-/// refill faulted in a fresh 2 MiB page that the kernel zeroed first, ~8 % of ingest CPU. With 4 KiB
-/// pages ingest measured 1.12–1.21× the spans/s at 0.83–0.89× the CPU per span (bench/README.md,
-/// "Ingest without transparent huge pages").
+/// refill faulted in a fresh 2 MiB page that the kernel zeroed first: 8–19 % of ingest CPU, 1.4 % with
+/// 4 KiB pages. Side by side, ingest measured 0.99–1.21× the spans/s (bench/README.md, "Ingest without
+/// transparent huge pages").
 fn disable_transparent_huge_pages() {
     #[cfg(target_os = "linux")]
     if let Err(error) = rustix::thread::disable_transparent_huge_pages(true) {
