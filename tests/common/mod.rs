@@ -438,12 +438,15 @@ impl Collector {
             "SQL failed: {sql}\n{}",
             response.text()
         );
-        serde_json::from_slice(&response.body).unwrap_or_else(|e| {
+        let result: SqlResult = serde_json::from_slice(&response.body).unwrap_or_else(|e| {
             panic!(
-                "SQL answer is not {{columns, rows}} ({e}): {}",
+                "SQL answer is not {{columns, rows, truncated}} ({e}): {}",
                 response.text()
             )
-        })
+        });
+        // A test reading a capped answer would miss rows without noticing.
+        assert!(!result.truncated, "SQL answer cut at the row limit: {sql}");
+        result
     }
 
     /// Runs a query whose answer is one row with one integer column (e.g. `SELECT count(*) ...`).
@@ -722,6 +725,8 @@ pub struct SqlResult {
     pub columns: Vec<SqlColumn>,
     /// One object per row, keyed by column name.
     pub rows: Vec<serde_json::Map<String, Value>>,
+    /// Whether the engine cut the answer at its row limit.
+    pub truncated: bool,
 }
 
 /// One column of a [`SqlResult`].
