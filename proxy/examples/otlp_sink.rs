@@ -31,25 +31,22 @@ struct Counts {
     metric_exports: AtomicU64,
 }
 
-/// `TraceService/Export`: adds the spans of each request to the count.
+/// One OTLP service's `Export`: `Sink<true>` is the TraceService and adds each request's spans to the
+/// count, `Sink<false>` the MetricsService and counts requests.
 #[derive(Clone)]
-struct TraceSink(Arc<Counts>);
+struct Sink<const TRACES: bool>(Arc<Counts>);
 
-/// `MetricsService/Export`: counts requests.
-#[derive(Clone)]
-struct MetricsSink(Arc<Counts>);
-
-impl NamedService for TraceSink {
+impl NamedService for Sink<true> {
     const NAME: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
 }
 
-impl NamedService for MetricsSink {
+impl NamedService for Sink<false> {
     const NAME: &'static str = "opentelemetry.proto.collector.metrics.v1.MetricsService";
 }
 
 type Answer = Pin<Box<dyn Future<Output = Result<http::Response<Body>, Infallible>> + Send>>;
 
-impl tower::Service<http::Request<Body>> for TraceSink {
+impl<const TRACES: bool> tower::Service<http::Request<Body>> for Sink<TRACES> {
     type Response = http::Response<Body>;
     type Error = Infallible;
     type Future = Answer;
@@ -58,89 +55,55 @@ impl tower::Service<http::Request<Body>> for TraceSink {
         Poll::Ready(Ok(()))
     }
 
+    /// Runs the one unary method `Export`; other paths are unimplemented.
     fn call(&mut self, request: http::Request<Body>) -> Answer {
-        answer(request, Counting::Spans, self.clone())
+        let sink = self.clone();
+        Box::pin(async move {
+            if !request.uri().path().ends_with("/Export") {
+                return Ok(Status::unimplemented("only Export").into_http());
+            }
+            Ok(Grpc::new(SinkCodec::<TRACES>).unary(sink, request).await)
+        })
     }
 }
 
-impl tower::Service<http::Request<Body>> for MetricsSink {
-    type Response = http::Response<Body>;
-    type Error = Infallible;
-    type Future = Answer;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: http::Request<Body>) -> Answer {
-        answer(request, Counting::Nothing, self.clone())
-    }
-}
-
-/// Runs the one unary method `Export` of a service; other paths are unimplemented.
-fn answer<S>(request: http::Request<Body>, counting: Counting, sink: S) -> Answer
-where
-    S: UnaryService<u64, Response = ()> + Send + 'static,
-    S::Future: Send,
-{
-    Box::pin(async move {
-        if !request.uri().path().ends_with("/Export") {
-            return Ok(Status::unimplemented("only Export").into_http());
-        }
-        Ok(Grpc::new(SinkCodec(counting)).unary(sink, request).await)
-    })
-}
-
-impl UnaryService<u64> for TraceSink {
+impl<const TRACES: bool> UnaryService<u64> for Sink<TRACES> {
     type Response = ();
-    type Future = Pin<Box<dyn Future<Output = Result<Response<()>, Status>> + Send>>;
+    type Future = std::future::Ready<Result<Response<()>, Status>>;
 
     fn call(&mut self, request: Request<u64>) -> Self::Future {
-        self.0
-            .spans
-            .fetch_add(request.into_inner(), Ordering::Relaxed);
-        Box::pin(std::future::ready(Ok(Response::new(()))))
+        if TRACES {
+            self.0
+                .spans
+                .fetch_add(request.into_inner(), Ordering::Relaxed);
+        } else {
+            self.0.metric_exports.fetch_add(1, Ordering::Relaxed);
+        }
+        std::future::ready(Ok(Response::new(())))
     }
 }
 
-impl UnaryService<u64> for MetricsSink {
-    type Response = ();
-    type Future = Pin<Box<dyn Future<Output = Result<Response<()>, Status>> + Send>>;
-
-    fn call(&mut self, _: Request<u64>) -> Self::Future {
-        self.0.metric_exports.fetch_add(1, Ordering::Relaxed);
-        Box::pin(std::future::ready(Ok(Response::new(()))))
-    }
-}
-
-/// What the decoder counts in a request.
+/// Decodes a request into a count of its spans (a metrics request, unread, into 0), and encodes the
+/// empty response message (an `Export*ServiceResponse` without partial success is zero bytes).
 #[derive(Clone, Copy)]
-enum Counting {
-    Spans,
-    Nothing,
-}
+struct SinkCodec<const TRACES: bool>;
 
-/// Decodes a request into a count of its spans (or 0), and encodes the empty response message
-/// (an `Export*ServiceResponse` without partial success is zero bytes).
-#[derive(Clone, Copy)]
-struct SinkCodec(Counting);
-
-impl Codec for SinkCodec {
+impl<const TRACES: bool> Codec for SinkCodec<TRACES> {
     type Encode = ();
     type Decode = u64;
-    type Encoder = SinkCodec;
-    type Decoder = SinkCodec;
+    type Encoder = Self;
+    type Decoder = Self;
 
-    fn encoder(&mut self) -> SinkCodec {
+    fn encoder(&mut self) -> Self {
         *self
     }
 
-    fn decoder(&mut self) -> SinkCodec {
+    fn decoder(&mut self) -> Self {
         *self
     }
 }
 
-impl Encoder for SinkCodec {
+impl<const TRACES: bool> Encoder for SinkCodec<TRACES> {
     type Item = ();
     type Error = Status;
 
@@ -149,17 +112,18 @@ impl Encoder for SinkCodec {
     }
 }
 
-impl Decoder for SinkCodec {
+impl<const TRACES: bool> Decoder for SinkCodec<TRACES> {
     type Item = u64;
     type Error = Status;
 
     fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<u64>, Status> {
+        if !TRACES {
+            src.advance(src.remaining());
+            return Ok(Some(0));
+        }
         let message = src.copy_to_bytes(src.remaining());
-        let spans = match self.0 {
-            Counting::Spans => count_spans(&message)
-                .ok_or_else(|| Status::invalid_argument("malformed ExportTraceServiceRequest"))?,
-            Counting::Nothing => 0,
-        };
+        let spans = count_spans(&message)
+            .ok_or_else(|| Status::invalid_argument("malformed ExportTraceServiceRequest"))?;
         Ok(Some(spans))
     }
 }
@@ -231,8 +195,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     };
     tonic::transport::Server::builder()
-        .add_service(TraceSink(Arc::clone(&counts)))
-        .add_service(MetricsSink(Arc::clone(&counts)))
+        .add_service(Sink::<true>(Arc::clone(&counts)))
+        .add_service(Sink::<false>(Arc::clone(&counts)))
         .serve_with_shutdown(address, shutdown)
         .await?;
     println!(
