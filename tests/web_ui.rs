@@ -201,8 +201,23 @@ async fn search_open_trace_expand_span_read_attribute() {
         .await
         .expect("type a filter");
     browser.find("#find").await.click().await.expect("search");
+    // The answer replaces the results table, so a link found before the swap goes stale: the links are
+    // read in one script, until they are the search's answer.
+    let wanted = json!([&ids[0]]);
+    eventually(
+        &format!("the results to link only trace {}", ids[0]),
+        || async {
+            let links = browser
+                .eval(
+                    "return [...document.querySelectorAll('#results a.trace-link')] \
+                 .map(a => a.textContent);",
+                )
+                .await;
+            (links == wanted).then_some(())
+        },
+    )
+    .await;
     let link = browser.find("#results a.trace-link").await;
-    assert_eq!(link.text().await.expect("link text"), ids[0]);
     let rows = browser
         .eval("return document.querySelectorAll('#results tbody tr').length;")
         .await;
