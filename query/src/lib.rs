@@ -12,6 +12,7 @@ pub mod error;
 mod file_columns;
 pub mod format;
 pub mod search;
+mod string_views;
 pub mod table;
 pub mod trace;
 mod trace_filter;

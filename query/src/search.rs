@@ -148,7 +148,9 @@ fn attribute_filter(key: &str, value: &str) -> Expr {
         .iter()
         .find(|(attribute, _, _)| *attribute == key)
     {
-        filter = cast(col(*column), DataType::Utf8).eq(lit(value)).or(filter);
+        filter = cast(col(*column), DataType::Utf8View)
+            .eq(lit(value))
+            .or(filter);
     }
     if key == "service.name" {
         filter = col("service_name").eq(lit(value)).or(filter);
@@ -375,7 +377,7 @@ impl QueryEngine {
             services.extend(
                 batch
                     .column(0)
-                    .as_string::<i32>()
+                    .as_string_view()
                     .iter()
                     .flatten()
                     .map(str::to_owned),
@@ -395,8 +397,8 @@ impl QueryEngine {
         let result = self.collect(frame).await?;
         let mut operations = BTreeSet::new();
         for batch in &result.batches {
-            let names = batch.column(0).as_string::<i32>();
-            let kinds = batch.column(1).as_string::<i32>();
+            let names = batch.column(0).as_string_view();
+            let kinds = batch.column(1).as_string_view();
             for (name, kind) in names.iter().zip(kinds.iter()) {
                 if let (Some(name), Some(kind)) = (name, kind) {
                     operations.insert(Operation {
@@ -445,15 +447,15 @@ fn summarise(result: &QueryResult) -> Result<Vec<TraceSummary>> {
         let get = |name: &str| batch.column_by_name(name).ok_or_else(|| missing(name));
         let trace_ids = get("trace_id")?.as_binary::<i32>().clone();
         let parents = get("parent_span_id")?.as_binary::<i32>().clone();
-        let services = get("service_name")?.as_string::<i32>().clone();
-        let names = get("name")?.as_string::<i32>().clone();
+        let services = get("service_name")?.as_string_view().clone();
+        let names = get("name")?.as_string_view().clone();
         let starts = get("start_time")?
             .as_primitive::<TimestampNanosecondType>()
             .clone();
         let ends = get("end_time")?
             .as_primitive::<TimestampNanosecondType>()
             .clone();
-        let statuses = get("status_code")?.as_string::<i32>().clone();
+        let statuses = get("status_code")?.as_string_view().clone();
         for row in 0..batch.num_rows() {
             let entry = traces
                 .entry(trace_ids.value(row).to_vec())

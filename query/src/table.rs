@@ -33,7 +33,7 @@ use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::union::UnionExec;
 use meshscope_storage::{Store, Table, TimeRange};
 
-use crate::{file_columns, trace_filter};
+use crate::{file_columns, string_views, trace_filter};
 
 /// URL under which the store's object store is registered with DataFusion.
 pub const STORE_URL: &str = "meshscope://store/";
@@ -42,6 +42,10 @@ pub const STORE_URL: &str = "meshscope://store/";
 pub struct StoreTable {
     store: Arc<Store>,
     table: Table,
+    /// The table's columns as queries see them ([`string_views::schema`] of [`Table::schema`]).
+    schema: SchemaRef,
+    /// The columns a scan reads from files, with the same text types.
+    file_schema: SchemaRef,
 }
 
 impl fmt::Debug for StoreTable {
@@ -55,14 +59,19 @@ impl fmt::Debug for StoreTable {
 impl StoreTable {
     /// The provider for `table` of `store`.
     pub fn new(store: Arc<Store>, table: Table) -> StoreTable {
-        StoreTable { store, table }
+        StoreTable {
+            store,
+            table,
+            schema: string_views::schema(&table.schema()),
+            file_schema: string_views::schema(&table.file_schema()),
+        }
     }
 }
 
 #[async_trait]
 impl TableProvider for StoreTable {
     fn schema(&self) -> SchemaRef {
-        self.table.schema()
+        Arc::clone(&self.schema)
     }
 
     fn table_type(&self) -> TableType {
@@ -85,7 +94,6 @@ impl TableProvider for StoreTable {
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let range = time_range(self.table.time_column(), filters);
         let snapshot = self.store.snapshot(self.table, range);
-        let schema = self.table.schema();
         let mut options = state.table_options().parquet.clone();
         let files = match trace_filter::trace_ids(filters).filter(|_| self.table == Table::Spans) {
             Some(ids) => {
@@ -107,7 +115,7 @@ impl TableProvider for StoreTable {
             let columns = file_columns::plan(self.table, projection)?;
             let config = FileScanConfigBuilder::new(
                 ObjectStoreUrl::parse(STORE_URL)?,
-                format.file_source(self.table.file_schema().into()),
+                format.file_source(Arc::clone(&self.file_schema).into()),
             )
             .with_file_groups(groups)
             .with_projection_indices(Some(columns.read))?
@@ -120,9 +128,14 @@ impl TableProvider for StoreTable {
             inputs.push(scan);
         }
         if !snapshot.batches.is_empty() || inputs.is_empty() {
+            let batches = snapshot
+                .batches
+                .iter()
+                .map(|batch| string_views::batch(batch, &self.schema))
+                .collect::<Result<Vec<_>>>()?;
             inputs.push(MemorySourceConfig::try_new_exec(
-                &[snapshot.batches],
-                schema,
+                &[batches],
+                Arc::clone(&self.schema),
                 projection.cloned(),
             )?);
         }

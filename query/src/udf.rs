@@ -91,13 +91,14 @@ fn unhex_id() -> ScalarUDF {
 pub fn attr_udf() -> ScalarUDF {
     create_udf(
         "attr",
-        vec![DataType::Utf8, DataType::Utf8],
+        // Views, the type of the tables' text columns (`crate::string_views`), so they are not copied.
+        vec![DataType::Utf8View, DataType::Utf8View],
         DataType::Utf8,
         Volatility::Immutable,
         Arc::new(|args: &[ColumnarValue]| {
             on_arrays(args, |arrays| {
-                let documents = arrays[0].as_string::<i32>();
-                let keys = arrays[1].as_string::<i32>();
+                let documents = arrays[0].as_string_view();
+                let keys = arrays[1].as_string_view();
                 let mut out = StringBuilder::with_capacity(documents.len(), documents.len() * 8);
                 for (document, key) in documents.iter().zip(keys.iter()) {
                     out.append_option(
