@@ -352,6 +352,51 @@ async fn sql_answers_csv_and_arrow() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_format_says_when_the_row_cap_cut_an_answer() {
+    let collector = Collector::start("sql-row-cap").await;
+    let truncated = |response: &RawResponse| {
+        response
+            .headers
+            .get("meshscope-truncated")
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or("(no header)")
+            .to_owned()
+    };
+    // One row past the cap of 100,000.
+    let over = "SELECT unnest(range(0, 100001)) AS n";
+
+    let json = collector.sql_raw(over, "application/json").await;
+    assert_eq!(json.status, 200, "{}", json.text());
+    assert_eq!(truncated(&json), "true");
+    let body: Value = serde_json::from_slice(&json.body).expect("JSON answer");
+    assert_eq!(body["truncated"], Value::Bool(true));
+    assert_eq!(body["rows"].as_array().map(Vec::len), Some(100_000));
+
+    let csv = collector.sql_raw(over, "text/csv").await;
+    assert_eq!(csv.status, 200, "{}", csv.text());
+    assert_eq!(truncated(&csv), "true");
+    assert_eq!(csv.text().lines().count(), 1 + 100_000);
+
+    let arrow = collector
+        .sql_raw(over, "application/vnd.apache.arrow.stream")
+        .await;
+    assert_eq!(arrow.status, 200, "{}", arrow.text());
+    assert_eq!(truncated(&arrow), "true");
+    let rows: usize = StreamReader::try_new(Cursor::new(arrow.body.clone()), None)
+        .expect("Arrow IPC stream")
+        .map(|batch| batch.expect("record batch").num_rows())
+        .sum();
+    assert_eq!(rows, 100_000);
+
+    let whole = collector
+        .sql_raw("SELECT unnest(range(0, 100000)) AS n", "text/csv")
+        .await;
+    assert_eq!(whole.status, 200, "{}", whole.text());
+    assert_eq!(truncated(&whole), "false");
+    assert_eq!(whole.text().lines().count(), 1 + 100_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sql_errors_and_refused_statements_get_400() {
     let mut collector = Collector::start("sql-errors").await;
     seed(&collector).await;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use meshscope_query::{QueryEngine, SearchRequest, TraceSpan};
 use serde::Deserialize;
@@ -55,7 +55,7 @@ pub async fn sql(
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    Ok(if accept.contains("text/csv") {
+    let mut response = if accept.contains("text/csv") {
         (
             [(header::CONTENT_TYPE, "text/csv; charset=utf-8")],
             result.to_csv()?,
@@ -69,8 +69,17 @@ pub async fn sql(
             .into_response()
     } else {
         Json(result.to_json()?).into_response()
-    })
+    };
+    // CSV and Arrow IPC have no place for the JSON answer's "truncated", so every format says it here.
+    response.headers_mut().insert(
+        TRUNCATED_HEADER,
+        HeaderValue::from_static(if result.truncated { "true" } else { "false" }),
+    );
+    Ok(response)
 }
+
+/// Response header of `/api/sql`: `true` when rows past the row cap were left out of the answer.
+const TRUNCATED_HEADER: &str = "meshscope-truncated";
 
 /// `GET /api/traces/{trace_id}`: the whole trace in tree order, each span in OTLP/JSON.
 pub async fn trace(
