@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::common::Result;
 
 /// `schema` with every `Utf8` field turned into `Utf8View`.
@@ -28,21 +28,47 @@ pub(crate) fn schema(schema: &Schema) -> SchemaRef {
     Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
 }
 
-/// `batch` with its columns cast to the types of `schema` (the [`schema`] of the batch's own).
-pub(crate) fn batch(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
-    let columns = batch
-        .columns()
+/// The memtable's `batches` (stored types) as a scan of `schema` with `projection` yields them: only
+/// the projected columns, text ones cast to views. Returns the projected schema with the batches, so a
+/// query that reads a few columns casts only those.
+pub(crate) fn project(
+    batches: &[RecordBatch],
+    schema: &SchemaRef,
+    projection: Option<&Vec<usize>>,
+) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+    let projected = match projection {
+        Some(indices) => Arc::new(schema.project(indices)?),
+        None => Arc::clone(schema),
+    };
+    let batches = batches
         .iter()
-        .zip(schema.fields())
-        .map(|(column, field)| {
-            if column.data_type() == field.data_type() {
-                Ok(Arc::clone(column))
-            } else {
-                cast(column, field.data_type())
-            }
+        .map(|batch| {
+            let batch = match projection {
+                Some(indices) => batch.project(indices)?,
+                None => batch.clone(),
+            };
+            let columns = batch
+                .columns()
+                .iter()
+                .zip(projected.fields())
+                .map(|(column, field)| {
+                    if column.data_type() == field.data_type() {
+                        Ok(Arc::clone(column))
+                    } else {
+                        cast(column, field.data_type())
+                    }
+                })
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            // With the row count given, a projection of no columns (`count(*)`) keeps its rows.
+            let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+            Ok(RecordBatch::try_new_with_options(
+                Arc::clone(&projected),
+                columns,
+                &options,
+            )?)
         })
-        .collect::<std::result::Result<Vec<_>, _>>()?;
-    Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
+        .collect::<Result<Vec<_>>>()?;
+    Ok((projected, batches))
 }
 
 #[cfg(test)]
@@ -52,10 +78,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn text_columns_become_views_and_keep_their_values() {
+    fn projected_text_columns_become_views_and_keep_their_values() {
         let stored = Arc::new(Schema::new(vec![
             Field::new("name", DataType::Utf8, true),
             Field::new("n", DataType::Int64, false),
+            Field::new("other", DataType::Utf8, false),
         ]));
         let rows = RecordBatch::try_new(
             Arc::clone(&stored),
@@ -66,18 +93,37 @@ mod tests {
                     Some("a name longer than twelve bytes"),
                 ])),
                 Arc::new(Int64Array::from(vec![1, 2, 3])),
+                Arc::new(StringArray::from(vec!["x", "y", "z"])),
             ],
         )
         .expect("batch");
         let read = schema(&stored);
         assert_eq!(read.field(0).data_type(), &DataType::Utf8View);
         assert_eq!(read.field(1).data_type(), &DataType::Int64);
-        let cast = batch(&rows, &read).expect("cast");
-        let names: Vec<Option<&str>> = cast.column(0).as_string_view().iter().collect();
+
+        let (projected, batches) =
+            project(std::slice::from_ref(&rows), &read, Some(&vec![1, 0])).expect("cast");
+        let names: Vec<&str> = projected
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .collect();
+        assert_eq!(names, ["n", "name"]);
+        assert_eq!(batches[0].schema(), projected);
+        assert!(Arc::ptr_eq(batches[0].column(0), rows.column(1)));
+        let values: Vec<Option<&str>> = batches[0].column(1).as_string_view().iter().collect();
         assert_eq!(
-            names,
+            values,
             vec![Some("short"), None, Some("a name longer than twelve bytes")]
         );
-        assert!(Arc::ptr_eq(cast.column(1), rows.column(1)));
+
+        let (_, counted) =
+            project(std::slice::from_ref(&rows), &read, Some(&vec![])).expect("no columns");
+        assert_eq!(counted[0].num_columns(), 0);
+        assert_eq!(counted[0].num_rows(), 3);
+
+        let (whole, batches) = project(&[rows], &read, None).expect("cast");
+        assert_eq!(whole, read);
+        assert_eq!(batches[0].column(2).data_type(), &DataType::Utf8View);
     }
 }

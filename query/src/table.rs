@@ -95,11 +95,12 @@ impl TableProvider for StoreTable {
         let range = time_range(self.table.time_column(), filters);
         let snapshot = self.store.snapshot(self.table, range);
         let mut options = state.table_options().parquet.clone();
-        let files = match trace_filter::trace_ids(filters).filter(|_| self.table == Table::Spans) {
+        let ids = trace_filter::trace_ids(filters).filter(|_| self.table == Table::Spans);
+        let files = match &ids {
             Some(ids) => {
                 // The index has already tested every row group's bloom filter.
                 options.global.bloom_filter_on_read = false;
-                trace_filter::candidate_files(self.store.trace_index(), &snapshot.files, &ids)
+                trace_filter::candidate_files(self.store.trace_index(), &snapshot.files, ids)
                     .await?
             }
             None => snapshot
@@ -127,17 +128,13 @@ impl TableProvider for StoreTable {
             }
             inputs.push(scan);
         }
-        if !snapshot.batches.is_empty() || inputs.is_empty() {
-            let batches = snapshot
-                .batches
-                .iter()
-                .map(|batch| string_views::batch(batch, &self.schema))
-                .collect::<Result<Vec<_>>>()?;
-            inputs.push(MemorySourceConfig::try_new_exec(
-                &[batches],
-                Arc::clone(&self.schema),
-                projection.cloned(),
-            )?);
+        let memtable = match &ids {
+            Some(ids) => trace_filter::memtable_rows(&snapshot.batches, ids)?,
+            None => snapshot.batches,
+        };
+        if !memtable.is_empty() || inputs.is_empty() {
+            let (schema, batches) = string_views::project(&memtable, &self.schema, projection)?;
+            inputs.push(MemorySourceConfig::try_new_exec(&[batches], schema, None)?);
         }
         UnionExec::try_new(inputs)
     }

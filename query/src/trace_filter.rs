@@ -5,8 +5,12 @@
 //! may hold an id are not opened at all, and the others get a [`ParquetAccessPlan`] that skips the row
 //! groups that cannot hold one and, within the others, the `trace_id` pages that cannot. DataFusion
 //! then reads only those rows (pruning pages by the page index and rows by the filter as usual), so no
-//! bloom filter is read from disk at query time.
+//! bloom filter is read from disk at query time. Memtable batches are cut to the rows of those ids before
+//! the scan turns their text into views ([`memtable_rows`]), so a lookup does not convert the whole
+//! memtable.
 
+use datafusion::arrow::array::{AsArray, BooleanArray, RecordBatch};
+use datafusion::arrow::compute::filter_record_batch;
 use datafusion::common::{DataFusionError, Result, ScalarValue};
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::physical_plan::parquet::ParquetAccessPlan;
@@ -96,6 +100,26 @@ pub(crate) async fn candidate_files(
     Ok(candidates)
 }
 
+/// The rows of the memtable's `batches` whose trace id is one of `ids`; batches left empty are dropped.
+pub(crate) fn memtable_rows(batches: &[RecordBatch], ids: &[Vec<u8>]) -> Result<Vec<RecordBatch>> {
+    let mut kept = Vec::new();
+    for batch in batches {
+        let column = batch
+            .column_by_name(TRACE_ID)
+            .ok_or_else(|| DataFusionError::Internal(format!("memtable batch lacks {TRACE_ID}")))?;
+        let wanted: BooleanArray = column
+            .as_binary::<i32>()
+            .iter()
+            .map(|id| Some(id.is_some_and(|id| ids.iter().any(|wanted| wanted == id))))
+            .collect();
+        let rows = filter_record_batch(batch, &wanted)?;
+        if rows.num_rows() > 0 {
+            kept.push(rows);
+        }
+    }
+    Ok(kept)
+}
+
 #[cfg(test)]
 mod tests {
     use datafusion::prelude::{col, lit};
@@ -134,5 +158,47 @@ mod tests {
             None
         );
         assert_eq!(trace_ids(&[col("span_id").eq(id(1))]), None);
+    }
+
+    #[test]
+    fn memtable_rows_keep_only_the_asked_traces() {
+        use std::sync::Arc;
+
+        use datafusion::arrow::array::{BinaryArray, Int64Array};
+        use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema};
+
+        let schema = Arc::new(Schema::new(vec![
+            Field::new(TRACE_ID, DataType::Binary, false),
+            Field::new("n", DataType::Int64, false),
+        ]));
+        let batch = |ids: Vec<&[u8]>, n: Vec<i64>| {
+            RecordBatch::try_new(
+                Arc::clone(&schema),
+                vec![
+                    Arc::new(BinaryArray::from(ids)),
+                    Arc::new(Int64Array::from(n)),
+                ],
+            )
+            .expect("batch")
+        };
+        let (a, b, c) = ([1u8; 16], [2u8; 16], [3u8; 16]);
+        let batches = [
+            batch(vec![&a, &b, &a], vec![1, 2, 3]),
+            batch(vec![&c], vec![4]),
+            batch(vec![&b, &c], vec![5, 6]),
+        ];
+        let kept = memtable_rows(&batches, &[a.to_vec(), b.to_vec()]).expect("filter");
+        let n: Vec<i64> = kept
+            .iter()
+            .flat_map(|batch| {
+                batch
+                    .column(1)
+                    .as_primitive::<Int64Type>()
+                    .values()
+                    .to_vec()
+            })
+            .collect();
+        assert_eq!(n, [1, 2, 3, 5]);
+        assert_eq!(kept.len(), 2, "the batch without a match is dropped");
     }
 }
