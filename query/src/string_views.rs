@@ -6,7 +6,8 @@
 //! reads Parquet text this way by default (`schema_force_view_types`) for the same reason; the table
 //! provider, which gives the scan its schema, asks for views itself. Grouping 10M spans by
 //! `service_name` took about 0.6× the time (bench/README.md, "Text columns as views"). Files and the
-//! memtable keep `Utf8`; memtable batches are cast when scanned, which reuses their string buffers.
+//! memtable keep `Utf8`. A scan casts only the memtable columns it reads, after any trace-id cut
+//! (`crate::trace_filter::memtable_rows`); the views reuse the batches' string buffers.
 
 use std::sync::Arc;
 
