@@ -18,13 +18,14 @@ use super::trailers::read_to_trailers;
 /// How long a retryable gRPC response is held for its trailers when the route sets no
 /// `per_try_timeout`; a longer stream is passed on as it is.
 const TRAILERS_HOLD: Duration = Duration::from_secs(1);
+use crate::balance::Endpoint;
 use crate::body::{self, ProxyBody, Replayable, TeeBody};
 use crate::headers::strip_hop_by_hop;
-use crate::pool::{self, SendError};
+use crate::pool::{self, Checkin, SendError};
 use crate::retry::Outcome;
 use crate::route::Route;
 use crate::telemetry::{AttemptFacts, RequestFacts, SpanRecord, TraceContext, Tracer};
-use crate::upstream::Upstream;
+use crate::upstream::{HttpClient, Upstream};
 
 /// How the attempts of one outbound request are traced: all share a trace and a parent.
 pub(super) struct AttemptTracing {
@@ -214,21 +215,16 @@ pub(super) async fn send(
         let in_flight = endpoint.start();
         let per_try = policy.and_then(|p| p.per_try_timeout());
         let sent = Instant::now();
-        // HTTP/1.1 goes over the endpoint's own pool (`pool.rs`); HTTP/2 over hyper-util's client.
-        let sending = async {
-            if h2 {
-                match client.request(request).await {
-                    Ok(response) => Ok((response, None)),
-                    Err(e) => Err((e.is_connect(), e.to_string())),
-                }
-            } else {
-                match pool::send(&endpoint, upstream.pool_settings(), request).await {
-                    Ok((response, checkin)) => Ok((response, Some(checkin))),
-                    Err(e) => Err((matches!(e, SendError::Connect(_)), e.to_string())),
-                }
+        // The exchange is made inside each arm rather than kept in a local: a local would stay in
+        // the state machine beside the timeout holding it (see `limit.rs`).
+        let result = match per_try {
+            Some(limit) => {
+                tokio::time::timeout(limit, exchange(client, h2, &endpoint, upstream, request))
+                    .await
+                    .ok()
             }
+            None => Some(exchange(client, h2, &endpoint, upstream, request).await),
         };
-        let result = with_optional_timeout(per_try, sending).await;
         // A gRPC status in trailers decides a retry only if the response is read to its trailers
         // before anything is passed on, so that is done while a retry is still possible.
         let read_trailers = policy.filter(|p| {
@@ -316,20 +312,38 @@ pub(super) async fn send(
     }
 }
 
+/// One attempt's exchange with `endpoint`: HTTP/1.1 over the endpoint's own pool (`pool.rs`),
+/// HTTP/2 over hyper-util's client. `Err` says whether connecting failed, and why.
+fn exchange<'a>(
+    client: &'a HttpClient,
+    h2: bool,
+    endpoint: &'a Arc<Endpoint>,
+    upstream: &Upstream,
+    request: Request<ProxyBody>,
+) -> impl Future<Output = Result<(Response<Incoming>, Option<Checkin>), (bool, String)>> + 'a {
+    let settings = upstream.pool_settings();
+    // An `async move` block rather than an `async fn`, which would keep `request` twice.
+    async move {
+        if h2 {
+            match client.request(request).await {
+                Ok(response) => Ok((response, None)),
+                Err(e) => Err((e.is_connect(), e.to_string())),
+            }
+        } else {
+            match pool::send(endpoint, settings, request).await {
+                Ok((response, checkin)) => Ok((response, Some(checkin))),
+                Err(e) => Err((matches!(e, SendError::Connect(_)), e.to_string())),
+            }
+        }
+    }
+}
+
 /// Whether a request is a gRPC call.
 fn is_grpc(headers: &http::HeaderMap) -> bool {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/grpc"))
-}
-
-/// Runs `future`, giving up after `limit` if there is one; `None` means it timed out.
-async fn with_optional_timeout<F: Future>(limit: Option<Duration>, future: F) -> Option<F::Output> {
-    match limit {
-        Some(limit) => tokio::time::timeout(limit, future).await.ok(),
-        None => Some(future.await),
-    }
 }
 
 /// The downstream answer for the last attempt.
@@ -378,16 +392,15 @@ fn build_request(
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/")),
     );
-    let uri = Uri::from_parts(uri)?;
-    let mut request = Request::builder()
-        .method(parts.method.clone())
-        .uri(uri)
-        .version(if h2 {
-            Version::HTTP_2
-        } else {
-            Version::HTTP_11
-        })
-        .body(body)?;
+    // Set field by field: `Request::builder` moves the whole head at every step.
+    let mut request = Request::new(body);
+    *request.uri_mut() = Uri::from_parts(uri)?;
+    *request.method_mut() = parts.method.clone();
+    *request.version_mut() = if h2 {
+        Version::HTTP_2
+    } else {
+        Version::HTTP_11
+    };
     *request.headers_mut() = headers;
     if !h2
         && !request.headers().contains_key(header::HOST)

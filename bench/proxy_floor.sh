@@ -1,0 +1,129 @@
+#!/bin/bash
+# How far the Meshscope proxy is from the floor of its own stack: CPU per HTTP/1.1 request for the
+# proxy, for the least proxy hyper 1 can make (`hyper_floor` example, upstream connection on its own
+# task and in the downstream connection's task) and for HAProxy, in alternation.
+#
+#   bash bench/proxy_floor.sh [PROXY_BINARY]    (default: target/release/meshscope-proxy; ~4 min)
+#
+# Every contender runs alone on CPU ${PROXY_CPU:-1} with one worker; wrk (-t1 -c64) and the upstream
+# nginx (one worker, "ok\n") share CPU ${LG_CPU:-0}, as in bench/proxy.sh. Per run: the contender's
+# user and system CPU time per request (from /proc, over the load only) and requests/s. ROUNDS
+# rounds, the order rotating each round; the report gives every run and the median per contender,
+# and each contender's CPU per request against HAProxy's in the same round, and how many wakeup
+# interrupts (RES + CAL in /proc/interrupts) the load CPU received per request. Alternating matters:
+# this machine's speed drifts by a third between runs minutes apart (bench/README.md, "Proxy").
+# Env: ROUNDS (5), D (seconds of load per run, 6), NOBUILD=1 (use the binaries already built).
+set -uo pipefail
+
+BENCH=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$BENCH/.." && pwd)
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+ROUNDS=${ROUNDS:-5}; D=${D:-6}; PROXY_CPU=${PROXY_CPU:-1}; LG_CPU=${LG_CPU:-0}
+P_UP=18480; P_MS=18486; P_MS_ADMIN=18487; P_SINK=18488; P_HA=18482
+WORK=$(mktemp -d /tmp/meshscope-proxy-floor.XXXXXX)
+PIDS=()
+
+source "$BENCH/proxy_lib.sh"
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+for tool in haproxy nginx wrk taskset bc; do command -v $tool >/dev/null || die "$tool missing (bench/proxy.sh installs it)"; done
+if [ -z "${NOBUILD:-}" ]; then
+  log "cargo build --release -p meshscope-proxy --bin meshscope-proxy --example hyper_floor"
+  (cd "$ROOT" && cargo build --release -p meshscope-proxy --bin meshscope-proxy --example hyper_floor) >&2 || die "build failed"
+fi
+PROXY=${1:-$TARGET/release/meshscope-proxy}
+FLOOR=$TARGET/release/examples/hyper_floor
+[ -x "$PROXY" ] && [ -x "$FLOOR" ] || die "binaries missing"
+
+write_upstream_conf "$WORK/upstream.conf"
+taskset -c $LG_CPU nginx -c "$WORK/upstream.conf" || die "upstream nginx did not start"
+wait_port $P_UP
+write_meshscope_confs "$WORK/meshscope.toml" "$WORK/unused.toml"
+cat > "$WORK/haproxy.cfg" <<EOF
+global
+    nbthread 1
+    maxconn 8000
+    pidfile $WORK/haproxy.pid
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 300s
+    timeout server 300s
+    timeout http-keep-alive 300s
+    option http-keep-alive
+    http-reuse always
+frontend h1
+    bind 127.0.0.1:$P_HA
+    default_backend up
+backend up
+    server up1 127.0.0.1:$P_UP maxconn 1000
+EOF
+taskset -c $PROXY_CPU haproxy -D -f "$WORK/haproxy.cfg" || die "haproxy did not start"
+wait_port $P_HA
+HA_PID=$(cat "$WORK/haproxy.pid")
+
+# start NAME: starts a contender on $P_MS (HAProxy keeps running on its own port) and sets SUT_PID.
+start() {
+  case $1 in
+    meshscope) TOKIO_WORKER_THREADS=1 RUST_LOG=warn taskset -c $PROXY_CPU "$PROXY" --config "$WORK/meshscope.toml" 2>>"$WORK/contender.log" & ;;
+    hyper-spawned) TOKIO_WORKER_THREADS=1 taskset -c $PROXY_CPU "$FLOOR" 127.0.0.1:$P_MS 127.0.0.1:$P_UP spawned 2>>"$WORK/contender.log" & ;;
+    hyper-joined) TOKIO_WORKER_THREADS=1 taskset -c $PROXY_CPU "$FLOOR" 127.0.0.1:$P_MS 127.0.0.1:$P_UP joined 2>>"$WORK/contender.log" & ;;
+  esac
+  SUT_PID=$!
+  PIDS+=($SUT_PID)
+  wait_port $P_MS
+}
+# ipis: rescheduling and function-call interrupts the load CPU has received so far (a wakeup of a
+# sleeping wrk or nginx from the proxy's CPU is one).
+ipis() { awk -v c=$((LG_CPU + 2)) '$1 == "RES:" || $1 == "CAL:" {n += $c} END {print n}' /proc/interrupts; }
+# measure NAME PID PORT ROUND: one warm-up and one measured wrk run; appends a row to $WORK/runs.
+measure() {
+  taskset -c $LG_CPU wrk -t1 -c64 -d2s "http://127.0.0.1:$3/" >/dev/null 2>&1
+  local u0 s0 u1 s1 n i0 i1
+  i0=$(ipis); read -r u0 s0 < <(awk '{print $14, $15}' /proc/$2/stat)
+  taskset -c $LG_CPU wrk -t1 -c64 -d${D}s "http://127.0.0.1:$3/" > "$WORK/wrk.txt" 2>&1
+  read -r u1 s1 < <(awk '{print $14, $15}' /proc/$2/stat); i1=$(ipis)
+  n=$(awk '/requests in/{print $1}' "$WORK/wrk.txt")
+  [ -n "$n" ] && [ "$n" -gt 0 ] || die "$1: wrk made no requests ($(cat "$WORK/wrk.txt"))"
+  grep -q "Non-2xx" "$WORK/wrk.txt" && die "$1: non-2xx answers"
+  local tick=$((1000000 / $(getconf CLK_TCK)))
+  local user sys
+  user=$(echo "scale=2; ($u1-$u0)*$tick/$n" | bc); sys=$(echo "scale=2; ($s1-$s0)*$tick/$n" | bc)
+  local wakes; wakes=$(echo "scale=3; ($i1-$i0)/$n" | bc)
+  echo "$4 $1 $n $user $sys $(echo "$n/$D" | bc) $wakes" >> "$WORK/runs"
+  log "round $4 $1: $((n / D)) req/s, user $user µs + sys $sys µs per request, $wakes IPIs to the load CPU per request"
+}
+
+CONTENDERS=(meshscope hyper-spawned hyper-joined haproxy)
+for round in $(seq 1 "$ROUNDS"); do
+  for i in 0 1 2 3; do
+    name=${CONTENDERS[$(( (i + round) % 4 ))]}
+    if [ "$name" = haproxy ]; then measure haproxy "$HA_PID" $P_HA "$round"; continue; fi
+    start "$name"
+    measure "$name" "$SUT_PID" $P_MS "$round"
+    kill -TERM "$SUT_PID"; wait "$SUT_PID" 2>/dev/null
+  done
+done
+
+echo "Runs (\`bash bench/proxy_floor.sh\`, $(date -u '+%Y-%m-%d %H:%M') UTC, $(nproc) CPUs, ${D} s each, wrk -t1 -c64):"
+echo
+echo '| round | contender | requests | user µs/req | sys µs/req | req/s | IPIs to load CPU /req |'
+echo '|---|---|---|---|---|---|---|'
+while read -r round name n user sys rps wakes; do echo "| $round | $name | $n | $user | $sys | $rps | $wakes |"; done < "$WORK/runs"
+echo
+echo 'Medians; "× HAProxy" is the median over rounds of HAProxy'"'"'s CPU per request over the contender'"'"'s (requests per core against HAProxy'"'"'s):'
+echo
+python3 - "$WORK/runs" <<'EOF'
+import statistics, sys
+runs = [line.split() for line in open(sys.argv[1])]
+cpu = {(r[0], r[1]): float(r[3]) + float(r[4]) for r in runs}
+print("| contender | user µs/req | sys µs/req | CPU µs/req | req/s | IPIs /req | × HAProxy per core |")
+print("|---|---|---|---|---|---|---|")
+for name in ["meshscope", "hyper-spawned", "hyper-joined", "haproxy"]:
+    mine = [r for r in runs if r[1] == name]
+    ratios = [cpu[(r[0], "haproxy")] / cpu[(r[0], name)] for r in mine if (r[0], "haproxy") in cpu]
+    med = lambda i: statistics.median(float(r[i]) for r in mine)
+    print(f"| {name} | {med(3):.2f} | {med(4):.2f} | {statistics.median(cpu[(r[0], name)] for r in mine):.2f} "
+          f"| {med(5):.0f} | {med(6):.2f} | {statistics.median(ratios):.2f} |")
+EOF

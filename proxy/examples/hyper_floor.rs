@@ -1,0 +1,78 @@
+//! The least an HTTP/1.1 reverse proxy built on hyper 1 can do per request: the floor of the
+//! Meshscope proxy's own stack, measured beside it and HAProxy by `bench/proxy_floor.sh`.
+//!
+//! `hyper_floor LISTEN UPSTREAM MODE`: accepts HTTP/1.1 on `LISTEN` and forwards every request, as
+//! it is, over one upstream connection per downstream connection (opened when the downstream
+//! connection is accepted), answering with the upstream's response as it is. No routing, pool,
+//! balancer, header rewrite, timer or metric. `MODE` says where the upstream connection is driven:
+//!
+//! - `spawned`: on a task of its own, as hyper documents and as the Meshscope proxy does; each
+//!   request crosses from the downstream connection's task to the upstream's and back.
+//! - `joined`: in the downstream connection's task, polled beside the server connection, so a
+//!   request never leaves the task that read it (HAProxy's shape: one stream, both sides).
+//!
+//! Run it on one worker (`TOKIO_WORKER_THREADS=1`) for a per-core figure.
+
+use std::sync::{Arc, Mutex};
+
+use hyper::body::Incoming;
+use hyper::client::conn::http1 as client;
+use hyper::server::conn::http1 as server;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpStream};
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    let mut args = std::env::args().skip(1);
+    let usage = "usage: hyper_floor LISTEN UPSTREAM spawned|joined";
+    let listen = args.next().ok_or(usage)?;
+    let upstream = args.next().ok_or(usage)?;
+    let joined = match args.next().as_deref() {
+        Some("spawned") => false,
+        Some("joined") => true,
+        _ => return Err(usage.into()),
+    };
+    let listener = TcpListener::bind(&listen).await?;
+    loop {
+        let (downstream, _) = listener.accept().await?;
+        let upstream = upstream.clone();
+        tokio::spawn(async move {
+            if let Err(e) = serve(downstream, &upstream, joined).await {
+                eprintln!("connection: {e}");
+            }
+        });
+    }
+}
+
+/// Serves one downstream connection until it closes.
+async fn serve(downstream: TcpStream, upstream: &str, joined: bool) -> Result<(), Error> {
+    downstream.set_nodelay(true)?;
+    let upstream = TcpStream::connect(upstream).await?;
+    upstream.set_nodelay(true)?;
+    let (sender, connection) = client::handshake(TokioIo::new(upstream)).await?;
+    // hyper's server calls the service for one request at a time on an HTTP/1.1 connection, so
+    // the lock is never contended; it only makes the sender shareable with the service closure.
+    let sender = Arc::new(Mutex::new(sender));
+    let service = service_fn(move |request: Request<Incoming>| {
+        let sending = sender
+            .lock()
+            .expect("the sender's lock is never poisoned")
+            .send_request(request);
+        async move { sending.await.map(|response: Response<Incoming>| response) }
+    });
+    let serving = server::Builder::new().serve_connection(TokioIo::new(downstream), service);
+    if joined {
+        tokio::select! {
+            served = serving => served?,
+            driven = connection => driven?,
+        }
+    } else {
+        tokio::spawn(connection);
+        serving.await?;
+    }
+    Ok(())
+}
