@@ -119,7 +119,6 @@ write_meshscope_confs "$WORK/meshscope-off.toml" "$WORK/meshscope-on.toml"
 
 # --- helpers ------------------------------------------------------------------------------------------
 wait_port() { local i; for i in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.05; done; die "nothing listens on :$1"; }
-cpu_ticks() { local t=0 p; for p in $1 $(pgrep -P "$1"); do t=$((t + $(awk '{print $14+$15}' /proc/$p/stat 2>/dev/null || echo 0))); done; echo $t; }
 rss_kib() { awk -v k="$2" '$1==k":"{print $2}' /proc/$1/status; }
 busy() { # per-CPU busy % over 2 s
   local a b c d; read -ra a < <(grep '^cpu0 ' /proc/stat); read -ra b < <(grep '^cpu1 ' /proc/stat); sleep 2

@@ -61,3 +61,6 @@ EOF
 
 # wait_port PORT: returns once something accepts on 127.0.0.1:PORT, dies after 20 s.
 wait_port() { local i; for i in $(seq 1 400); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.05; done; die "nothing listens on :$1"; }
+
+# cpu_ticks PID: user + system clock ticks used so far by PID and its children (a daemon's workers).
+cpu_ticks() { local t=0 p; for p in $1 $(pgrep -P "$1"); do t=$((t + $(awk '{print $14+$15}' /proc/$p/stat 2>/dev/null || echo 0))); done; echo $t; }

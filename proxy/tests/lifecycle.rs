@@ -34,6 +34,76 @@ fn temp_config(name: &str, text: &str) -> std::path::PathBuf {
     path
 }
 
+/// Starts the standalone binary on `config` with one worker thread and waits until it accepts on
+/// `listen`.
+async fn start_binary(config: &std::path::Path, listen: std::net::SocketAddr) -> KillOnDrop {
+    let child = match Command::new(env!("CARGO_BIN_EXE_meshscope-proxy"))
+        .arg("--config")
+        .arg(config)
+        .env("TOKIO_WORKER_THREADS", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(e) => panic!("cannot start the binary: {e}"),
+    };
+    let child = KillOnDrop(child);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while tokio::net::TcpStream::connect(listen).await.is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the binary never listened on {listen}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    child
+}
+
+/// CPU time (user + system) the process has used over `wall` of doing nothing asked of it.
+async fn idle_cpu(child: &KillOnDrop, wall: Duration) -> Duration {
+    let used = || {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", child.0.id()))
+            .unwrap_or_else(|e| panic!("cannot read the proxy's /proc stat: {e}"));
+        // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
+        let after = &stat[stat
+            .rfind(')')
+            .expect("a /proc stat line has a command name")
+            + 2..];
+        let fields: Vec<u64> = after
+            .split_whitespace()
+            .skip(11)
+            .take(2)
+            .map(|field| field.parse().expect("utime and stime are numbers"))
+            .collect();
+        fields.iter().sum::<u64>()
+    };
+    let before = used();
+    tokio::time::sleep(wall).await;
+    // Linux reports these in clock ticks of 1/100 s (USER_HZ) on every architecture it runs on.
+    Duration::from_millis((used() - before) * 10)
+}
+
+/// Sends SIGTERM and waits for a successful exit.
+async fn stop_with_sigterm(mut child: KillOnDrop) {
+    let killed = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.0.id().to_string())
+        .status();
+    assert!(killed.is_ok_and(|s| s.success()), "kill -TERM failed");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let exit = loop {
+        match child.0.try_wait() {
+            Ok(Some(exit)) => break exit,
+            Ok(None) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            other => panic!("the binary did not exit after SIGTERM: {other:?}"),
+        }
+    };
+    assert!(exit.success(), "{exit:?}");
+}
+
 #[tokio::test]
 async fn binary_serves_and_exits_cleanly_on_sigterm() {
     bounded(async {
@@ -46,44 +116,42 @@ async fn binary_serves_and_exits_cleanly_on_sigterm() {
                 app.addr
             ),
         );
-        let child = match Command::new(env!("CARGO_BIN_EXE_meshscope-proxy"))
-            .arg("--config")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-        {
-            Ok(child) => child,
-            Err(e) => panic!("cannot start the binary: {e}"),
-        };
-        let mut child = KillOnDrop(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while tokio::net::TcpStream::connect(listen).await.is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "the binary never listened on {listen}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let child = start_binary(&config, listen).await;
         let (status, who, _) = get(&client(), &format!("http://{listen}/")).await;
         assert_eq!((status, who.as_str()), (StatusCode::OK, "app"));
+        // Idle, the worker sleeps in the poller.
+        let cpu = idle_cpu(&child, Duration::from_secs(1)).await;
+        assert!(
+            cpu <= Duration::from_millis(150),
+            "idle, the proxy used {cpu:?} of CPU in 1 s"
+        );
+        stop_with_sigterm(child).await;
+    })
+    .await;
+}
 
-        let killed = Command::new("kill")
-            .arg("-TERM")
-            .arg(child.0.id().to_string())
-            .status();
-        assert!(killed.is_ok_and(|s| s.success()), "kill -TERM failed");
-        let deadline = Instant::now() + Duration::from_secs(15);
-        let exit = loop {
-            match child.0.try_wait() {
-                Ok(Some(exit)) => break exit,
-                Ok(None) if Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(50)).await
-                }
-                other => panic!("the binary did not exit after SIGTERM: {other:?}"),
-            }
-        };
-        assert!(exit.success(), "{exit:?}");
+#[tokio::test]
+async fn busy_polling_keeps_the_worker_awake_and_still_exits_on_sigterm() {
+    bounded(async {
+        let app = named("app").await;
+        let listen = closed_port().await;
+        let config = temp_config(
+            "busy.toml",
+            &format!(
+                "[service]\nname = \"svc\"\nbusy_poll = true\n\n[inbound]\nlisten = \"{listen}\"\napp = \"{}\"\n",
+                app.addr
+            ),
+        );
+        let child = start_binary(&config, listen).await;
+        let (status, who, _) = get(&client(), &format!("http://{listen}/")).await;
+        assert_eq!((status, who.as_str()), (StatusCode::OK, "app"));
+        // With nothing to do, the worker keeps polling: most of a core, less whatever the other
+        // tests running beside this one take of the machine.
+        let cpu = idle_cpu(&child, Duration::from_secs(1)).await;
+        assert!(cpu >= Duration::from_millis(300), "busy polling, the proxy used only {cpu:?} of CPU in 1 s");
+        let (status, who, _) = get(&client(), &format!("http://{listen}/")).await;
+        assert_eq!((status, who.as_str()), (StatusCode::OK, "app"));
+        stop_with_sigterm(child).await;
     })
     .await;
 }

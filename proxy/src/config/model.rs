@@ -57,6 +57,11 @@ pub struct ServiceConfig {
     /// How long shutdown waits for in-flight requests before closing connections.
     #[serde(default = "defaults::drain_timeout")]
     pub drain_timeout: HumanDuration,
+    /// Whether the worker threads poll for I/O without ever sleeping (HAProxy's `busy-polling`):
+    /// lower, steadier latency where a sleeping CPU is slow to wake (virtual machines), for a
+    /// worker core that is always busy.
+    #[serde(default)]
+    pub busy_poll: bool,
 }
 
 /// `[inbound]`: requests from the mesh to the local application.

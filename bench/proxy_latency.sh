@@ -1,0 +1,157 @@
+#!/bin/bash
+# Latency each proxy adds at a fixed 1,000 requests/s, with and without busy polling, each proxy
+# alone on its CPU.
+#
+#   bash bench/proxy_latency.sh [PROXY_BINARY]    (default: target/release/meshscope-proxy; ~6 min)
+#
+# Contenders, in a rotating order each round: direct (no proxy), HAProxy, HAProxy with
+# `busy-polling`, nginx, the Meshscope proxy, and the Meshscope proxy with `[service] busy_poll`.
+# Each proxy runs alone on CPU ${PROXY_CPU:-1} with one worker (a busy poller takes its whole CPU, so
+# two on one CPU would slow each other); the open-loop `fixed_rate` example and the upstream nginx run
+# on CPU ${LG_CPU:-0}. Per run: p50, p99 and p99.9 from `fixed_rate` (timed from each request's
+# scheduled start), and the proxy's CPU use over the run. The report gives every run and, per
+# contender, the median over rounds of its percentiles and of what it adds to the same round's
+# direct run.
+# Env: ROUNDS (5), S (seconds per run, 8), RATE (1000), NOBUILD=1 (use the binaries already built).
+set -uo pipefail
+
+BENCH=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$BENCH/.." && pwd)
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+ROUNDS=${ROUNDS:-5}; S=${S:-8}; RATE=${RATE:-1000}; PROXY_CPU=${PROXY_CPU:-1}; LG_CPU=${LG_CPU:-0}
+P_UP=18580; P_MS=18586; P_MS_ADMIN=18587; P_SINK=18588
+WORK=$(mktemp -d /tmp/meshscope-proxy-latency.XXXXXX)
+PIDS=()
+
+source "$BENCH/proxy_lib.sh"
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+for tool in haproxy nginx taskset; do command -v $tool >/dev/null || die "$tool missing (bench/proxy.sh installs it)"; done
+if [ -z "${NOBUILD:-}" ]; then
+  log "cargo build --release -p meshscope-proxy --bin meshscope-proxy --example fixed_rate"
+  (cd "$ROOT" && cargo build --release -p meshscope-proxy --bin meshscope-proxy --example fixed_rate) >&2 || die "build failed"
+fi
+PROXY=${1:-$TARGET/release/meshscope-proxy}
+FIXED=$TARGET/release/examples/fixed_rate
+[ -x "$PROXY" ] && [ -x "$FIXED" ] || die "binaries missing"
+
+write_upstream_conf "$WORK/upstream.conf"
+taskset -c $LG_CPU nginx -c "$WORK/upstream.conf" || die "upstream nginx did not start"
+wait_port $P_UP
+write_meshscope_confs "$WORK/meshscope.toml" "$WORK/unused.toml"
+sed 's/^\[service\]$/[service]\nbusy_poll = true/' "$WORK/meshscope.toml" > "$WORK/meshscope-busy.toml"
+grep -q '^busy_poll = true$' "$WORK/meshscope-busy.toml" || die "no [service] table to add busy_poll to"
+# haproxy_conf EXTRA_GLOBAL_LINE: HAProxy as in bench/proxy.sh, listening on $P_MS.
+haproxy_conf() {
+  cat > "$WORK/haproxy.cfg" <<EOF
+global
+    nbthread 1
+    maxconn 8000
+    pidfile $WORK/proxy.pid
+    $1
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 300s
+    timeout server 300s
+    timeout http-keep-alive 300s
+    option http-keep-alive
+    http-reuse always
+frontend h1
+    bind 127.0.0.1:$P_MS
+    default_backend up
+backend up
+    server up1 127.0.0.1:$P_UP maxconn 1000
+EOF
+}
+cat > "$WORK/nginx-proxy.conf" <<EOF
+worker_processes 1;
+events { worker_connections 8192; }
+pid $WORK/proxy.pid;
+error_log $WORK/nginx-proxy.err warn;
+http {
+    access_log off;
+    client_body_temp_path $WORK/tmp-body; proxy_temp_path $WORK/tmp-proxy; fastcgi_temp_path $WORK/tmp-fcgi;
+    uwsgi_temp_path $WORK/tmp-uwsgi; scgi_temp_path $WORK/tmp-scgi;
+    keepalive_requests 10000000; keepalive_timeout 300s;
+    upstream backend { server 127.0.0.1:$P_UP; keepalive 256; keepalive_requests 10000000; }
+    server {
+        listen 127.0.0.1:$P_MS backlog=4096;
+        location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; }
+    }
+}
+EOF
+
+# start NAME: starts the contender on $P_MS and sets SUT_PID (the process whose CPU is measured;
+# for nginx the worker). Direct needs nothing.
+start() {
+  SUT_PID=
+  case $1 in
+    direct) return ;;
+    haproxy) haproxy_conf ""; taskset -c $PROXY_CPU haproxy -D -f "$WORK/haproxy.cfg" || die "haproxy did not start" ;;
+    haproxy-busy) haproxy_conf "busy-polling"; taskset -c $PROXY_CPU haproxy -D -f "$WORK/haproxy.cfg" || die "haproxy did not start" ;;
+    nginx) taskset -c $PROXY_CPU nginx -c "$WORK/nginx-proxy.conf" || die "nginx did not start" ;;
+    meshscope|meshscope-busy)
+      local conf=$WORK/meshscope.toml
+      [ "$1" = meshscope-busy ] && conf=$WORK/meshscope-busy.toml
+      TOKIO_WORKER_THREADS=1 RUST_LOG=warn taskset -c $PROXY_CPU "$PROXY" --config "$conf" 2>>"$WORK/meshscope.log" &
+      SUT_PID=$!; PIDS+=($SUT_PID) ;;
+  esac
+  wait_port $P_MS
+  if [ -z "$SUT_PID" ]; then
+    local master; master=$(cat "$WORK/proxy.pid")
+    SUT_PID=$(pgrep -P "$master" | head -1); [ -n "$SUT_PID" ] || SUT_PID=$master
+  fi
+}
+stop() { # NAME
+  case $1 in
+    direct) return ;;
+    meshscope|meshscope-busy) kill -TERM "$SUT_PID"; wait "$SUT_PID" 2>/dev/null ;;
+    *) local master; master=$(cat "$WORK/proxy.pid"); kill -TERM "$master"
+       while kill -0 "$master" 2>/dev/null; do sleep 0.1; done; rm -f "$WORK/proxy.pid" ;;
+  esac
+}
+
+CONTENDERS=(direct haproxy haproxy-busy nginx meshscope meshscope-busy)
+N=${#CONTENDERS[@]}
+for round in $(seq 1 "$ROUNDS"); do
+  for i in $(seq 0 $((N - 1))); do
+    name=${CONTENDERS[$(( (i + round) % N ))]}
+    start "$name"
+    port=$P_MS; [ "$name" = direct ] && port=$P_UP
+    taskset -c $LG_CPU "$FIXED" "http://127.0.0.1:$port/" "$RATE" 2 >/dev/null || die "$name: warm-up failed"
+    t0=0; [ -n "$SUT_PID" ] && t0=$(cpu_ticks "$SUT_PID")
+    out=$(taskset -c $LG_CPU "$FIXED" "http://127.0.0.1:$port/" "$RATE" "$S") || die "$name: fixed_rate failed"
+    cpu="—"; [ -n "$SUT_PID" ] && cpu=$(( ($(cpu_ticks "$SUT_PID") - t0) * 100 / $(getconf CLK_TCK) / S ))
+    errors=$(sed -n 's/.*errors=\([0-9]*\).*/\1/p' <<<"$out")
+    [ "$errors" = 0 ] || die "$name: $out"
+    p50=$(sed -n 's/.*p50_us=\([0-9]*\).*/\1/p' <<<"$out"); p99=$(sed -n 's/.*p99_us=\([0-9]*\).*/\1/p' <<<"$out")
+    p999=$(sed -n 's/.*p999_us=\([0-9]*\).*/\1/p' <<<"$out")
+    echo "$round $name $p50 $p99 $p999 $cpu" >> "$WORK/runs"
+    log "round $round $name: p50 $p50 µs, p99 $p99 µs, p99.9 $p999 µs, CPU ${cpu}%"
+    stop "$name"
+  done
+done
+
+echo "Runs (\`bash bench/proxy_latency.sh\`, $(date -u '+%Y-%m-%d %H:%M') UTC, $(nproc) CPUs, $RATE req/s for $S s each, fixed_rate):"
+echo
+echo '| round | contender | p50 µs | p99 µs | p99.9 µs | proxy CPU % |'
+echo '|---|---|---|---|---|---|'
+while read -r round name p50 p99 p999 cpu; do echo "| $round | $name | $p50 | $p99 | $p999 | $cpu |"; done < "$WORK/runs"
+echo
+echo 'Medians over rounds; "added" is the median of each round'"'"'s difference to that round'"'"'s direct run:'
+echo
+python3 - "$WORK/runs" <<'EOF'
+import statistics, sys
+runs = [line.split() for line in open(sys.argv[1])]
+direct = {r[0]: r for r in runs if r[1] == "direct"}
+print("| contender | p50 µs | p99 µs | p99.9 µs | added p50 µs | added p99 µs | proxy CPU % |")
+print("|---|---|---|---|---|---|---|")
+for name in ["direct", "haproxy", "haproxy-busy", "nginx", "meshscope", "meshscope-busy"]:
+    mine = [r for r in runs if r[1] == name]
+    med = lambda i: statistics.median(int(r[i]) for r in mine)
+    added = lambda i: statistics.median(int(r[i]) - int(direct[r[0]][i]) for r in mine)
+    cpu = "—" if name == "direct" else f"{statistics.median(int(r[5]) for r in mine)}"
+    print(f"| {name} | {med(2)} | {med(3)} | {med(4)} | {added(2):+} | {added(3):+} | {cpu} |")
+EOF
