@@ -1,17 +1,19 @@
 #!/bin/bash
-# How far the Meshscope proxy is from the floor of its own stack: CPU per HTTP/1.1 request for the
-# proxy, for the least proxy hyper 1 can make (`hyper_floor` example, upstream connection on its own
-# task and in the downstream connection's task) and for HAProxy, in alternation.
+# How far the Meshscope proxy is from the floor of its own stack and from HAProxy: CPU per HTTP/1.1
+# request at full load for the proxy, for the least proxy hyper 1 can make (`hyper_floor` example) and
+# for HAProxy, the two proxies with and without busy polling, in alternation.
 #
-#   bash bench/proxy_floor.sh [PROXY_BINARY]    (default: target/release/meshscope-proxy; ~4 min)
+#   bash bench/proxy_floor.sh [PROXY_BINARY]    (default: target/release/meshscope-proxy; ~5 min)
 #
-# Every contender runs alone on CPU ${PROXY_CPU:-1} with one worker; wrk (-t1 -c64) and the upstream
-# nginx (one worker, "ok\n") share CPU ${LG_CPU:-0}, as in bench/proxy.sh. Per run: the contender's
-# user and system CPU time per request (from /proc, over the load only) and requests/s. ROUNDS
+# Every contender runs alone on CPU ${PROXY_CPU:-1} with one worker (a busy poller takes its whole
+# CPU); wrk (-t1 -c64) and the upstream nginx (one worker, "ok\n") share CPU ${LG_CPU:-0}, as in
+# bench/proxy.sh. Per run: the contender's user and system CPU time per request (from /proc, over the
+# load only), requests/s, and the wakeup interrupts (RES + CAL in /proc/interrupts) the load CPU
+# received per request: a write that wakes a sleeping or preempted wrk or nginx costs the writer an
+# interrupt to the other CPU, which on this VM is a large part of a request's system time. ROUNDS
 # rounds, the order rotating each round; the report gives every run and the median per contender,
-# and each contender's CPU per request against HAProxy's in the same round, and how many wakeup
-# interrupts (RES + CAL in /proc/interrupts) the load CPU received per request. Alternating matters:
-# this machine's speed drifts by a third between runs minutes apart (bench/README.md, "Proxy").
+# with its CPU per request against HAProxy's (without busy polling) in the same round. Alternating
+# matters: this machine's speed drifts by a third between runs minutes apart (bench/README.md, "Proxy").
 # Env: ROUNDS (5), D (seconds of load per run, 6), NOBUILD=1 (use the binaries already built).
 set -uo pipefail
 
@@ -19,7 +21,7 @@ BENCH=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$BENCH/.." && pwd)
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 ROUNDS=${ROUNDS:-5}; D=${D:-6}; PROXY_CPU=${PROXY_CPU:-1}; LG_CPU=${LG_CPU:-0}
-P_UP=18480; P_MS=18486; P_MS_ADMIN=18487; P_SINK=18488; P_HA=18482
+P_UP=18480; P_MS=18486; P_MS_ADMIN=18487; P_SINK=18488
 WORK=$(mktemp -d /tmp/meshscope-proxy-floor.XXXXXX)
 PIDS=()
 
@@ -40,11 +42,17 @@ write_upstream_conf "$WORK/upstream.conf"
 taskset -c $LG_CPU nginx -c "$WORK/upstream.conf" || die "upstream nginx did not start"
 wait_port $P_UP
 write_meshscope_confs "$WORK/meshscope.toml" "$WORK/unused.toml"
-cat > "$WORK/haproxy.cfg" <<EOF
+sed 's/^\[service\]$/[service]\nbusy_poll = true/' "$WORK/meshscope.toml" > "$WORK/meshscope-busy.toml"
+grep -q '^busy_poll = true$' "$WORK/meshscope-busy.toml" || die "no [service] table to add busy_poll to"
+
+# haproxy_conf EXTRA_GLOBAL_LINE: HAProxy as in bench/proxy.sh, listening on $P_MS.
+haproxy_conf() {
+  cat > "$WORK/haproxy.cfg" <<EOF
 global
     nbthread 1
     maxconn 8000
     pidfile $WORK/haproxy.pid
+    $1
 defaults
     mode http
     timeout connect 5s
@@ -54,55 +62,67 @@ defaults
     option http-keep-alive
     http-reuse always
 frontend h1
-    bind 127.0.0.1:$P_HA
+    bind 127.0.0.1:$P_MS
     default_backend up
 backend up
     server up1 127.0.0.1:$P_UP maxconn 1000
 EOF
-taskset -c $PROXY_CPU haproxy -D -f "$WORK/haproxy.cfg" || die "haproxy did not start"
-wait_port $P_HA
-HA_PID=$(cat "$WORK/haproxy.pid")
+}
 
-# start NAME: starts a contender on $P_MS (HAProxy keeps running on its own port) and sets SUT_PID.
+# start NAME: starts a contender on $P_MS and sets SUT_PID.
 start() {
   case $1 in
-    meshscope) TOKIO_WORKER_THREADS=1 RUST_LOG=warn taskset -c $PROXY_CPU "$PROXY" --config "$WORK/meshscope.toml" 2>>"$WORK/contender.log" & ;;
-    hyper-spawned) TOKIO_WORKER_THREADS=1 taskset -c $PROXY_CPU "$FLOOR" 127.0.0.1:$P_MS 127.0.0.1:$P_UP spawned 2>>"$WORK/contender.log" & ;;
-    hyper-joined) TOKIO_WORKER_THREADS=1 taskset -c $PROXY_CPU "$FLOOR" 127.0.0.1:$P_MS 127.0.0.1:$P_UP joined 2>>"$WORK/contender.log" & ;;
+    meshscope|meshscope-busy)
+      local conf=$WORK/meshscope.toml
+      [ "$1" = meshscope-busy ] && conf=$WORK/meshscope-busy.toml
+      TOKIO_WORKER_THREADS=1 RUST_LOG=warn taskset -c $PROXY_CPU "$PROXY" --config "$conf" 2>>"$WORK/contender.log" &
+      SUT_PID=$!; PIDS+=($SUT_PID) ;;
+    hyper)
+      TOKIO_WORKER_THREADS=1 taskset -c $PROXY_CPU "$FLOOR" 127.0.0.1:$P_MS 127.0.0.1:$P_UP 2>>"$WORK/contender.log" &
+      SUT_PID=$!; PIDS+=($SUT_PID) ;;
+    haproxy|haproxy-busy)
+      haproxy_conf "$([ "$1" = haproxy-busy ] && echo busy-polling)"
+      taskset -c $PROXY_CPU haproxy -D -f "$WORK/haproxy.cfg" || die "haproxy did not start"
+      wait_port $P_MS
+      SUT_PID=$(cat "$WORK/haproxy.pid") ;;
   esac
-  SUT_PID=$!
-  PIDS+=($SUT_PID)
   wait_port $P_MS
 }
-# ipis: rescheduling and function-call interrupts the load CPU has received so far (a wakeup of a
-# sleeping wrk or nginx from the proxy's CPU is one).
+# stop NAME: stops the contender started last and waits until it is gone.
+stop() {
+  kill -TERM "$SUT_PID"
+  case $1 in
+    haproxy|haproxy-busy) while kill -0 "$SUT_PID" 2>/dev/null; do sleep 0.1; done; rm -f "$WORK/haproxy.pid" ;;
+    *) wait "$SUT_PID" 2>/dev/null ;;
+  esac
+}
+# ipis: rescheduling and function-call interrupts the load CPU has received so far.
 ipis() { awk -v c=$((LG_CPU + 2)) '$1 == "RES:" || $1 == "CAL:" {n += $c} END {print n}' /proc/interrupts; }
-# measure NAME PID PORT ROUND: one warm-up and one measured wrk run; appends a row to $WORK/runs.
+# measure NAME ROUND: one warm-up and one measured wrk run against $SUT_PID; appends to $WORK/runs.
 measure() {
-  taskset -c $LG_CPU wrk -t1 -c64 -d2s "http://127.0.0.1:$3/" >/dev/null 2>&1
+  taskset -c $LG_CPU wrk -t1 -c64 -d2s "http://127.0.0.1:$P_MS/" >/dev/null 2>&1
   local u0 s0 u1 s1 n i0 i1
-  i0=$(ipis); read -r u0 s0 < <(awk '{print $14, $15}' /proc/$2/stat)
-  taskset -c $LG_CPU wrk -t1 -c64 -d${D}s "http://127.0.0.1:$3/" > "$WORK/wrk.txt" 2>&1
-  read -r u1 s1 < <(awk '{print $14, $15}' /proc/$2/stat); i1=$(ipis)
+  i0=$(ipis); read -r u0 s0 < <(awk '{print $14, $15}' /proc/$SUT_PID/stat)
+  taskset -c $LG_CPU wrk -t1 -c64 -d${D}s "http://127.0.0.1:$P_MS/" > "$WORK/wrk.txt" 2>&1
+  read -r u1 s1 < <(awk '{print $14, $15}' /proc/$SUT_PID/stat); i1=$(ipis)
   n=$(awk '/requests in/{print $1}' "$WORK/wrk.txt")
   [ -n "$n" ] && [ "$n" -gt 0 ] || die "$1: wrk made no requests ($(cat "$WORK/wrk.txt"))"
   grep -q "Non-2xx" "$WORK/wrk.txt" && die "$1: non-2xx answers"
-  local tick=$((1000000 / $(getconf CLK_TCK)))
-  local user sys
+  local tick=$((1000000 / $(getconf CLK_TCK))) user sys wakes
   user=$(echo "scale=2; ($u1-$u0)*$tick/$n" | bc); sys=$(echo "scale=2; ($s1-$s0)*$tick/$n" | bc)
-  local wakes; wakes=$(echo "scale=3; ($i1-$i0)/$n" | bc)
-  echo "$4 $1 $n $user $sys $(echo "$n/$D" | bc) $wakes" >> "$WORK/runs"
-  log "round $4 $1: $((n / D)) req/s, user $user µs + sys $sys µs per request, $wakes IPIs to the load CPU per request"
+  wakes=$(echo "scale=3; ($i1-$i0)/$n" | bc)
+  echo "$2 $1 $n $user $sys $(echo "$n/$D" | bc) $wakes" >> "$WORK/runs"
+  log "round $2 $1: $((n / D)) req/s, user $user µs + sys $sys µs per request, $wakes IPIs to the load CPU per request"
 }
 
-CONTENDERS=(meshscope hyper-spawned hyper-joined haproxy)
+CONTENDERS=(meshscope meshscope-busy hyper haproxy haproxy-busy)
+N=${#CONTENDERS[@]}
 for round in $(seq 1 "$ROUNDS"); do
-  for i in 0 1 2 3; do
-    name=${CONTENDERS[$(( (i + round) % 4 ))]}
-    if [ "$name" = haproxy ]; then measure haproxy "$HA_PID" $P_HA "$round"; continue; fi
+  for i in $(seq 0 $((N - 1))); do
+    name=${CONTENDERS[$(( (i + round) % N ))]}
     start "$name"
-    measure "$name" "$SUT_PID" $P_MS "$round"
-    kill -TERM "$SUT_PID"; wait "$SUT_PID" 2>/dev/null
+    measure "$name" "$round"
+    stop "$name"
   done
 done
 
@@ -112,7 +132,7 @@ echo '| round | contender | requests | user µs/req | sys µs/req | req/s | IPIs
 echo '|---|---|---|---|---|---|---|'
 while read -r round name n user sys rps wakes; do echo "| $round | $name | $n | $user | $sys | $rps | $wakes |"; done < "$WORK/runs"
 echo
-echo 'Medians; "× HAProxy" is the median over rounds of HAProxy'"'"'s CPU per request over the contender'"'"'s (requests per core against HAProxy'"'"'s):'
+echo 'Medians; "× HAProxy" is the median over rounds of HAProxy'"'"'s CPU per request over the contender'"'"'s (requests per core against HAProxy'"'"'s, without busy polling):'
 echo
 python3 - "$WORK/runs" <<'EOF'
 import statistics, sys
@@ -120,7 +140,7 @@ runs = [line.split() for line in open(sys.argv[1])]
 cpu = {(r[0], r[1]): float(r[3]) + float(r[4]) for r in runs}
 print("| contender | user µs/req | sys µs/req | CPU µs/req | req/s | IPIs /req | × HAProxy per core |")
 print("|---|---|---|---|---|---|---|")
-for name in ["meshscope", "hyper-spawned", "hyper-joined", "haproxy"]:
+for name in ["meshscope", "meshscope-busy", "hyper", "haproxy", "haproxy-busy"]:
     mine = [r for r in runs if r[1] == name]
     ratios = [cpu[(r[0], "haproxy")] / cpu[(r[0], name)] for r in mine if (r[0], "haproxy") in cpu]
     med = lambda i: statistics.median(float(r[i]) for r in mine)

@@ -126,7 +126,7 @@ for round in $(seq 1 "$ROUNDS"); do
     cpu="—"; [ -n "$SUT_PID" ] && cpu=$(( ($(cpu_ticks "$SUT_PID") - t0) * 100 / $(getconf CLK_TCK) / S ))
     errors=$(sed -n 's/.*errors=\([0-9]*\).*/\1/p' <<<"$out")
     [ "$errors" = 0 ] || die "$name: $out"
-    p50=$(sed -n 's/.*p50_us=\([0-9]*\).*/\1/p' <<<"$out"); p99=$(sed -n 's/.*p99_us=\([0-9]*\).*/\1/p' <<<"$out")
+    p50=$(sed -n 's/.*p50_us=\([0-9]*\).*/\1/p' <<<"$out"); p99=$(sed -n 's/.* p99_us=\([0-9]*\).*/\1/p' <<<"$out")
     p999=$(sed -n 's/.*p999_us=\([0-9]*\).*/\1/p' <<<"$out")
     echo "$round $name $p50 $p99 $p999 $cpu" >> "$WORK/runs"
     log "round $round $name: p50 $p50 µs, p99 $p99 µs, p99.9 $p999 µs, CPU ${cpu}%"

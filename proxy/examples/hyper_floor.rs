@@ -1,15 +1,13 @@
 //! The least an HTTP/1.1 reverse proxy built on hyper 1 can do per request: the floor of the
 //! Meshscope proxy's own stack, measured beside it and HAProxy by `bench/proxy_floor.sh`.
 //!
-//! `hyper_floor LISTEN UPSTREAM MODE`: accepts HTTP/1.1 on `LISTEN` and forwards every request, as
-//! it is, over one upstream connection per downstream connection (opened when the downstream
+//! `hyper_floor LISTEN UPSTREAM`: accepts HTTP/1.1 on `LISTEN` and forwards every request, as it
+//! is, over one upstream connection per downstream connection (opened when the downstream
 //! connection is accepted), answering with the upstream's response as it is. No routing, pool,
-//! balancer, header rewrite, timer or metric. `MODE` says where the upstream connection is driven:
-//!
-//! - `spawned`: on a task of its own, as hyper documents and as the Meshscope proxy does; each
-//!   request crosses from the downstream connection's task to the upstream's and back.
-//! - `joined`: in the downstream connection's task, polled beside the server connection, so a
-//!   request never leaves the task that read it (HAProxy's shape: one stream, both sides).
+//! balancer, header rewrite, timer or metric. The upstream connection is driven on a task of its
+//! own, as hyper documents and as the Meshscope proxy does. (Driving it in the downstream
+//! connection's task instead, so that a request never changes task, measured no better:
+//! bench/README.md, "The floor of the stack".)
 //!
 //! Run it on one worker (`TOKIO_WORKER_THREADS=1`) for a per-core figure.
 
@@ -28,20 +26,15 @@ type Error = Box<dyn std::error::Error + Send + Sync>;
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     let mut args = std::env::args().skip(1);
-    let usage = "usage: hyper_floor LISTEN UPSTREAM spawned|joined";
+    let usage = "usage: hyper_floor LISTEN UPSTREAM";
     let listen = args.next().ok_or(usage)?;
     let upstream = args.next().ok_or(usage)?;
-    let joined = match args.next().as_deref() {
-        Some("spawned") => false,
-        Some("joined") => true,
-        _ => return Err(usage.into()),
-    };
     let listener = TcpListener::bind(&listen).await?;
     loop {
         let (downstream, _) = listener.accept().await?;
         let upstream = upstream.clone();
         tokio::spawn(async move {
-            if let Err(e) = serve(downstream, &upstream, joined).await {
+            if let Err(e) = serve(downstream, &upstream).await {
                 eprintln!("connection: {e}");
             }
         });
@@ -49,11 +42,12 @@ async fn main() -> Result<(), Error> {
 }
 
 /// Serves one downstream connection until it closes.
-async fn serve(downstream: TcpStream, upstream: &str, joined: bool) -> Result<(), Error> {
+async fn serve(downstream: TcpStream, upstream: &str) -> Result<(), Error> {
     downstream.set_nodelay(true)?;
     let upstream = TcpStream::connect(upstream).await?;
     upstream.set_nodelay(true)?;
     let (sender, connection) = client::handshake(TokioIo::new(upstream)).await?;
+    tokio::spawn(connection);
     // hyper's server calls the service for one request at a time on an HTTP/1.1 connection, so
     // the lock is never contended; it only makes the sender shareable with the service closure.
     let sender = Arc::new(Mutex::new(sender));
@@ -64,15 +58,8 @@ async fn serve(downstream: TcpStream, upstream: &str, joined: bool) -> Result<()
             .send_request(request);
         async move { sending.await.map(|response: Response<Incoming>| response) }
     });
-    let serving = server::Builder::new().serve_connection(TokioIo::new(downstream), service);
-    if joined {
-        tokio::select! {
-            served = serving => served?,
-            driven = connection => driven?,
-        }
-    } else {
-        tokio::spawn(connection);
-        serving.await?;
-    }
+    server::Builder::new()
+        .serve_connection(TokioIo::new(downstream), service)
+        .await?;
     Ok(())
 }
