@@ -227,7 +227,12 @@ impl Upstream {
         let now = Instant::now();
         let checks_health = self.outlier.is_some() || self.health_check.is_some();
         let respect_health = checks_health && !self.panicking(endpoints, now);
-        let fleet_now = crate::stats::unix_nanos(std::time::SystemTime::now());
+        // Wall-clock time only for the fleet's ejections, which only adaptive balancing reads.
+        let fleet_now = if self.kind == BalancerKind::Adaptive {
+            crate::stats::unix_nanos(std::time::SystemTime::now())
+        } else {
+            0
+        };
         let honour_fleet = self.honours_fleet(endpoints, now, fleet_now);
         let healthy = |i: usize| {
             (!respect_health || endpoints[i].health().is_usable(now))

@@ -142,8 +142,7 @@ impl Endpoint {
         }
     }
 
-    fn observe(&self, sample: Duration) {
-        let now = Instant::now();
+    fn observe(&self, sample: Duration, now: Instant) {
         match self.rtt.lock() {
             Ok(mut rtt) => rtt.observe(sample, now),
             Err(poisoned) => poisoned.into_inner().observe(sample, now),
@@ -161,7 +160,8 @@ pub(crate) struct InFlight {
 impl InFlight {
     /// Marks response headers as received and feeds their latency to the endpoint's estimate.
     pub(crate) fn finish(self) {
-        self.endpoint.observe(self.started.elapsed());
+        let now = Instant::now();
+        self.endpoint.observe(now - self.started, now);
     }
 }
 

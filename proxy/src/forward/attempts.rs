@@ -213,12 +213,15 @@ pub(super) async fn send(
 
         upstream.stats().attempts.increment();
         let in_flight = endpoint.start();
-        let per_try = policy.and_then(|p| p.per_try_timeout());
-        let sent = Instant::now();
+        // The per-try limit and when the attempt started (which also bounds how long trailers are
+        // waited for); the clock is read only when there is a limit.
+        let per_try = policy
+            .and_then(|p| p.per_try_timeout())
+            .map(|limit| (limit, Instant::now()));
         // The exchange is made inside each arm rather than kept in a local: a local would stay in
         // the state machine beside the timeout holding it (see `limit.rs`).
         let result = match per_try {
-            Some(limit) => {
+            Some((limit, _)) => {
                 tokio::time::timeout(limit, exchange(client, h2, &endpoint, upstream, request))
                     .await
                     .ok()
@@ -239,8 +242,9 @@ pub(super) async fn send(
                 let outcome = Outcome::of_response(response.status(), response.headers());
                 match read_trailers.filter(|_| outcome == Outcome::Status(StatusCode::OK)) {
                     Some(policy) => {
-                        let hold = per_try
-                            .map_or(TRAILERS_HOLD, |limit| limit.saturating_sub(sent.elapsed()));
+                        let hold = per_try.map_or(TRAILERS_HOLD, |(limit, sent)| {
+                            limit.saturating_sub(sent.elapsed())
+                        });
                         // The connection is not reused after a body read this way.
                         drop(checkin);
                         let reading = read_to_trailers(response, policy.max_replay_bytes(), hold);
