@@ -42,32 +42,8 @@ write_upstream_conf "$WORK/upstream.conf"
 taskset -c $LG_CPU nginx -c "$WORK/upstream.conf" || die "upstream nginx did not start"
 wait_port $P_UP
 write_meshscope_confs "$WORK/meshscope.toml" "$WORK/unused.toml"
-sed 's/^\[service\]$/[service]\nbusy_poll = true/' "$WORK/meshscope.toml" > "$WORK/meshscope-busy.toml"
-grep -q '^busy_poll = true$' "$WORK/meshscope-busy.toml" || die "no [service] table to add busy_poll to"
+write_busy_conf "$WORK/meshscope.toml" "$WORK/meshscope-busy.toml"
 
-# haproxy_conf EXTRA_GLOBAL_LINE: HAProxy as in bench/proxy.sh, listening on $P_MS.
-haproxy_conf() {
-  cat > "$WORK/haproxy.cfg" <<EOF
-global
-    nbthread 1
-    maxconn 8000
-    pidfile $WORK/haproxy.pid
-    $1
-defaults
-    mode http
-    timeout connect 5s
-    timeout client 300s
-    timeout server 300s
-    timeout http-keep-alive 300s
-    option http-keep-alive
-    http-reuse always
-frontend h1
-    bind 127.0.0.1:$P_MS
-    default_backend up
-backend up
-    server up1 127.0.0.1:$P_UP maxconn 1000
-EOF
-}
 
 # start NAME: starts a contender on $P_MS and sets SUT_PID.
 start() {
@@ -81,7 +57,7 @@ start() {
       TOKIO_WORKER_THREADS=1 taskset -c $PROXY_CPU "$FLOOR" 127.0.0.1:$P_MS 127.0.0.1:$P_UP 2>>"$WORK/contender.log" &
       SUT_PID=$!; PIDS+=($SUT_PID) ;;
     haproxy|haproxy-busy)
-      haproxy_conf "$([ "$1" = haproxy-busy ] && echo busy-polling)"
+      write_haproxy_conf "$WORK/haproxy.cfg" $P_MS "$([ "$1" = haproxy-busy ] && echo busy-polling)"
       taskset -c $PROXY_CPU haproxy -D -f "$WORK/haproxy.cfg" || die "haproxy did not start"
       wait_port $P_MS
       SUT_PID=$(cat "$WORK/haproxy.pid") ;;

@@ -40,35 +40,11 @@ write_upstream_conf "$WORK/upstream.conf"
 taskset -c $LG_CPU nginx -c "$WORK/upstream.conf" || die "upstream nginx did not start"
 wait_port $P_UP
 write_meshscope_confs "$WORK/meshscope.toml" "$WORK/unused.toml"
-sed 's/^\[service\]$/[service]\nbusy_poll = true/' "$WORK/meshscope.toml" > "$WORK/meshscope-busy.toml"
-grep -q '^busy_poll = true$' "$WORK/meshscope-busy.toml" || die "no [service] table to add busy_poll to"
-# haproxy_conf EXTRA_GLOBAL_LINE: HAProxy as in bench/proxy.sh, listening on $P_MS.
-haproxy_conf() {
-  cat > "$WORK/haproxy.cfg" <<EOF
-global
-    nbthread 1
-    maxconn 8000
-    pidfile $WORK/proxy.pid
-    $1
-defaults
-    mode http
-    timeout connect 5s
-    timeout client 300s
-    timeout server 300s
-    timeout http-keep-alive 300s
-    option http-keep-alive
-    http-reuse always
-frontend h1
-    bind 127.0.0.1:$P_MS
-    default_backend up
-backend up
-    server up1 127.0.0.1:$P_UP maxconn 1000
-EOF
-}
+write_busy_conf "$WORK/meshscope.toml" "$WORK/meshscope-busy.toml"
 cat > "$WORK/nginx-proxy.conf" <<EOF
 worker_processes 1;
 events { worker_connections 8192; }
-pid $WORK/proxy.pid;
+pid $WORK/nginx-proxy.pid;
 error_log $WORK/nginx-proxy.err warn;
 http {
     access_log off;
@@ -84,14 +60,17 @@ http {
 EOF
 
 # start NAME: starts the contender on $P_MS and sets SUT_PID (the process whose CPU is measured;
-# for nginx the worker). Direct needs nothing.
+# for nginx the worker) and, for a daemon, PIDFILE. Direct needs nothing.
 start() {
-  SUT_PID=
+  SUT_PID=; PIDFILE=
   case $1 in
     direct) return ;;
-    haproxy) haproxy_conf ""; taskset -c $PROXY_CPU haproxy -D -f "$WORK/haproxy.cfg" || die "haproxy did not start" ;;
-    haproxy-busy) haproxy_conf "busy-polling"; taskset -c $PROXY_CPU haproxy -D -f "$WORK/haproxy.cfg" || die "haproxy did not start" ;;
-    nginx) taskset -c $PROXY_CPU nginx -c "$WORK/nginx-proxy.conf" || die "nginx did not start" ;;
+    haproxy|haproxy-busy)
+      write_haproxy_conf "$WORK/haproxy.cfg" $P_MS "$([ "$1" = haproxy-busy ] && echo busy-polling)"
+      taskset -c $PROXY_CPU haproxy -D -f "$WORK/haproxy.cfg" || die "haproxy did not start"
+      PIDFILE=$WORK/haproxy.pid ;;
+    nginx) taskset -c $PROXY_CPU nginx -c "$WORK/nginx-proxy.conf" || die "nginx did not start"
+      PIDFILE=$WORK/nginx-proxy.pid ;;
     meshscope|meshscope-busy)
       local conf=$WORK/meshscope.toml
       [ "$1" = meshscope-busy ] && conf=$WORK/meshscope-busy.toml
@@ -99,8 +78,8 @@ start() {
       SUT_PID=$!; PIDS+=($SUT_PID) ;;
   esac
   wait_port $P_MS
-  if [ -z "$SUT_PID" ]; then
-    local master; master=$(cat "$WORK/proxy.pid")
+  if [ -n "$PIDFILE" ]; then
+    local master; master=$(cat "$PIDFILE")
     SUT_PID=$(pgrep -P "$master" | head -1); [ -n "$SUT_PID" ] || SUT_PID=$master
   fi
 }
@@ -108,8 +87,8 @@ stop() { # NAME
   case $1 in
     direct) return ;;
     meshscope|meshscope-busy) kill -TERM "$SUT_PID"; wait "$SUT_PID" 2>/dev/null ;;
-    *) local master; master=$(cat "$WORK/proxy.pid"); kill -TERM "$master"
-       while kill -0 "$master" 2>/dev/null; do sleep 0.1; done; rm -f "$WORK/proxy.pid" ;;
+    *) local master; master=$(cat "$PIDFILE"); kill -TERM "$master"
+       while kill -0 "$master" 2>/dev/null; do sleep 0.1; done; rm -f "$PIDFILE" ;;
   esac
 }
 

@@ -64,3 +64,35 @@ wait_port() { local i; for i in $(seq 1 400); do (exec 3<>/dev/tcp/127.0.0.1/$1)
 
 # cpu_ticks PID: user + system clock ticks used so far by PID and its children (a daemon's workers).
 cpu_ticks() { local t=0 p; for p in $1 $(pgrep -P "$1"); do t=$((t + $(awk '{print $14+$15}' /proc/$p/stat 2>/dev/null || echo 0))); done; echo $t; }
+
+# write_haproxy_conf FILE PORT [GLOBAL_LINE]: HAProxy as bench/proxy.sh sets it up (one thread,
+# keep-alive on both sides, `http-reuse always`, no log), on PORT in front of the upstream on $P_UP,
+# with its pid in $WORK/haproxy.pid and GLOBAL_LINE (e.g. `busy-polling`) added to `global`.
+write_haproxy_conf() {
+  cat > "$1" <<EOF
+global
+    nbthread 1
+    maxconn 8000
+    pidfile $WORK/haproxy.pid
+    ${3:-}
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 300s
+    timeout server 300s
+    timeout http-keep-alive 300s
+    option http-keep-alive
+    http-reuse always
+frontend h1
+    bind 127.0.0.1:$2
+    default_backend up
+backend up
+    server up1 127.0.0.1:$P_UP maxconn 1000
+EOF
+}
+
+# write_busy_conf FROM TO: the proxy configuration FROM with `busy_poll = true` in its [service].
+write_busy_conf() {
+  sed 's/^\[service\]$/[service]\nbusy_poll = true/' "$1" > "$2"
+  grep -q '^busy_poll = true$' "$2" || die "no [service] table in $1 to add busy_poll to"
+}
