@@ -93,28 +93,7 @@ http {
     }
 }
 EOF
-cat > "$WORK/haproxy.cfg" <<EOF
-global
-    nbthread 1
-    maxconn 8000
-    pidfile $WORK/haproxy.pid
-defaults
-    mode http
-    timeout connect 5s
-    timeout client 300s
-    timeout server 300s
-    timeout http-keep-alive 300s
-    option http-keep-alive
-    http-reuse always
-frontend h1
-    bind 127.0.0.1:$P_HA
-    default_backend up
-frontend h2
-    bind 127.0.0.1:$P_HA_H2 proto h2
-    default_backend up
-backend up
-    server up1 127.0.0.1:$P_UP maxconn 1000
-EOF
+write_haproxy_conf "$WORK/haproxy.cfg" $P_HA "" $P_HA_H2
 write_meshscope_confs "$WORK/meshscope-off.toml" "$WORK/meshscope-on.toml"
 
 # --- helpers ------------------------------------------------------------------------------------------

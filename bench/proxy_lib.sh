@@ -65,9 +65,10 @@ wait_port() { local i; for i in $(seq 1 400); do (exec 3<>/dev/tcp/127.0.0.1/$1)
 # cpu_ticks PID: user + system clock ticks used so far by PID and its children (a daemon's workers).
 cpu_ticks() { local t=0 p; for p in $1 $(pgrep -P "$1"); do t=$((t + $(awk '{print $14+$15}' /proc/$p/stat 2>/dev/null || echo 0))); done; echo $t; }
 
-# write_haproxy_conf FILE PORT [GLOBAL_LINE]: HAProxy as bench/proxy.sh sets it up (one thread,
-# keep-alive on both sides, `http-reuse always`, no log), on PORT in front of the upstream on $P_UP,
-# with its pid in $WORK/haproxy.pid and GLOBAL_LINE (e.g. `busy-polling`) added to `global`.
+# write_haproxy_conf FILE PORT [GLOBAL_LINE] [H2_PORT]: HAProxy for the proxy benchmarks (one thread,
+# keep-alive on both sides, `http-reuse always`, no log), HTTP/1.1 on PORT (and h2c on H2_PORT if
+# given) in front of the upstream on $P_UP, with its pid in $WORK/haproxy.pid and GLOBAL_LINE (e.g.
+# `busy-polling`) added to `global`.
 write_haproxy_conf() {
   cat > "$1" <<EOF
 global
@@ -85,6 +86,7 @@ defaults
     http-reuse always
 frontend h1
     bind 127.0.0.1:$2
+    ${4:+bind 127.0.0.1:$4 proto h2}
     default_backend up
 backend up
     server up1 127.0.0.1:$P_UP maxconn 1000
