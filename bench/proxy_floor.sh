@@ -14,14 +14,16 @@
 # rounds, the order rotating each round; the report gives every run and the median per contender,
 # with its CPU per request against HAProxy's (without busy polling) in the same round. Alternating
 # matters: this machine's speed drifts by a third between runs minutes apart (bench/README.md, "Proxy").
-# Env: ROUNDS (5), D (seconds of load per run, 6), NOBUILD=1 (use the binaries already built).
+# PROTO=h2 measures HTTP/2 instead: h2c with prior knowledge on both sides of every proxy (the upstream
+# nginx gets an `http2` listener) and `h2load -t1 -c64 -m10` as the load.
+# Env: ROUNDS (5), D (seconds of load per run, 6), PROTO (h1), NOBUILD=1 (use the binaries already built).
 set -uo pipefail
 
 BENCH=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$BENCH/.." && pwd)
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
-ROUNDS=${ROUNDS:-5}; D=${D:-6}; PROXY_CPU=${PROXY_CPU:-1}; LG_CPU=${LG_CPU:-0}
-P_UP=18480; P_MS=18486; P_MS_ADMIN=18487; P_SINK=18488
+ROUNDS=${ROUNDS:-5}; D=${D:-6}; PROTO=${PROTO:-h1}; PROXY_CPU=${PROXY_CPU:-1}; LG_CPU=${LG_CPU:-0}
+P_UP=18480; P_UP_H2=18481; P_MS=18486; P_MS_ADMIN=18487; P_SINK=18488
 WORK=$(mktemp -d /tmp/meshscope-proxy-floor.XXXXXX)
 PIDS=()
 
@@ -29,7 +31,8 @@ source "$BENCH/proxy_lib.sh"
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-for tool in haproxy nginx wrk taskset bc; do command -v $tool >/dev/null || die "$tool missing (bench/proxy.sh installs it)"; done
+case $PROTO in h1|h2) ;; *) echo "PROTO is h1 or h2" >&2; exit 1 ;; esac
+for tool in haproxy nginx wrk h2load taskset bc; do command -v $tool >/dev/null || die "$tool missing (bench/proxy.sh installs it)"; done
 if [ -z "${NOBUILD:-}" ]; then
   log "cargo build --release -p meshscope-proxy --bin meshscope-proxy --example hyper_floor"
   (cd "$ROOT" && cargo build --release -p meshscope-proxy --bin meshscope-proxy --example hyper_floor) >&2 || die "build failed"
@@ -38,10 +41,14 @@ PROXY=${1:-$TARGET/release/meshscope-proxy}
 FLOOR=$TARGET/release/examples/hyper_floor
 [ -x "$PROXY" ] && [ -x "$FLOOR" ] || die "binaries missing"
 
-write_upstream_conf "$WORK/upstream.conf"
+write_upstream_conf "$WORK/upstream.conf" $P_UP_H2
 taskset -c $LG_CPU nginx -c "$WORK/upstream.conf" || die "upstream nginx did not start"
 wait_port $P_UP
 write_meshscope_confs "$WORK/meshscope.toml" "$WORK/unused.toml"
+if [ "$PROTO" = h2 ]; then
+  sed -i "s/protocol = \"http1\"/protocol = \"http2\"/; s/:$P_UP\"/:$P_UP_H2\"/" "$WORK/meshscope.toml"
+  grep -q "protocol = \"http2\"" "$WORK/meshscope.toml" || die "cannot switch the proxy's upstream to HTTP/2"
+fi
 write_busy_conf "$WORK/meshscope.toml" "$WORK/meshscope-busy.toml"
 
 
@@ -54,10 +61,12 @@ start() {
       TOKIO_WORKER_THREADS=1 RUST_LOG=warn taskset -c $PROXY_CPU "$PROXY" --config "$conf" 2>>"$WORK/contender.log" &
       SUT_PID=$!; PIDS+=($SUT_PID) ;;
     hyper)
-      TOKIO_WORKER_THREADS=1 taskset -c $PROXY_CPU "$FLOOR" 127.0.0.1:$P_MS 127.0.0.1:$P_UP 2>>"$WORK/contender.log" &
+      if [ "$PROTO" = h2 ]; then floor=(127.0.0.1:$P_UP_H2 h2); else floor=(127.0.0.1:$P_UP); fi
+      TOKIO_WORKER_THREADS=1 taskset -c $PROXY_CPU "$FLOOR" 127.0.0.1:$P_MS "${floor[@]}" 2>>"$WORK/contender.log" &
       SUT_PID=$!; PIDS+=($SUT_PID) ;;
     haproxy|haproxy-busy)
       write_haproxy_conf "$WORK/haproxy.cfg" $P_MS "$([ "$1" = haproxy-busy ] && echo busy-polling)"
+      [ "$PROTO" = h2 ] && sed -i "s/bind 127.0.0.1:$P_MS$/bind 127.0.0.1:$P_MS proto h2/; s/server up1 127.0.0.1:$P_UP /server up1 127.0.0.1:$P_UP_H2 proto h2 /" "$WORK/haproxy.cfg"
       taskset -c $PROXY_CPU haproxy -D -f "$WORK/haproxy.cfg" || die "haproxy did not start"
       wait_port $P_MS
       SUT_PID=$(cat "$WORK/haproxy.pid") ;;
@@ -74,16 +83,25 @@ stop() {
 }
 # ipis: rescheduling and function-call interrupts the load CPU has received so far.
 ipis() { awk -v c=$((LG_CPU + 2)) '$1 == "RES:" || $1 == "CAL:" {n += $c} END {print n}' /proc/interrupts; }
-# measure NAME ROUND: one warm-up and one measured wrk run against $SUT_PID; appends to $WORK/runs.
+# load SECONDS OUT: the load for $PROTO against the contender; prints the requests that succeeded.
+load() {
+  if [ "$PROTO" = h1 ]; then
+    taskset -c $LG_CPU wrk -t1 -c64 -d${1}s "http://127.0.0.1:$P_MS/" > "$2" 2>&1
+    grep -q "Non-2xx" "$2" && die "non-2xx answers: $(cat "$2")"
+    awk '/requests in/{print $1}' "$2"
+  else
+    taskset -c $LG_CPU h2load -t1 -c64 -m10 -D "$1" "http://127.0.0.1:$P_MS/" > "$2" 2>&1
+    awk '/^requests:/ && $10 == 0 && $12 == 0 {print $8}' "$2"
+  fi
+}
+# measure NAME ROUND: one warm-up and one measured load run against $SUT_PID; appends to $WORK/runs.
 measure() {
-  taskset -c $LG_CPU wrk -t1 -c64 -d2s "http://127.0.0.1:$P_MS/" >/dev/null 2>&1
+  load 2 /dev/null > /dev/null
   local u0 s0 u1 s1 n i0 i1
   i0=$(ipis); read -r u0 s0 < <(awk '{print $14, $15}' /proc/$SUT_PID/stat)
-  taskset -c $LG_CPU wrk -t1 -c64 -d${D}s "http://127.0.0.1:$P_MS/" > "$WORK/wrk.txt" 2>&1
+  n=$(load "$D" "$WORK/load.txt")
   read -r u1 s1 < <(awk '{print $14, $15}' /proc/$SUT_PID/stat); i1=$(ipis)
-  n=$(awk '/requests in/{print $1}' "$WORK/wrk.txt")
-  [ -n "$n" ] && [ "$n" -gt 0 ] || die "$1: wrk made no requests ($(cat "$WORK/wrk.txt"))"
-  grep -q "Non-2xx" "$WORK/wrk.txt" && die "$1: non-2xx answers"
+  [ -n "$n" ] && [ "$n" -gt 0 ] || die "$1: no requests, or some failed ($(cat "$WORK/load.txt"))"
   local tick=$((1000000 / $(getconf CLK_TCK))) user sys wakes
   user=$(echo "scale=2; ($u1-$u0)*$tick/$n" | bc); sys=$(echo "scale=2; ($s1-$s0)*$tick/$n" | bc)
   wakes=$(echo "scale=3; ($i1-$i0)/$n" | bc)
@@ -102,7 +120,8 @@ for round in $(seq 1 "$ROUNDS"); do
   done
 done
 
-echo "Runs (\`bash bench/proxy_floor.sh\`, $(date -u '+%Y-%m-%d %H:%M') UTC, $(nproc) CPUs, ${D} s each, wrk -t1 -c64):"
+loadgen="wrk -t1 -c64"; [ "$PROTO" = h2 ] && loadgen="h2c both sides, h2load -t1 -c64 -m10"
+echo "Runs (\`PROTO=$PROTO bash bench/proxy_floor.sh\`, $(date -u '+%Y-%m-%d %H:%M') UTC, $(nproc) CPUs, ${D} s each, $loadgen):"
 echo
 echo '| round | contender | requests | user µs/req | sys µs/req | req/s | IPIs to load CPU /req |'
 echo '|---|---|---|---|---|---|---|'

@@ -41,8 +41,8 @@ listen = \"127.0.0.1:$P_MS_ADMIN\"
     "$conf" "$P_SINK" > "$2"
 }
 
-# write_upstream_conf FILE: one nginx worker on $P_UP answering "ok\n" to everything, with its pid,
-# log and temp files in $WORK.
+# write_upstream_conf FILE [H2_PORT]: one nginx worker on $P_UP (and h2c with prior knowledge on
+# H2_PORT if given) answering "ok\n" to everything, with its pid, log and temp files in $WORK.
 write_upstream_conf() {
   cat > "$1" <<EOF
 worker_processes 1;
@@ -54,7 +54,11 @@ http {
     client_body_temp_path $WORK/tmp-body; proxy_temp_path $WORK/tmp-proxy; fastcgi_temp_path $WORK/tmp-fcgi;
     uwsgi_temp_path $WORK/tmp-uwsgi; scgi_temp_path $WORK/tmp-scgi;
     keepalive_requests 10000000;
-    server { listen 127.0.0.1:$P_UP; location / { default_type text/plain; return 200 "ok\n"; } }
+    server {
+        listen 127.0.0.1:$P_UP;
+        ${2:+listen 127.0.0.1:$2 http2;}
+        location / { default_type text/plain; return 200 "ok\n"; }
+    }
 }
 EOF
 }
