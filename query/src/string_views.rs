@@ -16,7 +16,9 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::common::Result;
 
-/// `schema` with every `Utf8` field turned into `Utf8View`.
+/// `schema` with every `Utf8` field turned into `Utf8View`. Not DataFusion's
+/// `transform_schema_to_view`, which also turns `Binary` into `BinaryView`: the id columns stay
+/// `Binary`, the type the trace-id index, `hex_id` and the span readers take.
 pub(crate) fn schema(schema: &Schema) -> SchemaRef {
     let fields: Vec<Field> = schema
         .fields()
