@@ -13,11 +13,11 @@
 
 use std::sync::{Arc, Mutex};
 
+use hyper::Request;
 use hyper::body::Incoming;
 use hyper::client::conn::{http1 as client, http2 as client2};
 use hyper::server::conn::{http1 as server, http2 as server2};
 use hyper::service::service_fn;
-use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -51,22 +51,27 @@ async fn main() -> Result<(), Error> {
     }
 }
 
-/// Serves one downstream connection until it closes.
-async fn serve(downstream: TcpStream, upstream: &str) -> Result<(), Error> {
+/// The upstream connection for `downstream`, both without Nagle's delay (as the proxy sets them).
+async fn connect(downstream: &TcpStream, upstream: &str) -> Result<TcpStream, Error> {
     downstream.set_nodelay(true)?;
     let upstream = TcpStream::connect(upstream).await?;
     upstream.set_nodelay(true)?;
+    Ok(upstream)
+}
+
+/// Serves one downstream HTTP/1.1 connection until it closes.
+async fn serve(downstream: TcpStream, upstream: &str) -> Result<(), Error> {
+    let upstream = connect(&downstream, upstream).await?;
     let (sender, connection) = client::handshake(TokioIo::new(upstream)).await?;
     tokio::spawn(connection);
     // hyper's server calls the service for one request at a time on an HTTP/1.1 connection, so
     // the lock is never contended; it only makes the sender shareable with the service closure.
     let sender = Arc::new(Mutex::new(sender));
     let service = service_fn(move |request: Request<Incoming>| {
-        let sending = sender
+        sender
             .lock()
             .expect("the sender's lock is never poisoned")
-            .send_request(request);
-        async move { sending.await.map(|response: Response<Incoming>| response) }
+            .send_request(request)
     });
     server::Builder::new()
         .serve_connection(TokioIo::new(downstream), service)
@@ -77,9 +82,7 @@ async fn serve(downstream: TcpStream, upstream: &str) -> Result<(), Error> {
 /// Serves one downstream HTTP/2 connection until it closes; its streams share one upstream
 /// HTTP/2 connection.
 async fn serve_h2(downstream: TcpStream, upstream: &str) -> Result<(), Error> {
-    downstream.set_nodelay(true)?;
-    let upstream = TcpStream::connect(upstream).await?;
-    upstream.set_nodelay(true)?;
+    let upstream = connect(&downstream, upstream).await?;
     let (sender, connection) =
         client2::handshake(TokioExecutor::new(), TokioIo::new(upstream)).await?;
     tokio::spawn(connection);

@@ -15,7 +15,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use tokio_util::task::TaskTracker;
+use tokio_util::task::{AbortOnDropHandle, TaskTracker};
 
 use crate::admin::{self, AdminState};
 use crate::body::ProxyBody;
@@ -210,9 +210,12 @@ impl Proxy {
     /// Serves until `shutdown` completes, then stops accepting, lets in-flight requests finish for up
     /// to the configured drain timeout, and closes what is left.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) {
-        let spinners: Vec<_> = if self.busy_poll {
+        // Held for the whole of `serve`: dropped at its end, or with it, they stop.
+        let _spinners: Vec<AbortOnDropHandle<()>> = if self.busy_poll {
             let workers = tokio::runtime::Handle::current().metrics().num_workers();
-            (0..workers).map(|_| tokio::spawn(spin())).collect()
+            (0..workers)
+                .map(|_| AbortOnDropHandle::new(tokio::spawn(spin())))
+                .collect()
         } else {
             Vec::new()
         };
@@ -293,9 +296,6 @@ impl Proxy {
         let _ = stop_admin.send(true);
         if let Some(admin) = admin {
             let _ = admin.await;
-        }
-        for spinner in spinners {
-            spinner.abort();
         }
     }
 }

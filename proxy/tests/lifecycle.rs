@@ -2,10 +2,11 @@
 
 mod common;
 
+use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{bounded, client, closed_port, get, named, proxy, slow};
+use common::{TestServer, bounded, client, closed_port, get, named, proxy, slow};
 use http::StatusCode;
 
 /// A child process killed if the test ends early.
@@ -34,12 +35,23 @@ fn temp_config(name: &str, text: &str) -> std::path::PathBuf {
     path
 }
 
-/// Starts the standalone binary on `config` with one worker thread and waits until it accepts on
-/// `listen`.
-async fn start_binary(config: &std::path::Path, listen: std::net::SocketAddr) -> KillOnDrop {
+/// The standalone binary, with one worker thread, in front of a test app: `service` is the body of
+/// its `[service]` table (`name` included), written to the file `file`. Returns once a request
+/// through it has reached the app, with the app (to keep it serving), the proxy's address and the
+/// process.
+async fn serving_binary(file: &str, service: &str) -> (TestServer, SocketAddr, KillOnDrop) {
+    let app = named("app").await;
+    let listen = closed_port().await;
+    let config = temp_config(
+        file,
+        &format!(
+            "[service]\n{service}\n\n[inbound]\nlisten = \"{listen}\"\napp = \"{}\"\n",
+            app.addr
+        ),
+    );
     let child = match Command::new(env!("CARGO_BIN_EXE_meshscope-proxy"))
         .arg("--config")
-        .arg(config)
+        .arg(&config)
         .env("TOKIO_WORKER_THREADS", "1")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -57,7 +69,14 @@ async fn start_binary(config: &std::path::Path, listen: std::net::SocketAddr) ->
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    child
+    answers_from_the_app(listen).await;
+    (app, listen, child)
+}
+
+/// Asserts that a request through the proxy on `listen` is answered by the app.
+async fn answers_from_the_app(listen: SocketAddr) {
+    let (status, who, _) = get(&client(), &format!("http://{listen}/")).await;
+    assert_eq!((status, who.as_str()), (StatusCode::OK, "app"));
 }
 
 /// CPU time (user + system) the process has used over `wall` of doing nothing asked of it.
@@ -107,18 +126,7 @@ async fn stop_with_sigterm(mut child: KillOnDrop) {
 #[tokio::test]
 async fn binary_serves_and_exits_cleanly_on_sigterm() {
     bounded(async {
-        let app = named("app").await;
-        let listen = closed_port().await;
-        let config = temp_config(
-            "proxy.toml",
-            &format!(
-                "[service]\nname = \"svc\"\n\n[inbound]\nlisten = \"{listen}\"\napp = \"{}\"\n",
-                app.addr
-            ),
-        );
-        let child = start_binary(&config, listen).await;
-        let (status, who, _) = get(&client(), &format!("http://{listen}/")).await;
-        assert_eq!((status, who.as_str()), (StatusCode::OK, "app"));
+        let (_app, _, child) = serving_binary("proxy.toml", "name = \"svc\"").await;
         // Idle, the worker sleeps in the poller.
         let cpu = idle_cpu(&child, Duration::from_secs(1)).await;
         assert!(
@@ -133,24 +141,16 @@ async fn binary_serves_and_exits_cleanly_on_sigterm() {
 #[tokio::test]
 async fn busy_polling_keeps_the_worker_awake_and_still_exits_on_sigterm() {
     bounded(async {
-        let app = named("app").await;
-        let listen = closed_port().await;
-        let config = temp_config(
-            "busy.toml",
-            &format!(
-                "[service]\nname = \"svc\"\nbusy_poll = true\n\n[inbound]\nlisten = \"{listen}\"\napp = \"{}\"\n",
-                app.addr
-            ),
-        );
-        let child = start_binary(&config, listen).await;
-        let (status, who, _) = get(&client(), &format!("http://{listen}/")).await;
-        assert_eq!((status, who.as_str()), (StatusCode::OK, "app"));
-        // With nothing to do, the worker keeps polling: most of a core, less whatever the other
-        // tests running beside this one take of the machine.
+        let (_app, listen, child) =
+            serving_binary("busy.toml", "name = \"svc\"\nbusy_poll = true").await;
+        // With nothing to do, the worker keeps polling. A whole core when the machine is free; the
+        // bound leaves room for the other tests running beside this one.
         let cpu = idle_cpu(&child, Duration::from_secs(1)).await;
-        assert!(cpu >= Duration::from_millis(300), "busy polling, the proxy used only {cpu:?} of CPU in 1 s");
-        let (status, who, _) = get(&client(), &format!("http://{listen}/")).await;
-        assert_eq!((status, who.as_str()), (StatusCode::OK, "app"));
+        assert!(
+            cpu >= Duration::from_millis(300),
+            "busy polling, the proxy used only {cpu:?} of CPU in 1 s"
+        );
+        answers_from_the_app(listen).await;
         stop_with_sigterm(child).await;
     })
     .await;

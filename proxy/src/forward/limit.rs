@@ -2,8 +2,9 @@
 //!
 //! An `async fn` wrapper keeps its future argument twice in its state machine (once as the
 //! argument, once as the local it is awaited from), so wrapping the request's attempts that way
-//! doubled their kilobytes, which every request then copies into its box (`server.rs`). These are
-//! plain functions returning one of two futures, each holding the wrapped future once.
+//! doubled their kilobytes, which every request then copies into its box (`server.rs`). This is a
+//! plain function returning one of two futures, each holding the wrapped future once; the per-try
+//! timeout (`attempts.rs`) builds its timeout inside a `match` arm for the same reason.
 
 use std::time::Instant;
 
