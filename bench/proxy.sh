@@ -60,18 +60,16 @@ FIXED=$TARGET/release/examples/fixed_rate
 [ -x "$SINK" ] && [ -x "$FIXED" ] || die "examples missing"
 
 # --- configurations -----------------------------------------------------------------------------------
-nginx_common="worker_processes 1;
-events { worker_connections 8192; }"
-nginx_http="access_log off;
-    client_body_temp_path $WORK/tmp-body; proxy_temp_path $WORK/tmp-proxy; fastcgi_temp_path $WORK/tmp-fcgi;
-    uwsgi_temp_path $WORK/tmp-uwsgi; scgi_temp_path $WORK/tmp-scgi;
-    keepalive_requests 10000000; keepalive_timeout 300s;"
 cat > "$WORK/upstream.conf" <<EOF
-$nginx_common
+worker_processes 1;
+events { worker_connections 8192; }
 pid $WORK/upstream.pid;
 error_log $WORK/upstream.err warn;
 http {
-    $nginx_http
+    access_log off;
+    client_body_temp_path $WORK/tmp-body; proxy_temp_path $WORK/tmp-proxy; fastcgi_temp_path $WORK/tmp-fcgi;
+    uwsgi_temp_path $WORK/tmp-uwsgi; scgi_temp_path $WORK/tmp-scgi;
+    keepalive_requests 10000000; keepalive_timeout 300s;
     server {
         listen 127.0.0.1:$P_UP backlog=4096;
         listen 127.0.0.1:$P_UP_H2 http2;
@@ -79,25 +77,11 @@ http {
     }
 }
 EOF
-cat > "$WORK/nginx-proxy.conf" <<EOF
-$nginx_common
-pid $WORK/nginx-proxy.pid;
-error_log $WORK/nginx-proxy.err warn;
-http {
-    $nginx_http
-    upstream backend { server 127.0.0.1:$P_UP; keepalive 256; keepalive_requests 10000000; }
-    server {
-        listen 127.0.0.1:$P_NG backlog=4096;
-        listen 127.0.0.1:$P_NG_H2 http2;
-        location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; }
-    }
-}
-EOF
+write_nginx_proxy_conf "$WORK/nginx-proxy.conf" $P_NG $P_NG_H2
 write_haproxy_conf "$WORK/haproxy.cfg" $P_HA "" $P_HA_H2
 write_meshscope_confs "$WORK/meshscope-off.toml" "$WORK/meshscope-on.toml"
 
 # --- helpers ------------------------------------------------------------------------------------------
-wait_port() { local i; for i in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.05; done; die "nothing listens on :$1"; }
 rss_kib() { awk -v k="$2" '$1==k":"{print $2}' /proc/$1/status; }
 busy() { # per-CPU busy % over 2 s
   local a b c d; read -ra a < <(grep '^cpu0 ' /proc/stat); read -ra b < <(grep '^cpu1 ' /proc/stat); sleep 2

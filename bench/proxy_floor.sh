@@ -33,10 +33,7 @@ trap 'exit 130' INT TERM
 
 case $PROTO in h1|h2) ;; *) echo "PROTO is h1 or h2" >&2; exit 1 ;; esac
 for tool in haproxy nginx wrk h2load taskset bc; do command -v $tool >/dev/null || die "$tool missing (bench/proxy.sh installs it)"; done
-if [ -z "${NOBUILD:-}" ]; then
-  log "cargo build --release -p meshscope-proxy --bin meshscope-proxy --example hyper_floor"
-  (cd "$ROOT" && cargo build --release -p meshscope-proxy --bin meshscope-proxy --example hyper_floor) >&2 || die "build failed"
-fi
+build_proxy_and hyper_floor
 PROXY=${1:-$TARGET/release/meshscope-proxy}
 FLOOR=$TARGET/release/examples/hyper_floor
 [ -x "$PROXY" ] && [ -x "$FLOOR" ] || die "binaries missing"
@@ -52,33 +49,19 @@ fi
 write_busy_conf "$WORK/meshscope.toml" "$WORK/meshscope-busy.toml"
 
 
-# start NAME: starts a contender on $P_MS and sets SUT_PID.
+# start NAME: starts contender NAME alone (proxy_lib.sh).
 start() {
   case $1 in
-    meshscope|meshscope-busy)
-      local conf=$WORK/meshscope.toml
-      [ "$1" = meshscope-busy ] && conf=$WORK/meshscope-busy.toml
-      TOKIO_WORKER_THREADS=1 RUST_LOG=warn taskset -c $PROXY_CPU "$PROXY" --config "$conf" 2>>"$WORK/contender.log" &
-      SUT_PID=$!; PIDS+=($SUT_PID) ;;
+    meshscope|meshscope-busy) start_meshscope "$1" ;;
     hyper)
       if [ "$PROTO" = h2 ]; then floor=(127.0.0.1:$P_UP_H2 h2); else floor=(127.0.0.1:$P_UP); fi
-      TOKIO_WORKER_THREADS=1 taskset -c $PROXY_CPU "$FLOOR" 127.0.0.1:$P_MS "${floor[@]}" 2>>"$WORK/contender.log" &
-      SUT_PID=$!; PIDS+=($SUT_PID) ;;
+      TOKIO_WORKER_THREADS=1 taskset -c $PROXY_CPU "$FLOOR" 127.0.0.1:$P_MS "${floor[@]}" 2>>"$WORK/hyper.log" &
+      SUT_PID=$!; PIDS+=($SUT_PID); DAEMON_PIDFILE=
+      wait_port $P_MS ;;
     haproxy|haproxy-busy)
       write_haproxy_conf "$WORK/haproxy.cfg" $P_MS "$([ "$1" = haproxy-busy ] && echo busy-polling)"
       [ "$PROTO" = h2 ] && sed -i "s/bind 127.0.0.1:$P_MS$/bind 127.0.0.1:$P_MS proto h2/; s/server up1 127.0.0.1:$P_UP /server up1 127.0.0.1:$P_UP_H2 proto h2 /" "$WORK/haproxy.cfg"
-      taskset -c $PROXY_CPU haproxy -D -f "$WORK/haproxy.cfg" || die "haproxy did not start"
-      wait_port $P_MS
-      SUT_PID=$(cat "$WORK/haproxy.pid") ;;
-  esac
-  wait_port $P_MS
-}
-# stop NAME: stops the contender started last and waits until it is gone.
-stop() {
-  kill -TERM "$SUT_PID"
-  case $1 in
-    haproxy|haproxy-busy) while kill -0 "$SUT_PID" 2>/dev/null; do sleep 0.1; done; rm -f "$WORK/haproxy.pid" ;;
-    *) wait "$SUT_PID" 2>/dev/null ;;
+      start_daemon "$WORK/haproxy.pid" haproxy -D -f "$WORK/haproxy.cfg" ;;
   esac
 }
 # ipis: rescheduling and function-call interrupts the load CPU has received so far.
@@ -116,7 +99,7 @@ for round in $(seq 1 "$ROUNDS"); do
     name=${CONTENDERS[$(( (i + round) % N ))]}
     start "$name"
     measure "$name" "$round"
-    stop "$name"
+    stop_contender
   done
 done
 

@@ -28,10 +28,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 for tool in haproxy nginx taskset; do command -v $tool >/dev/null || die "$tool missing (bench/proxy.sh installs it)"; done
-if [ -z "${NOBUILD:-}" ]; then
-  log "cargo build --release -p meshscope-proxy --bin meshscope-proxy --example fixed_rate"
-  (cd "$ROOT" && cargo build --release -p meshscope-proxy --bin meshscope-proxy --example fixed_rate) >&2 || die "build failed"
-fi
+build_proxy_and fixed_rate
 PROXY=${1:-$TARGET/release/meshscope-proxy}
 FIXED=$TARGET/release/examples/fixed_rate
 [ -x "$PROXY" ] && [ -x "$FIXED" ] || die "binaries missing"
@@ -41,54 +38,18 @@ taskset -c $LG_CPU nginx -c "$WORK/upstream.conf" || die "upstream nginx did not
 wait_port $P_UP
 write_meshscope_confs "$WORK/meshscope.toml" "$WORK/unused.toml"
 write_busy_conf "$WORK/meshscope.toml" "$WORK/meshscope-busy.toml"
-cat > "$WORK/nginx-proxy.conf" <<EOF
-worker_processes 1;
-events { worker_connections 8192; }
-pid $WORK/nginx-proxy.pid;
-error_log $WORK/nginx-proxy.err warn;
-http {
-    access_log off;
-    client_body_temp_path $WORK/tmp-body; proxy_temp_path $WORK/tmp-proxy; fastcgi_temp_path $WORK/tmp-fcgi;
-    uwsgi_temp_path $WORK/tmp-uwsgi; scgi_temp_path $WORK/tmp-scgi;
-    keepalive_requests 10000000; keepalive_timeout 300s;
-    upstream backend { server 127.0.0.1:$P_UP; keepalive 256; keepalive_requests 10000000; }
-    server {
-        listen 127.0.0.1:$P_MS backlog=4096;
-        location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; }
-    }
-}
-EOF
+write_nginx_proxy_conf "$WORK/nginx-proxy.conf" $P_MS
 
-# start NAME: starts the contender on $P_MS and sets SUT_PID (the process whose CPU is measured;
-# for nginx the worker) and, for a daemon, PIDFILE. Direct needs nothing.
+# start NAME: starts contender NAME alone (proxy_lib.sh); direct needs nothing (SUT_PID empty).
 start() {
-  SUT_PID=; PIDFILE=
+  SUT_PID=
   case $1 in
-    direct) return ;;
+    direct) ;;
     haproxy|haproxy-busy)
       write_haproxy_conf "$WORK/haproxy.cfg" $P_MS "$([ "$1" = haproxy-busy ] && echo busy-polling)"
-      taskset -c $PROXY_CPU haproxy -D -f "$WORK/haproxy.cfg" || die "haproxy did not start"
-      PIDFILE=$WORK/haproxy.pid ;;
-    nginx) taskset -c $PROXY_CPU nginx -c "$WORK/nginx-proxy.conf" || die "nginx did not start"
-      PIDFILE=$WORK/nginx-proxy.pid ;;
-    meshscope|meshscope-busy)
-      local conf=$WORK/meshscope.toml
-      [ "$1" = meshscope-busy ] && conf=$WORK/meshscope-busy.toml
-      TOKIO_WORKER_THREADS=1 RUST_LOG=warn taskset -c $PROXY_CPU "$PROXY" --config "$conf" 2>>"$WORK/meshscope.log" &
-      SUT_PID=$!; PIDS+=($SUT_PID) ;;
-  esac
-  wait_port $P_MS
-  if [ -n "$PIDFILE" ]; then
-    local master; master=$(cat "$PIDFILE")
-    SUT_PID=$(pgrep -P "$master" | head -1); [ -n "$SUT_PID" ] || SUT_PID=$master
-  fi
-}
-stop() { # NAME
-  case $1 in
-    direct) return ;;
-    meshscope|meshscope-busy) kill -TERM "$SUT_PID"; wait "$SUT_PID" 2>/dev/null ;;
-    *) local master; master=$(cat "$PIDFILE"); kill -TERM "$master"
-       while kill -0 "$master" 2>/dev/null; do sleep 0.1; done; rm -f "$PIDFILE" ;;
+      start_daemon "$WORK/haproxy.pid" haproxy -D -f "$WORK/haproxy.cfg" ;;
+    nginx) start_daemon "$WORK/nginx-proxy.pid" nginx -c "$WORK/nginx-proxy.conf" ;;
+    meshscope|meshscope-busy) start_meshscope "$1" ;;
   esac
 }
 
@@ -109,7 +70,7 @@ for round in $(seq 1 "$ROUNDS"); do
     p999=$(sed -n 's/.*p999_us=\([0-9]*\).*/\1/p' <<<"$out")
     echo "$round $name $p50 $p99 $p999 $cpu" >> "$WORK/runs"
     log "round $round $name: p50 $p50 µs, p99 $p99 µs, p99.9 $p999 µs, CPU ${cpu}%"
-    stop "$name"
+    [ "$name" = direct ] || stop_contender
   done
 done
 

@@ -102,3 +102,67 @@ write_busy_conf() {
   sed 's/^\[service\]$/[service]\nbusy_poll = true/' "$1" > "$2"
   grep -q '^busy_poll = true$' "$2" || die "no [service] table in $1 to add busy_poll to"
 }
+
+# write_nginx_proxy_conf FILE PORT [H2_PORT]: nginx as a proxy for the benchmarks (one worker, a
+# keep-alive pool to the upstream on $P_UP, no access log), HTTP/1.1 on PORT (and h2c on H2_PORT if
+# given), with its pid in $WORK/nginx-proxy.pid.
+write_nginx_proxy_conf() {
+  cat > "$1" <<EOF
+worker_processes 1;
+events { worker_connections 8192; }
+pid $WORK/nginx-proxy.pid;
+error_log $WORK/nginx-proxy.err warn;
+http {
+    access_log off;
+    client_body_temp_path $WORK/tmp-body; proxy_temp_path $WORK/tmp-proxy; fastcgi_temp_path $WORK/tmp-fcgi;
+    uwsgi_temp_path $WORK/tmp-uwsgi; scgi_temp_path $WORK/tmp-scgi;
+    keepalive_requests 10000000; keepalive_timeout 300s;
+    upstream backend { server 127.0.0.1:$P_UP; keepalive 256; keepalive_requests 10000000; }
+    server {
+        listen 127.0.0.1:$2 backlog=4096;
+        ${3:+listen 127.0.0.1:$3 http2;}
+        location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; }
+    }
+}
+EOF
+}
+
+# build_proxy_and EXAMPLE...: unless NOBUILD is set, builds the release proxy binary and EXAMPLEs.
+build_proxy_and() {
+  [ -n "${NOBUILD:-}" ] && return
+  local examples=() e
+  for e in "$@"; do examples+=(--example "$e"); done
+  log "cargo build --release -p meshscope-proxy --bin meshscope-proxy ${examples[*]}"
+  (cd "$ROOT" && cargo build --release -p meshscope-proxy --bin meshscope-proxy "${examples[@]}") >&2 || die "build failed"
+}
+
+# Starting and stopping one contender at a time on CPU $PROXY_CPU, listening on $P_MS (the scripts
+# that measure each proxy alone). Each start sets SUT_PID, the process whose CPU is measured.
+#
+# start_meshscope NAME: the proxy $PROXY on $WORK/NAME.toml with one worker.
+start_meshscope() {
+  TOKIO_WORKER_THREADS=1 RUST_LOG=warn taskset -c $PROXY_CPU "$PROXY" --config "$WORK/$1.toml" 2>>"$WORK/$1.log" &
+  SUT_PID=$!; PIDS+=($SUT_PID); DAEMON_PIDFILE=
+  wait_port $P_MS
+}
+# start_daemon PIDFILE COMMAND...: a proxy that daemonises (HAProxy -D, nginx); SUT_PID is its worker
+# process, or the daemon itself when it has none.
+start_daemon() {
+  local pidfile=$1; shift
+  taskset -c $PROXY_CPU "$@" || die "$1 did not start"
+  wait_port $P_MS
+  DAEMON_PIDFILE=$pidfile
+  local daemon; daemon=$(cat "$pidfile")
+  SUT_PID=$(pgrep -P "$daemon" | head -1); [ -n "$SUT_PID" ] || SUT_PID=$daemon
+}
+# stop_contender: stops the contender started last and waits until it is gone.
+stop_contender() {
+  if [ -n "${DAEMON_PIDFILE:-}" ]; then
+    local daemon; daemon=$(cat "$DAEMON_PIDFILE")
+    kill -TERM "$daemon"
+    while kill -0 "$daemon" 2>/dev/null; do sleep 0.1; done
+    rm -f "$DAEMON_PIDFILE"; DAEMON_PIDFILE=
+  else
+    kill -TERM "$SUT_PID"; wait "$SUT_PID" 2>/dev/null
+  fi
+}
